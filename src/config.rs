@@ -1,0 +1,191 @@
+//! The command line: one clap definition, every flag with `long` and an `ALTIMAGE_…` env name.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::florence2::LoadOptions;
+use crate::model::preprocess::ImageLimits;
+use crate::model::runtime::{self, Device, RuntimeOptions};
+use crate::model::{Detail, ModelError};
+
+#[derive(Debug, Parser)]
+#[command(name = "altimage", version, about = "Alt text and product descriptions for e-commerce images (Florence-2 on ONNX Runtime)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "ALTIMAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing env-filter syntax, e.g. `info,ort=warn`).
+    #[arg(long, env = "ALTIMAGE_LOG", default_value = "info,ort=warn", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe image files or folders (recursively) and write JSON Lines or CSV.
+    Describe(DescribeArgs),
+}
+
+/// Graph variants of an onnx-community export, by file-name suffix (spec section 1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// `<graph>.onnx`: full precision; the safe default (Florence-2 is sensitive to quantisation).
+    Fp32,
+    /// `<graph>_fp16.onnx`: half-precision weights (float32 I/O).
+    Fp16,
+    /// `<graph>_quantized.onnx`: dynamic 8-bit.
+    Q8,
+    /// `<graph>_int8.onnx`.
+    Int8,
+    /// `<graph>_uint8.onnx`.
+    Uint8,
+    /// `<graph>_q4.onnx`: 4-bit MatMul weights.
+    Q4,
+}
+
+impl Dtype {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Dtype::Fp32 => "",
+            Dtype::Fp16 => "_fp16",
+            Dtype::Q8 => "_quantized",
+            Dtype::Int8 => "_int8",
+            Dtype::Uint8 => "_uint8",
+            Dtype::Q4 => "_q4",
+        }
+    }
+}
+
+/// Where the model is and how ONNX Runtime runs it.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Florence-2 export in the onnx-community layout (config.json, tokenizer.json, onnx/*.onnx).
+    /// `make model` writes the bundled test model's path; `scripts/fetch-model.sh` fetches the real one.
+    #[arg(long, env = "ALTIMAGE_MODEL_DIR")]
+    pub model_dir: PathBuf,
+
+    /// `cpu`, `cuda` or `cuda:N`. CUDA failures are errors, never a silent CPU fall-back.
+    #[arg(long, env = "ALTIMAGE_DEVICE", default_value = "cpu")]
+    pub device: Device,
+
+    /// Which graph files to load. fp32 is exact; quantised files are faster on CPU but change the text.
+    #[arg(long, env = "ALTIMAGE_DTYPE", value_enum, default_value_t = Dtype::Fp32)]
+    pub dtype: Dtype,
+
+    /// ONNX Runtime shared library. Unset: ORT_DYLIB_PATH, then the project cache that
+    /// `scripts/install-ort.sh` fills.
+    #[arg(long, env = "ALTIMAGE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// Project cache folder searched for `ort/<cpu|cuda>/libonnxruntime.so`.
+    #[arg(long, env = "ALTIMAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Threads per operator (0 = one per physical core). Lower it when several model instances
+    /// or other work share the CPU.
+    #[arg(long, env = "ALTIMAGE_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+
+    /// Threads across independent operators (0 = ONNX Runtime default). Florence-2's graphs are
+    /// mostly chains, so more rarely helps.
+    #[arg(long, env = "ALTIMAGE_INTER_THREADS", default_value_t = 0)]
+    pub inter_threads: usize,
+
+    /// Graph optimisation level, 0 (none) to 3 (all). Use 1 for q4f16 exports, which break under
+    /// layer-norm fusion.
+    #[arg(long, env = "ALTIMAGE_GRAPH_OPTIMIZATION", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub graph_optimization: u8,
+
+    /// Cap of the CUDA memory arena in MiB (0 = no cap). Lets two instances share one GPU.
+    #[arg(long, env = "ALTIMAGE_CUDA_MEMORY_LIMIT_MB", default_value_t = 0)]
+    pub cuda_memory_limit_mb: usize,
+}
+
+impl ModelArgs {
+    /// Finds the ONNX Runtime library and assembles the load options.
+    pub fn load_options(&self) -> Result<LoadOptions, ModelError> {
+        let env_path = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(runtime::default_cache_dir);
+        let (library, source) = runtime::find_library(self.ort_library.as_deref(), env_path.as_deref(), &cache_dir, self.device)?;
+        tracing::debug!(library = %library.display(), ?source, "ONNX Runtime library");
+        Ok(LoadOptions {
+            model_dir: self.model_dir.clone(),
+            library,
+            runtime: RuntimeOptions {
+                device: self.device,
+                intra_threads: self.intra_threads,
+                inter_threads: self.inter_threads,
+                optimization_level: self.graph_optimization,
+                cuda_mem_limit: self.cuda_memory_limit_mb * 1024 * 1024,
+            },
+            variant_suffix: self.dtype.suffix().to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    /// Image files, or folders searched recursively for .jpg/.jpeg/.png/.webp/.gif/.bmp/.tif/.tiff.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// brief (alt text), detailed, or paragraph (product description).
+    #[arg(long, env = "ALTIMAGE_DETAIL", default_value = "brief")]
+    pub detail: Detail,
+
+    /// Tokens to generate at most per image (default: 64 brief, 128 detailed, 256 paragraph).
+    #[arg(long, env = "ALTIMAGE_MAX_NEW_TOKENS")]
+    pub max_new_tokens: Option<usize>,
+
+    /// Beam-search width; 1 is greedy, as transformers.js decodes. Wider is slower.
+    #[arg(long, env = "ALTIMAGE_NUM_BEAMS", default_value_t = 1)]
+    pub num_beams: usize,
+
+    /// Images per model call. Larger batches pay off on GPUs; on a CPU the vision encoder
+    /// dominates and batching gains little.
+    #[arg(long, env = "ALTIMAGE_BATCH_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub batch_size: u64,
+
+    /// Threads decoding and resizing images while the model runs (0 = half the cores, at least 1).
+    #[arg(long, env = "ALTIMAGE_PREPARE_THREADS", default_value_t = 0)]
+    pub prepare_threads: usize,
+
+    /// Output format.
+    #[arg(long, env = "ALTIMAGE_FORMAT", value_enum, default_value_t = OutputFormat::Jsonl)]
+    pub format: OutputFormat,
+
+    /// Write results to this file instead of stdout.
+    #[arg(long, short = 'o', env = "ALTIMAGE_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Largest image accepted, in pixels (width × height), checked before decoding.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_PIXELS", default_value_t = ImageLimits::DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+
+    /// Largest image file accepted, in bytes.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+
+    /// Never draw the progress bar (it is drawn only when stderr is a terminal).
+    #[arg(long, env = "ALTIMAGE_NO_PROGRESS")]
+    pub no_progress: bool,
+}

@@ -1,0 +1,337 @@
+//! `altimage describe`: a catalogue folder in, one JSON Lines or CSV record per image out. Images
+//! are read and prepared on worker threads while the model runs; bad files get an error record
+//! and the run goes on; records come out in input order.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::config::{DescribeArgs, OutputFormat};
+use crate::model::florence2::{Florence2, GenerationRequest};
+use crate::model::generate::FinishReason;
+use crate::model::preprocess::{ImageLimits, PreparedImage, PreprocessorConfig, prepare_image};
+
+/// Extensions picked up when walking a folder; files named explicitly are always tried.
+const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// One output line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Record {
+    fn failed(path: &Path, code: &'static str, message: String) -> Self {
+        Self {
+            path: path.display().to_string(),
+            description: None,
+            detail: None,
+            width: None,
+            height: None,
+            format: None,
+            generated_tokens: None,
+            finish_reason: None,
+            error: Some(RecordError { code, message }),
+        }
+    }
+}
+
+/// Expands folders (recursively, sorted, so runs are repeatable) into image files.
+pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut files);
+        } else {
+            // Missing files are kept: they get an error record, not a silent skip.
+            files.push(path.clone());
+        }
+    }
+    files
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        files.push(dir.to_path_buf());
+        return;
+    };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, files);
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            files.push(path);
+        }
+    }
+}
+
+/// Reads and prepares one file; the error is already a record.
+fn prepare_file(path: &Path, config: &PreprocessorConfig, limits: &ImageLimits, max_bytes: u64) -> Result<PreparedImage, Record> {
+    let meta = std::fs::metadata(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
+    if !meta.is_file() {
+        return Err(Record::failed(path, "file_unreadable", "not a regular file".into()));
+    }
+    if meta.len() > max_bytes {
+        return Err(Record::failed(
+            path,
+            "file_too_large",
+            format!("{} bytes, more than --max-image-bytes {max_bytes}", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
+    prepare_image(&bytes, config, limits).map_err(|e| Record::failed(path, e.code(), e.to_string()))
+}
+
+enum Writer {
+    Jsonl(Box<dyn Write>),
+    Csv(csv::Writer<Box<dyn Write>>),
+}
+
+impl Writer {
+    fn new(format: OutputFormat, sink: Box<dyn Write>) -> anyhow::Result<Self> {
+        Ok(match format {
+            OutputFormat::Jsonl => Writer::Jsonl(sink),
+            OutputFormat::Csv => {
+                let mut csv = csv::Writer::from_writer(sink);
+                csv.write_record([
+                    "path",
+                    "description",
+                    "detail",
+                    "width",
+                    "height",
+                    "format",
+                    "generated_tokens",
+                    "finish_reason",
+                    "error_code",
+                    "error_message",
+                ])?;
+                Writer::Csv(csv)
+            }
+        })
+    }
+
+    fn write(&mut self, record: &Record) -> anyhow::Result<()> {
+        match self {
+            Writer::Jsonl(sink) => {
+                serde_json::to_writer(&mut *sink, record)?;
+                sink.write_all(b"\n")?;
+            }
+            Writer::Csv(csv) => {
+                let text = |v: Option<String>| v.unwrap_or_default();
+                csv.write_record([
+                    record.path.clone(),
+                    text(record.description.clone()),
+                    text(record.detail.map(str::to_string)),
+                    text(record.width.map(|v| v.to_string())),
+                    text(record.height.map(|v| v.to_string())),
+                    text(record.format.map(str::to_string)),
+                    text(record.generated_tokens.map(|v| v.to_string())),
+                    text(record.finish_reason.map(|r| serde_json::to_value(r).unwrap_or_default().as_str().unwrap_or_default().to_string())),
+                    text(record.error.as_ref().map(|e| e.code.to_string())),
+                    text(record.error.as_ref().map(|e| e.message.clone())),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Writer::Jsonl(sink) => sink.flush()?,
+            Writer::Csv(csv) => csv.flush()?,
+        }
+        Ok(())
+    }
+}
+
+/// Writes records in input order as they become available.
+struct OrderedOutput {
+    writer: Writer,
+    waiting: BTreeMap<usize, Record>,
+    next: usize,
+    failures: usize,
+}
+
+impl OrderedOutput {
+    fn push(&mut self, index: usize, record: Record) -> anyhow::Result<()> {
+        if record.error.is_some() {
+            self.failures += 1;
+        }
+        self.waiting.insert(index, record);
+        while let Some(record) = self.waiting.remove(&self.next) {
+            self.writer.write(&record)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
+    let files = collect_files(&args.paths);
+    let options = args.model.load_options()?;
+    let mut model = Florence2::load(&options).context("loading the model")?;
+    tracing::info!(model = %args.model.model_dir.display(), device = %args.model.device, images = files.len(), "describing");
+
+    let sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create --output {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut output = OrderedOutput { writer: Writer::new(args.format, sink)?, waiting: BTreeMap::new(), next: 0, failures: 0 };
+
+    let progress = if args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+
+    let batch_size = args.batch_size as usize;
+    let threads = match args.prepare_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n,
+    };
+    let limits = ImageLimits { max_pixels: args.max_image_pixels };
+    let preprocessor = model.preprocessor().clone();
+    let next_file = AtomicUsize::new(0);
+    // Bounded, so prepared tensors (7 MB each at 768×768) cannot pile up while the model works.
+    let (sender, receiver) = mpsc::sync_channel::<(usize, Result<PreparedImage, Record>)>(batch_size * 2);
+
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..threads {
+            let sender = sender.clone();
+            let (files, next_file, preprocessor) = (&files, &next_file, &preprocessor);
+            scope.spawn(move || {
+                loop {
+                    let index = next_file.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(index) else { break };
+                    let prepared = prepare_file(path, preprocessor, &limits, args.max_image_bytes);
+                    if sender.send((index, prepared)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+
+        let mut batch: Vec<(usize, PreparedImage)> = Vec::with_capacity(batch_size);
+        let mut producers_done = false;
+        while !producers_done || !batch.is_empty() {
+            // Fill the batch; run it when full or when no more images will come.
+            while !producers_done && batch.len() < batch_size {
+                match receiver.recv() {
+                    Ok((index, Ok(prepared))) => batch.push((index, prepared)),
+                    Ok((index, Err(record))) => {
+                        progress.inc(1);
+                        output.push(index, record)?;
+                    }
+                    Err(_) => producers_done = true,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let records = describe_batch(&mut model, args, &files, &mut batch);
+            progress.inc(records.len() as u64);
+            for (index, record) in records {
+                output.push(index, record)?;
+            }
+            output.writer.flush()?;
+        }
+        Ok(())
+    })?;
+    progress.finish_and_clear();
+    output.writer.flush()?;
+
+    let failures = output.failures;
+    tracing::info!(images = files.len(), failed = failures, "done");
+    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs one batch; a failed model call gives every image in it an error record.
+fn describe_batch(
+    model: &mut Florence2,
+    args: &DescribeArgs,
+    files: &[PathBuf],
+    batch: &mut Vec<(usize, PreparedImage)>,
+) -> Vec<(usize, Record)> {
+    // The tensors move into the requests; only the metadata stays for the records.
+    let mut meta = Vec::with_capacity(batch.len());
+    let mut requests = Vec::with_capacity(batch.len());
+    for (index, prepared) in batch.drain(..) {
+        meta.push((index, prepared.original_width, prepared.original_height, prepared.format));
+        requests.push(GenerationRequest {
+            pixel_values: prepared.pixel_values,
+            detail: args.detail,
+            max_new_tokens: args.max_new_tokens,
+            num_beams: Some(args.num_beams),
+        });
+    }
+    match model.generate(&requests) {
+        Ok(results) => meta
+            .into_iter()
+            .zip(results)
+            .map(|((index, width, height, format), generated)| {
+                let record = Record {
+                    path: files[index].display().to_string(),
+                    generated_tokens: Some(generated.generated_tokens()),
+                    description: Some(generated.text),
+                    detail: Some(args.detail.as_str()),
+                    width: Some(width),
+                    height: Some(height),
+                    format: Some(format.as_str()),
+                    finish_reason: Some(generated.finish_reason),
+                    error: None,
+                };
+                (index, record)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::error!(%error, images = meta.len(), "batch failed");
+            let code = match error {
+                crate::model::ModelError::InvalidRequest(_) => "invalid_request",
+                _ => "inference_failed",
+            };
+            meta.into_iter().map(|(index, ..)| (index, Record::failed(&files[index], code, error.to_string()))).collect()
+        }
+    }
+}

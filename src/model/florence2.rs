@@ -1,0 +1,456 @@
+//! One Florence-2 model instance: the four ONNX sessions of an onnx-community export and the
+//! batched generation that drives them (spec section 3). Owned by one thread; not shared.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ndarray::Array3;
+use ort::session::{Session, SessionInputValue};
+use ort::value::Tensor;
+
+use super::ModelError;
+use super::config::{GenerationConfig, ModelConfig};
+use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
+use super::kv_cache::{CacheNames, DecoderState, RowTensor};
+use super::preprocess::PreprocessorConfig;
+use super::prompts::{Detail, Prompts};
+use super::runtime::{self, RuntimeOptions};
+use super::signature::{DecoderShape, GraphPorts, Port};
+use super::text::TextCodec;
+
+/// The graphs the server runs, by basename (spec 11.8: the others are not needed).
+const GRAPHS: [&str; 4] = ["vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged"];
+
+/// Where to load a model from and how to run it.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library (see `runtime::find_library`).
+    pub library: PathBuf,
+    pub runtime: RuntimeOptions,
+    /// File-name suffix of the graph variant (`""` fp32, `"_fp16"`, `"_quantized"`, ...).
+    pub variant_suffix: String,
+}
+
+/// One image to describe, already preprocessed.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// `[3, H, W]`, normalised, H and W as `preprocessor_config.json` says.
+    pub pixel_values: Array3<f32>,
+    pub detail: Detail,
+    /// Tokens to generate at most; `None` takes the detail's default.
+    pub max_new_tokens: Option<usize>,
+    /// 1 = greedy; `None` takes 1 (transformers.js parity, spec P5).
+    pub num_beams: Option<usize>,
+}
+
+/// A description and how it came about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    /// Decoder tokens, start token included.
+    pub token_ids: Vec<i64>,
+    pub finish_reason: FinishReason,
+}
+
+impl Generated {
+    /// Tokens the model produced (start token excluded).
+    pub fn generated_tokens(&self) -> usize {
+        self.token_ids.len().saturating_sub(1)
+    }
+}
+
+/// Where a batch's time went, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub vision: Duration,
+    pub encoder: Duration,
+    pub decode: Duration,
+    pub decode_steps: usize,
+}
+
+/// Default `max_new_tokens` per detail level: enough for the style, bounded so one request
+/// cannot hold a batch for long.
+pub fn default_max_new_tokens(detail: Detail) -> usize {
+    match detail {
+        Detail::Brief => 64,
+        Detail::Detailed => 128,
+        Detail::Paragraph => 256,
+    }
+}
+
+pub struct Florence2 {
+    vision: Session,
+    embed: Session,
+    encoder: Session,
+    decoder: Session,
+    decoder_shape: DecoderShape,
+    cache_names: CacheNames,
+    preprocessor: PreprocessorConfig,
+    text: TextCodec,
+    generation: GenerationConfig,
+    max_positions: usize,
+    prompt_ids: [Vec<i64>; 3],
+    model_dir: PathBuf,
+}
+
+impl Florence2 {
+    /// Opens the four sessions and checks them, the JSON files and the tokenizer against each
+    /// other. Any mismatch is an error naming the file.
+    pub fn load(options: &LoadOptions) -> Result<Self, ModelError> {
+        let dir = &options.model_dir;
+        if !dir.is_dir() {
+            return Err(ModelError::ModelDir {
+                dir: dir.clone(),
+                message: "not a directory (pass --model-dir, env ALTIMAGE_MODEL_DIR; `make model` writes the test model)".into(),
+            });
+        }
+        let files = graph_files(dir, &options.variant_suffix)?;
+        let config = ModelConfig::load(dir)?;
+        let preprocessor = PreprocessorConfig::from_file(&dir.join("preprocessor_config.json"))
+            .map_err(|e| ModelError::ModelDir { dir: dir.clone(), message: e.to_string() })?;
+        let prompts = Prompts::load(dir)?;
+        let text = TextCodec::load(dir)?;
+
+        let env = runtime::environment(&options.library)?;
+        let open = |path: &Path| runtime::open_session(env, path, &options.runtime);
+        let [vision, embed, encoder, decoder] = [&files[0], &files[1], &files[2], &files[3]];
+        let vision_session = open(vision)?;
+        let embed_session = open(embed)?;
+        let encoder_session = open(encoder)?;
+        let decoder_session = open(decoder)?;
+
+        ports(&vision_session, vision).check_vision()?;
+        let hidden = ports(&embed_session, embed).check_embed()?;
+        ports(&encoder_session, encoder).check_encoder()?;
+        let decoder_shape = ports(&decoder_session, decoder).check_decoder()?;
+
+        let fail = |message: String| ModelError::ModelDir { dir: dir.clone(), message };
+        if let (Some(hidden), Some(d_model)) = (hidden, config.d_model) {
+            if hidden != d_model {
+                return Err(fail(format!("embed_tokens gives {hidden}-wide embeddings but config.json says d_model {d_model}")));
+            }
+        }
+        if let Some(vocab) = decoder_shape.vocab_size {
+            if text.vocab_size() > vocab {
+                return Err(fail(format!(
+                    "tokenizer.json has {} tokens but the decoder's logits cover only {vocab}",
+                    text.vocab_size()
+                )));
+            }
+        }
+        let special = text.special().clone();
+        if config.generation.decoder_start_token_id != special.eos || !config.generation.is_eos(special.eos) {
+            tracing::warn!(
+                "generation config's start/eos ids ({}, {:?}) differ from the tokenizer's </s> ({}); using the config",
+                config.generation.decoder_start_token_id,
+                config.generation.eos_token_ids,
+                special.eos
+            );
+        }
+        let prompt_ids = [
+            text.encode_prompt(prompts.text(Detail::Brief))?,
+            text.encode_prompt(prompts.text(Detail::Detailed))?,
+            text.encode_prompt(prompts.text(Detail::Paragraph))?,
+        ];
+        Ok(Self {
+            vision: vision_session,
+            embed: embed_session,
+            encoder: encoder_session,
+            decoder: decoder_session,
+            cache_names: CacheNames::new(decoder_shape.layers),
+            decoder_shape,
+            preprocessor,
+            text,
+            generation: config.generation,
+            max_positions: config.max_position_embeddings.unwrap_or(1024),
+            prompt_ids,
+            model_dir: dir.clone(),
+        })
+    }
+
+    pub fn preprocessor(&self) -> &PreprocessorConfig {
+        &self.preprocessor
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    pub fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+
+    /// The largest `max_new_tokens` a request may ask for (decoder positions, start included).
+    pub fn max_new_tokens_limit(&self) -> usize {
+        self.max_positions.saturating_sub(1)
+    }
+
+    /// Prompt token ids of a detail level (start and end tokens included).
+    pub fn prompt_ids(&self, detail: Detail) -> &[i64] {
+        &self.prompt_ids[detail as usize]
+    }
+
+    /// Describes a batch of images; results in request order.
+    pub fn generate(&mut self, requests: &[GenerationRequest]) -> Result<Vec<Generated>, ModelError> {
+        self.generate_with(requests, &mut |_| false).map(|(results, _)| results)
+    }
+
+    /// As `generate`, asking `is_cancelled(i)` between decode steps: a cancelled request's rows
+    /// leave the batch, and its result is `FinishReason::Cancelled` with empty text.
+    pub fn generate_with(
+        &mut self,
+        requests: &[GenerationRequest],
+        is_cancelled: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<(Vec<Generated>, StageTimings), ModelError> {
+        if requests.is_empty() {
+            return Ok((Vec::new(), StageTimings::default()));
+        }
+        let specs = self.group_specs(requests)?;
+        let mut timings = StageTimings::default();
+
+        let started = Instant::now();
+        let image_features = self.run_vision(requests)?;
+        timings.vision = started.elapsed();
+
+        let started = Instant::now();
+        let state = self.run_encoder(requests, &image_features)?;
+        timings.encoder = started.elapsed();
+
+        let started = Instant::now();
+        let (search, steps) = self.decode(state, &specs, is_cancelled)?;
+        timings.decode = started.elapsed();
+        timings.decode_steps = steps;
+
+        let results = search
+            .results()
+            .into_iter()
+            .map(|result| {
+                let text = if result.finish_reason == FinishReason::Cancelled {
+                    String::new()
+                } else {
+                    self.text.decode_caption(&result.tokens)?
+                };
+                Ok(Generated { text, token_ids: result.tokens, finish_reason: result.finish_reason })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok((results, timings))
+    }
+
+    fn group_specs(&self, requests: &[GenerationRequest]) -> Result<Vec<GroupSpec>, ModelError> {
+        let (height, width) = {
+            let (w, h) = self.preprocessor.output_size();
+            (h as usize, w as usize)
+        };
+        requests
+            .iter()
+            .map(|request| {
+                let dims = request.pixel_values.dim();
+                if dims != (3, height, width) {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "pixel_values has shape {dims:?}, expected (3, {height}, {width})"
+                    )));
+                }
+                let max_new_tokens = request.max_new_tokens.unwrap_or_else(|| default_max_new_tokens(request.detail));
+                if max_new_tokens == 0 || max_new_tokens > self.max_new_tokens_limit() {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "max_new_tokens must be between 1 and {}",
+                        self.max_new_tokens_limit()
+                    )));
+                }
+                let num_beams = request.num_beams.unwrap_or(1);
+                if !(1..=16).contains(&num_beams) {
+                    return Err(ModelError::InvalidRequest("num_beams must be between 1 and 16".into()));
+                }
+                Ok(GroupSpec { num_beams, max_length: max_new_tokens + 1 })
+            })
+            .collect()
+    }
+
+    /// `[B, N, D]` image tokens, as a flat buffer plus N and D.
+    fn run_vision(&mut self, requests: &[GenerationRequest]) -> Result<(Vec<f32>, usize, usize), ModelError> {
+        let (c, h, w) = requests[0].pixel_values.dim();
+        let mut pixels = Vec::with_capacity(requests.len() * c * h * w);
+        for request in requests {
+            match request.pixel_values.as_slice() {
+                Some(slice) => pixels.extend_from_slice(slice),
+                None => pixels.extend(request.pixel_values.iter().copied()),
+            }
+        }
+        let input = Tensor::from_array(([requests.len(), c, h, w], pixels)).map_err(ModelError::inference("vision"))?;
+        let outputs = self.vision.run(ort::inputs!["pixel_values" => input]).map_err(ModelError::inference("vision"))?;
+        let (shape, data) =
+            outputs["image_features"].try_extract_tensor::<f32>().map_err(ModelError::inference("vision"))?;
+        Ok((data.to_vec(), shape[1] as usize, shape[2] as usize))
+    }
+
+    /// Embeds `[rows, len]` token ids; returns the flat `[rows, len, D]` buffer.
+    fn embed(&mut self, ids: Vec<i64>, rows: usize) -> Result<Vec<f32>, ModelError> {
+        let len = ids.len() / rows.max(1);
+        let input = Tensor::from_array(([rows, len], ids)).map_err(ModelError::inference("embed"))?;
+        let outputs = self.embed.run(ort::inputs!["input_ids" => input]).map_err(ModelError::inference("embed"))?;
+        let (_, data) = outputs["inputs_embeds"].try_extract_tensor::<f32>().map_err(ModelError::inference("embed"))?;
+        Ok(data.to_vec())
+    }
+
+    /// Image tokens first, then the prompt (right-padded with `<pad>`, mask 0), through the encoder.
+    fn run_encoder(
+        &mut self,
+        requests: &[GenerationRequest],
+        image_features: &(Vec<f32>, usize, usize),
+    ) -> Result<DecoderState, ModelError> {
+        let (features, image_tokens, hidden) = (&image_features.0, image_features.1, image_features.2);
+        let rows = requests.len();
+        let prompt_len = requests.iter().map(|r| self.prompt_ids(r.detail).len()).max().unwrap_or(0);
+        let encoder_len = image_tokens + prompt_len;
+        if encoder_len > self.max_positions {
+            return Err(ModelError::InvalidRequest(format!(
+                "{image_tokens} image tokens + {prompt_len} prompt tokens exceed the model's {} positions",
+                self.max_positions
+            )));
+        }
+        let pad = self.text.special().pad;
+        let mut ids = Vec::with_capacity(rows * prompt_len);
+        let mut mask = Vec::with_capacity(rows * encoder_len);
+        for request in requests {
+            let prompt = self.prompt_ids(request.detail);
+            ids.extend_from_slice(prompt);
+            ids.extend(std::iter::repeat_n(pad, prompt_len - prompt.len()));
+            mask.extend(std::iter::repeat_n(1i64, image_tokens + prompt.len()));
+            mask.extend(std::iter::repeat_n(0i64, prompt_len - prompt.len()));
+        }
+        let prompt_embeds = self.embed(ids, rows)?;
+        if prompt_embeds.len() != rows * prompt_len * hidden {
+            return Err(ModelError::Inference {
+                stage: "embed",
+                message: format!("embed_tokens width differs from the vision encoder's {hidden}"),
+            });
+        }
+        let mut inputs_embeds = Vec::with_capacity(rows * encoder_len * hidden);
+        for row in 0..rows {
+            let image_row = image_tokens * hidden;
+            inputs_embeds.extend_from_slice(&features[row * image_row..(row + 1) * image_row]);
+            let prompt_row = prompt_len * hidden;
+            inputs_embeds.extend_from_slice(&prompt_embeds[row * prompt_row..(row + 1) * prompt_row]);
+        }
+        let embeds = Tensor::from_array(([rows, encoder_len, hidden], inputs_embeds)).map_err(ModelError::inference("encoder"))?;
+        let mask_tensor = RowTensor::i64(vec![rows, encoder_len], mask)?;
+        let outputs = self
+            .encoder
+            .run(ort::inputs!["inputs_embeds" => embeds, "attention_mask" => mask_tensor.value()])
+            .map_err(ModelError::inference("encoder"))?;
+        let (_, hidden_states) =
+            outputs["last_hidden_state"].try_extract_tensor::<f32>().map_err(ModelError::inference("encoder"))?;
+        let hidden_states = RowTensor::f32(vec![rows, encoder_len, hidden], hidden_states.to_vec())?;
+        Ok(DecoderState::new(hidden_states, mask_tensor, self.decoder_shape.clone()))
+    }
+
+    /// The decode loop: step 0 without cache, then one token per step with it. Finished and
+    /// cancelled rows leave between steps; beams reorder the cache.
+    fn decode(
+        &mut self,
+        mut state: DecoderState,
+        specs: &[GroupSpec],
+        is_cancelled: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<(Search, usize), ModelError> {
+        let rules = LogitsRules {
+            no_repeat_ngram_size: self.generation.no_repeat_ngram_size,
+            forced_bos_token_id: self.generation.forced_bos_token_id,
+            forced_eos_token_id: self.generation.forced_eos_token_id,
+            eos_token_ids: self.generation.eos_token_ids.clone(),
+            length_penalty: self.generation.length_penalty,
+            early_stopping: self.generation.early_stopping,
+        };
+        let mut search = Search::new(rules, specs, self.generation.decoder_start_token_id);
+        let mut tokens = search.last_tokens();
+        let mut steps = 0;
+        loop {
+            for group in search.row_groups() {
+                if is_cancelled(group) {
+                    search.cancel(group);
+                }
+            }
+            let logits = self.decoder_step(&mut state, tokens)?;
+            steps += 1;
+            let vocab = logits.len() / search.live_rows();
+            let plan = search.step(&logits, vocab);
+            if search.is_done() {
+                return Ok((search, steps));
+            }
+            if !plan.is_identity(state.rows()) {
+                state.gather(&plan.parents)?;
+            }
+            tokens = plan.tokens;
+        }
+    }
+
+    /// One decoder call; returns the last position's logits, `[rows, vocab]` flat.
+    fn decoder_step(&mut self, state: &mut DecoderState, tokens: Vec<i64>) -> Result<Vec<f32>, ModelError> {
+        let rows = tokens.len();
+        let hidden = self.embed(tokens, rows)?;
+        let width = hidden.len() / rows;
+        let embeds = Tensor::from_array(([rows, 1, width], hidden)).map_err(ModelError::inference("decoder"))?;
+        let use_cache = state.has_cache();
+        let flag = Tensor::from_array(([1usize], vec![use_cache])).map_err(ModelError::inference("decoder"))?;
+        let empty = if use_cache { None } else { Some(state.empty_past()?) };
+
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(4 + 4 * self.decoder_shape.layers);
+        inputs.push(("inputs_embeds".into(), embeds.into()));
+        inputs.push(("encoder_attention_mask".into(), state.encoder_attention_mask.value().into()));
+        inputs.push(("encoder_hidden_states".into(), state.encoder_hidden_states.value().into()));
+        for (layer, names) in self.cache_names.past.iter().enumerate() {
+            for (kind, name) in names.iter().enumerate() {
+                let value = match &empty {
+                    Some(empty) => empty.value(),
+                    None => state.past(layer, kind).value(),
+                };
+                inputs.push((Cow::Borrowed(name.as_str()), value.into()));
+            }
+        }
+        inputs.push(("use_cache_branch".into(), flag.into()));
+
+        let mut outputs = self.decoder.run(inputs).map_err(ModelError::inference("decoder"))?;
+        let logits = {
+            let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ModelError::inference("decoder"))?;
+            let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
+            if positions == 1 {
+                data.to_vec()
+            } else {
+                (0..rows).flat_map(|r| data[(r * positions + positions - 1) * vocab..(r * positions + positions) * vocab].iter().copied()).collect()
+            }
+        };
+        drop(empty);
+        state.absorb(&mut outputs, &self.cache_names)?;
+        Ok(logits)
+    }
+}
+
+/// Resolves the four graph files for a variant suffix; a missing file is named.
+fn graph_files(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>, ModelError> {
+    GRAPHS
+        .iter()
+        .map(|name| {
+            let path = dir.join("onnx").join(format!("{name}{suffix}.onnx"));
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(ModelError::ModelDir {
+                    dir: dir.to_path_buf(),
+                    message: format!(
+                        "missing {} (an onnx-community Florence-2 export needs onnx/{{vision_encoder,embed_tokens,encoder_model,decoder_model_merged}}{suffix}.onnx)",
+                        path.display()
+                    ),
+                })
+            }
+        })
+        .collect()
+}
+
+fn ports<'a>(session: &Session, file: &'a Path) -> GraphPorts<'a> {
+    GraphPorts {
+        file,
+        inputs: session.inputs().iter().map(Port::from_outlet).collect(),
+        outputs: session.outputs().iter().map(Port::from_outlet).collect(),
+    }
+}

@@ -1,0 +1,170 @@
+//! The per-row state the merged decoder needs on every step: encoder output and mask, the
+//! cross-attention cache from step 0 (later steps return empty placeholders, spec P1), and the
+//! self-attention cache that grows by one token a step. Rows can be gathered (kept, dropped,
+//! duplicated for beams) between steps.
+
+use ort::value::{DynValue, Tensor};
+
+use super::ModelError;
+use super::signature::{DecoderShape, past_names, present_name};
+
+/// A tensor kept between decoder calls: either a session output, fed back as is (no copy), or
+/// one we built.
+pub struct RowTensor {
+    value: DynValue,
+    shape: Vec<usize>,
+}
+
+impl RowTensor {
+    fn from_output(value: DynValue, stage: &'static str) -> Result<Self, ModelError> {
+        let shape = value
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ModelError::Inference { stage, message: "negative output dimension".into() })?;
+        Ok(Self { value, shape })
+    }
+
+    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, ModelError> {
+        let value = Tensor::from_array((shape.clone(), data)).map_err(ModelError::inference("decoder"))?.into_dyn();
+        Ok(Self { value, shape })
+    }
+
+    pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Self, ModelError> {
+        let value = Tensor::from_array((shape.clone(), data)).map_err(ModelError::inference("decoder"))?.into_dyn();
+        Ok(Self { value, shape })
+    }
+
+    pub fn value(&self) -> &DynValue {
+        &self.value
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// A new tensor whose row i is this tensor's row `parents[i]` (rows are contiguous chunks).
+    fn gather(&self, parents: &[usize]) -> Result<Self, ModelError> {
+        let mut shape = self.shape.clone();
+        shape[0] = parents.len();
+        let row_len: usize = self.shape[1..].iter().product();
+        macro_rules! gather_as {
+            ($ty:ty, $ctor:ident) => {{
+                let (_, data) = self.value.try_extract_tensor::<$ty>().map_err(ModelError::inference("decoder"))?;
+                let mut out = Vec::with_capacity(parents.len() * row_len);
+                for &p in parents {
+                    out.extend_from_slice(&data[p * row_len..(p + 1) * row_len]);
+                }
+                Self::$ctor(shape, out)
+            }};
+        }
+        match self.value.dtype() {
+            ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Int64, .. } => gather_as!(i64, i64),
+            _ => gather_as!(f32, f32),
+        }
+    }
+}
+
+/// Cross-attention inputs (fixed for the request) and the self-attention cache, per layer.
+pub struct DecoderState {
+    pub encoder_hidden_states: RowTensor,
+    pub encoder_attention_mask: RowTensor,
+    /// `[layers][key, value]`, from step 0's `present.*.encoder.*`.
+    cross: Vec<[RowTensor; 2]>,
+    /// `[layers][key, value]`, the previous step's `present.*.decoder.*`.
+    self_attn: Vec<[RowTensor; 2]>,
+    shape: DecoderShape,
+}
+
+/// Input names in the order the decoder's cache inputs are fed.
+pub struct CacheNames {
+    /// Per layer: decoder key, decoder value, encoder key, encoder value.
+    pub past: Vec<[String; 4]>,
+    pub present: Vec<[String; 4]>,
+}
+
+impl CacheNames {
+    pub fn new(layers: usize) -> Self {
+        let past: Vec<[String; 4]> = (0..layers).map(past_names).collect();
+        let present = past.iter().map(|names| names.clone().map(|n| present_name(&n))).collect();
+        Self { past, present }
+    }
+}
+
+impl DecoderState {
+    pub fn new(encoder_hidden_states: RowTensor, encoder_attention_mask: RowTensor, shape: DecoderShape) -> Self {
+        Self { encoder_hidden_states, encoder_attention_mask, cross: Vec::new(), self_attn: Vec::new(), shape }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.encoder_hidden_states.rows()
+    }
+
+    pub fn has_cache(&self) -> bool {
+        !self.self_attn.is_empty()
+    }
+
+    /// Zero-length pasts `[rows, H, 0, Dh]` for the no-cache branch, as transformers.js feeds them.
+    pub fn empty_past(&self) -> Result<RowTensor, ModelError> {
+        RowTensor::f32(vec![self.rows(), self.shape.heads, 0, self.shape.head_dim], Vec::new())
+    }
+
+    /// The past tensor for input `kind` (0 dec key, 1 dec value, 2 enc key, 3 enc value) of a layer.
+    pub fn past(&self, layer: usize, kind: usize) -> &RowTensor {
+        if kind < 2 { &self.self_attn[layer][kind] } else { &self.cross[layer][kind - 2] }
+    }
+
+    /// Takes the caches out of a decoder call's outputs. Encoder presents are kept only from the
+    /// first (no-cache) call: on cached calls they are empty placeholders.
+    pub fn absorb(&mut self, outputs: &mut ort::session::SessionOutputs<'_>, names: &CacheNames) -> Result<(), ModelError> {
+        let first_call = !self.has_cache();
+        let mut take = |name: &str| -> Result<RowTensor, ModelError> {
+            let value = outputs.remove(name).ok_or_else(|| ModelError::Inference {
+                stage: "decoder",
+                message: format!("output `{name}` missing"),
+            })?;
+            RowTensor::from_output(value, "decoder")
+        };
+        let mut self_attn = Vec::with_capacity(names.present.len());
+        let mut cross = Vec::with_capacity(names.present.len());
+        for present in &names.present {
+            self_attn.push([take(&present[0])?, take(&present[1])?]);
+            if first_call {
+                let pair = [take(&present[2])?, take(&present[3])?];
+                if pair[0].shape[2] != self.encoder_hidden_states.shape[1] {
+                    return Err(ModelError::Inference {
+                        stage: "decoder",
+                        message: format!(
+                            "step-0 `{}` has {} positions, expected the encoder length {}",
+                            present[2], pair[0].shape[2], self.encoder_hidden_states.shape[1]
+                        ),
+                    });
+                }
+                cross.push(pair);
+            }
+        }
+        self.self_attn = self_attn;
+        if first_call {
+            self.cross = cross;
+        }
+        Ok(())
+    }
+
+    /// Keeps row `parents[i]` as row i of every per-row tensor.
+    pub fn gather(&mut self, parents: &[usize]) -> Result<(), ModelError> {
+        self.encoder_hidden_states = self.encoder_hidden_states.gather(parents)?;
+        self.encoder_attention_mask = self.encoder_attention_mask.gather(parents)?;
+        for pair in self.cross.iter_mut().chain(self.self_attn.iter_mut()) {
+            for tensor in pair.iter_mut() {
+                *tensor = tensor.gather(parents)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cached positions so far (the decoder derives token positions from it).
+    pub fn past_length(&self) -> usize {
+        self.self_attn.first().map_or(0, |pair| pair[0].shape[2])
+    }
+}

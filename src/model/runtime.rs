@@ -1,0 +1,264 @@
+//! The ONNX Runtime library (found, loaded once), the device choice and session construction.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use ort::ep;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use super::ModelError;
+
+/// Where the ONNX Runtime shared library came from, for `/info` and start-up logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibrarySource {
+    Flag,
+    EnvVar,
+    ProjectCache,
+}
+
+/// The command that installs the library; every "not found" message names it.
+pub const INSTALL_HINT: &str = "run `scripts/install-ort.sh` (CPU) or `scripts/install-ort.sh cuda` (GPU), \
+     or pass --ort-library /path/to/libonnxruntime.so (env ORT_DYLIB_PATH)";
+
+/// The execution device for all four sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+}
+
+impl Device {
+    /// The project-cache sub-folder whose library can drive this device.
+    fn cache_variant(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(id) => write!(f, "cuda:{id}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(id) => id
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|id| *id >= 0)
+                    .map(Device::Cuda)
+                    .ok_or_else(|| format!("bad CUDA device id in `{s}`: expected cuda:N with N >= 0")),
+                None => Err(format!("unknown device `{s}`: expected cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+/// How each session runs. Threads are per session; the four sessions of one model instance run
+/// one after another, so they can share the same count without oversubscribing.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub device: Device,
+    /// Threads inside one operator (0 = ONNX Runtime's default: one per physical core).
+    pub intra_threads: usize,
+    /// Threads across independent operators (0 = default). Florence-2's graphs are chains, so >1 rarely helps.
+    pub inter_threads: usize,
+    /// Graph optimisation: 0 disable, 1 basic, 2 extended, 3 all. q4f16 exports need 1 (spec P3).
+    pub optimization_level: u8,
+    /// Cap of the CUDA memory arena in bytes (0 = no cap).
+    pub cuda_mem_limit: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, intra_threads: 0, inter_threads: 0, optimization_level: 3, cuda_mem_limit: 0 }
+    }
+}
+
+/// Resolves the library path: the flag, then `ORT_DYLIB_PATH`, then the project cache that
+/// `scripts/install-ort.sh` fills. Each candidate must exist; the error lists what was tried.
+pub fn find_library(
+    flag: Option<&Path>,
+    env_var: Option<&Path>,
+    cache_dir: &Path,
+    device: Device,
+) -> Result<(PathBuf, LibrarySource), ModelError> {
+    let mut tried = Vec::new();
+    if let Some(path) = flag {
+        if path.is_file() {
+            return Ok((path.to_path_buf(), LibrarySource::Flag));
+        }
+        return Err(ModelError::RuntimeLibrary(format!(
+            "--ort-library {} does not exist; {INSTALL_HINT}",
+            path.display()
+        )));
+    }
+    if let Some(path) = env_var {
+        if path.is_file() {
+            return Ok((path.to_path_buf(), LibrarySource::EnvVar));
+        }
+        return Err(ModelError::RuntimeLibrary(format!(
+            "ORT_DYLIB_PATH={} does not exist; {INSTALL_HINT}",
+            path.display()
+        )));
+    }
+    for variant in cache_variants(device) {
+        let candidate = cache_dir.join("ort").join(variant).join("libonnxruntime.so");
+        if candidate.is_file() {
+            return Ok((candidate, LibrarySource::ProjectCache));
+        }
+        tried.push(candidate.display().to_string());
+    }
+    Err(ModelError::RuntimeLibrary(format!(
+        "no ONNX Runtime library found (tried {}); {INSTALL_HINT}",
+        tried.join(", ")
+    )))
+}
+
+/// The CPU library cannot run CUDA, but the GPU library runs the CPU provider too.
+fn cache_variants(device: Device) -> Vec<&'static str> {
+    match device {
+        Device::Cpu => vec!["cpu", "cuda"],
+        Device::Cuda(_) => vec![device.cache_variant()],
+    }
+}
+
+/// The project cache folder: `ALTIMAGE_CACHE_DIR`, else `.cache` in the current directory, else
+/// `.cache` at the root of the checkout that built this binary (target/<profile>/altimage).
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ALTIMAGE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from(".cache");
+    if local.is_dir() {
+        return local;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for ancestor in exe.ancestors().skip(1) {
+            let candidate = ancestor.join(".cache");
+            if candidate.join("ort").is_dir() {
+                return candidate;
+            }
+        }
+    }
+    local
+}
+
+static LOADED_LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+/// Loads the library (once per process) and returns the shared ORT environment. A second call
+/// with another path is refused: one process cannot hold two ONNX Runtime versions.
+pub fn environment(library: &Path) -> Result<&'static ort::environment::Environment, ModelError> {
+    if let Some(existing) = LOADED_LIBRARY.get() {
+        if existing != library {
+            return Err(ModelError::RuntimeLibrary(format!(
+                "ONNX Runtime was already loaded from {}; cannot also load {}",
+                existing.display(),
+                library.display()
+            )));
+        }
+    }
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let builder = ort::init_from(library).map_err(|e| {
+        ModelError::RuntimeLibrary(format!("cannot load ONNX Runtime from {}: {e}; {INSTALL_HINT}", library.display()))
+    })?;
+    let env = builder
+        .with_name("altimage")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| ModelError::RuntimeLibrary(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    let _ = LOADED_LIBRARY.set(library.to_path_buf());
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// Opens one graph as a session on the chosen device. CUDA is registered with
+/// `error_on_failure`, so a missing driver or library is an error, never a silent CPU run.
+pub fn open_session(
+    env: &ort::environment::Environment,
+    path: &Path,
+    options: &RuntimeOptions,
+) -> Result<Session, ModelError> {
+    fn session_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> ModelError + '_ {
+        move |e| ModelError::Session { file: path.to_path_buf(), message: e.to_string() }
+    }
+    let level = match options.optimization_level {
+        0 => GraphOptimizationLevel::Disable,
+        1 => GraphOptimizationLevel::Level1,
+        2 => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::All,
+    };
+    let mut builder = Session::builder(env).map_err(session_error(path))?.with_optimization_level(level).map_err(session_error(path))?;
+    if options.intra_threads > 0 {
+        builder = builder.with_intra_threads(options.intra_threads).map_err(session_error(path))?;
+    }
+    if options.inter_threads > 0 {
+        builder = builder.with_inter_threads(options.inter_threads).map_err(session_error(path))?;
+    }
+    if let Device::Cuda(device_id) = options.device {
+        let mut cuda = ep::CUDA::default().with_device_id(device_id);
+        if options.cuda_mem_limit > 0 {
+            cuda = cuda.with_memory_limit(options.cuda_mem_limit);
+        }
+        builder = builder
+            .with_execution_providers([cuda.build().error_on_failure()])
+            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {device_id}: {e}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.")))?;
+    }
+    builder.commit_from_file(path).map_err(session_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("CUDA:3".parse::<Device>().unwrap(), Device::Cuda(3));
+        assert!("cuda:-1".parse::<Device>().is_err());
+        assert!("tpu".parse::<Device>().is_err());
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn library_lookup_order_and_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(cache.join("ort/cpu")).unwrap();
+        let cached = cache.join("ort/cpu/libonnxruntime.so");
+        std::fs::write(&cached, b"x").unwrap();
+        let flagged = dir.path().join("flag.so");
+        std::fs::write(&flagged, b"x").unwrap();
+
+        let (path, source) = find_library(Some(&flagged), Some(&cached), &cache, Device::Cpu).unwrap();
+        assert_eq!((path, source), (flagged.clone(), LibrarySource::Flag));
+        let (path, source) = find_library(None, Some(&flagged), &cache, Device::Cpu).unwrap();
+        assert_eq!((path, source), (flagged, LibrarySource::EnvVar));
+        let (path, source) = find_library(None, None, &cache, Device::Cpu).unwrap();
+        assert_eq!((path, source), (cached, LibrarySource::ProjectCache));
+
+        // The CPU library cannot serve CUDA, so a CUDA run must not pick it up.
+        let err = find_library(None, None, &cache, Device::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("scripts/install-ort.sh"), "{err}");
+        let err = find_library(Some(Path::new("/nope.so")), None, &cache, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("--ort-library") && err.contains("install-ort.sh"), "{err}");
+    }
+}
