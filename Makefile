@@ -1,0 +1,73 @@
+# altimage: `make run` sets everything up and starts; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+TINY_MODEL := models/tiny-florence2
+REAL_MODEL := models/florence-2-base-ft
+BASE_MODEL := models/base-shaped
+SAMPLES := tests/conformance/fixtures
+
+.PHONY: help ort ort-cuda venv model model-base real-model build run test test-rust conformance-reference bench lint fmt clean
+
+help:
+	@echo "make run      set up (ONNX Runtime, model, build) and describe the sample images"
+	@echo "make test     every test (unit, integration, conformance with transformers.js)"
+	@echo "make bench    benchmarks (preprocessing vs PIL, describe throughput vs transformers.js)"
+	@echo "make lint     rustfmt check and clippy"
+
+ort:
+	@scripts/install-ort.sh cpu >/dev/null
+
+ort-cuda:
+	@scripts/install-ort.sh cuda >/dev/null
+
+venv:
+	@scripts/python-env.sh >/dev/null
+
+# The tiny test model is committed; this checks the generator still reproduces it.
+model: venv
+	@"$$(scripts/python-env.sh)" models/tools/make_florence2.py --preset tiny --check $(TINY_MODEL)
+
+# Florence-2-base-shaped random model for benchmarks (outside git, ~1.1 GB).
+model-base: venv
+	@[ -f $(BASE_MODEL)/onnx/decoder_model_merged.onnx ] || "$$(scripts/python-env.sh)" models/tools/make_florence2.py --preset base --out $(BASE_MODEL)
+
+real-model:
+	@scripts/fetch-model.sh $(REAL_MODEL)
+
+build:
+	$(CARGO) build --release
+
+# Real model when the hub answers; otherwise the bundled tiny model, whose text is meaningless.
+run: ort build
+	@if scripts/fetch-model.sh $(REAL_MODEL); then \
+	  model=$(REAL_MODEL); \
+	else \
+	  echo "WARNING: running on the bundled tiny test model: its descriptions are random words, not real captions." >&2; \
+	  model=$(TINY_MODEL); \
+	fi; \
+	set -x; target/release/altimage describe --model-dir $$model $(SAMPLES)
+
+test: ort venv
+	@$(MAKE) --no-print-directory conformance-reference
+	$(CARGO) test
+
+# transformers.js (the reference implementation) over the conformance fixtures.
+conformance-reference:
+	@tests/conformance/run-reference.sh
+
+bench: ort venv model-base
+	$(CARGO) bench --bench preprocess
+	$(CARGO) bench --bench describe
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
+	rm -rf .cache/venv tests/conformance/node_modules tests/conformance/reference.json

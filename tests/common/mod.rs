@@ -1,0 +1,65 @@
+//! Shared test support: the project paths, the ONNX Runtime library and the tiny model.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use altimage::model::florence2::{Florence2, LoadOptions};
+use altimage::model::preprocess::{ImageLimits, prepare_image};
+use altimage::model::runtime::{self, Device, RuntimeOptions};
+use ndarray::Array3;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn tiny_model_dir() -> PathBuf {
+    root().join("models/tiny-florence2")
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    root().join("tests/conformance/fixtures")
+}
+
+/// The library `make test` installs (scripts/install-ort.sh), or ORT_DYLIB_PATH.
+pub fn ort_library() -> PathBuf {
+    let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let (path, _) = runtime::find_library(None, env_path.as_deref(), &root().join(".cache"), Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e} (make test installs it)"));
+    path
+}
+
+pub fn load_options(model_dir: &Path) -> LoadOptions {
+    LoadOptions {
+        model_dir: model_dir.to_path_buf(),
+        library: ort_library(),
+        // Two threads keep parallel test binaries from oversubscribing the CI machine.
+        runtime: RuntimeOptions { intra_threads: 2, ..RuntimeOptions::default() },
+        variant_suffix: String::new(),
+    }
+}
+
+pub fn tiny_model() -> Florence2 {
+    Florence2::load(&load_options(&tiny_model_dir())).expect("load the tiny model")
+}
+
+pub fn fixture_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn pixels(model: &Florence2, file: &Path) -> Array3<f32> {
+    let bytes = std::fs::read(file).unwrap();
+    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default()).unwrap().pixel_values
+}
+
+/// The project's Python (pinned venv), created by scripts/python-env.sh.
+pub fn python() -> PathBuf {
+    let out = std::process::Command::new("bash").arg(root().join("scripts/python-env.sh")).output().expect("python-env.sh");
+    assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

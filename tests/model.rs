@@ -1,0 +1,157 @@
+//! The pipeline on the tiny model: determinism, batch invariance, finished rows leaving the batch,
+//! beam search, and clear load errors for model directories that do not fit.
+
+mod common;
+
+use std::path::Path;
+
+use altimage::model::florence2::{Florence2, GenerationRequest};
+use altimage::model::generate::FinishReason;
+use altimage::model::{Detail, ModelError};
+
+fn request(model: &Florence2, file: &Path, detail: Detail) -> GenerationRequest {
+    GenerationRequest { pixel_values: common::pixels(model, file), detail, max_new_tokens: Some(48), num_beams: None }
+}
+
+#[test]
+fn describes_each_fixture_deterministically_and_differently() {
+    let mut model = common::tiny_model();
+    let files = common::fixture_files();
+    let requests: Vec<GenerationRequest> = files.iter().map(|f| request(&model, f, Detail::Brief)).collect();
+    let first = model.generate(&requests).unwrap();
+    let second = model.generate(&requests).unwrap();
+    assert_eq!(first, second, "same input, same output");
+    for generated in &first {
+        // decoder start, forced BOS, at least one real token.
+        assert_eq!(&generated.token_ids[..2], &[2, 0]);
+        assert!(generated.generated_tokens() >= 2, "{generated:?}");
+        assert!(!generated.text.is_empty(), "{generated:?}");
+    }
+    let distinct: std::collections::HashSet<&str> = first.iter().map(|g| g.text.as_str()).collect();
+    assert!(distinct.len() >= files.len() - 1, "images should give different captions: {distinct:?}");
+}
+
+#[test]
+fn each_image_alone_equals_the_same_image_in_a_mixed_batch_of_eight() {
+    let mut model = common::tiny_model();
+    let files = common::fixture_files();
+    let details = [Detail::Brief, Detail::Detailed, Detail::Paragraph];
+    // 8 rows: every fixture, two repeated, with mixed details (different prompt lengths → padding).
+    let batch: Vec<GenerationRequest> = (0..8)
+        .map(|i| request(&model, &files[i % files.len()], details[i % details.len()]))
+        .collect();
+    let together = model.generate(&batch).unwrap();
+    let lengths: std::collections::HashSet<usize> = together.iter().map(|g| g.token_ids.len()).collect();
+    assert!(lengths.len() > 1, "captions of varied length exercise rows leaving the batch: {lengths:?}");
+    for (row, expected) in batch.iter().zip(&together) {
+        let alone = model.generate(std::slice::from_ref(row)).unwrap();
+        assert_eq!(&alone[0], expected, "row with detail {:?} differs alone vs batched", row.detail);
+    }
+}
+
+#[test]
+fn max_new_tokens_forces_the_end() {
+    let mut model = common::tiny_model();
+    let file = &common::fixture_files()[0];
+    let mut short = request(&model, file, Detail::Paragraph);
+    short.max_new_tokens = Some(3);
+    let generated = model.generate(&[short]).unwrap().remove(0);
+    assert_eq!(generated.generated_tokens(), 3, "{generated:?}");
+    assert_eq!(*generated.token_ids.last().unwrap(), 2, "EOS is forced at the limit");
+    assert_eq!(generated.finish_reason, FinishReason::Length);
+
+    let mut invalid = request(&model, file, Detail::Brief);
+    invalid.max_new_tokens = Some(0);
+    assert!(matches!(model.generate(&[invalid]), Err(ModelError::InvalidRequest(_))));
+}
+
+#[test]
+fn beam_search_runs_beside_greedy_rows() {
+    let mut model = common::tiny_model();
+    let files = common::fixture_files();
+    let mut beam = request(&model, &files[1], Detail::Brief);
+    beam.num_beams = Some(3);
+    let greedy = request(&model, &files[2], Detail::Detailed);
+    let mixed = model.generate(&[beam.clone(), greedy.clone()]).unwrap();
+    let beam_alone = model.generate(std::slice::from_ref(&beam)).unwrap();
+    let greedy_alone = model.generate(std::slice::from_ref(&greedy)).unwrap();
+    assert_eq!(mixed[0], beam_alone[0]);
+    assert_eq!(mixed[1], greedy_alone[0]);
+    assert_eq!(&mixed[0].token_ids[..2], &[2, 0]);
+    assert!(!mixed[0].text.is_empty());
+}
+
+#[test]
+fn cancelled_rows_stop_and_others_are_unaffected() {
+    let mut model = common::tiny_model();
+    let files = common::fixture_files();
+    let requests: Vec<GenerationRequest> = files.iter().take(3).map(|f| request(&model, f, Detail::Paragraph)).collect();
+    let full = model.generate(&requests).unwrap();
+    let (partial, _) = model.generate_with(&requests, &mut |row| row == 1).unwrap();
+    assert_eq!(partial[1].finish_reason, FinishReason::Cancelled);
+    assert_eq!(partial[0], full[0]);
+    assert_eq!(partial[2], full[2]);
+}
+
+fn copy_model(to: &Path) {
+    let from = common::tiny_model_dir();
+    std::fs::create_dir_all(to.join("onnx")).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(from.join("onnx")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join("onnx").join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+fn load_error(dir: &Path) -> String {
+    match Florence2::load(&common::load_options(dir)) {
+        Ok(_) => panic!("{} should not load", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn model_directories_that_do_not_fit_are_refused_with_the_file_named() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    let missing = tmp.path().join("missing");
+    copy_model(&missing);
+    std::fs::remove_file(missing.join("onnx/encoder_model.onnx")).unwrap();
+    let err = load_error(&missing);
+    assert!(err.contains("encoder_model.onnx"), "{err}");
+
+    // The encoder where the decoder should be: wrong names.
+    let swapped = tmp.path().join("swapped");
+    copy_model(&swapped);
+    std::fs::copy(swapped.join("onnx/encoder_model.onnx"), swapped.join("onnx/decoder_model_merged.onnx")).unwrap();
+    let err = load_error(&swapped);
+    assert!(err.contains("decoder_model_merged.onnx") && err.contains("missing input"), "{err}");
+
+    // A vision encoder whose input has the wrong rank (the embed graph's input_ids is rank 2 and
+    // named differently; use it to stand in for a broken vision export).
+    let wrong = tmp.path().join("wrong-vision");
+    copy_model(&wrong);
+    std::fs::copy(wrong.join("onnx/embed_tokens.onnx"), wrong.join("onnx/vision_encoder.onnx")).unwrap();
+    let err = load_error(&wrong);
+    assert!(err.contains("vision_encoder.onnx") && err.contains("pixel_values"), "{err}");
+
+    let no_tokenizer = tmp.path().join("no-tokenizer");
+    copy_model(&no_tokenizer);
+    std::fs::remove_file(no_tokenizer.join("tokenizer.json")).unwrap();
+    let err = load_error(&no_tokenizer);
+    assert!(err.contains("tokenizer.json"), "{err}");
+
+    let not_florence = tmp.path().join("not-florence");
+    copy_model(&not_florence);
+    std::fs::write(not_florence.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+    let err = load_error(&not_florence);
+    assert!(err.contains("is_encoder_decoder"), "{err}");
+
+    let err = load_error(&tmp.path().join("nowhere"));
+    assert!(err.contains("--model-dir"), "{err}");
+}

@@ -1,0 +1,21 @@
+//! The committed tiny model is exactly what the generator writes with its fixed seed, so anyone
+//! can rebuild it and nobody can change it silently.
+
+mod common;
+
+#[test]
+fn generator_reproduces_the_committed_tiny_model_byte_for_byte() {
+    let python = common::python();
+    let out = std::process::Command::new(python)
+        .arg(common::root().join("models/tools/make_florence2.py"))
+        .args(["--preset", "tiny", "--check"])
+        .arg(common::tiny_model_dir())
+        .output()
+        .expect("run make_florence2.py");
+    assert!(
+        out.status.success(),
+        "models/tiny-florence2 differs from a fresh build:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
