@@ -10,7 +10,11 @@ use crate::model::runtime::{self, Device, RuntimeOptions};
 use crate::model::{Detail, ModelError};
 
 #[derive(Debug, Parser)]
-#[command(name = "altimage", version, about = "Alt text and product descriptions for e-commerce images (Florence-2 on ONNX Runtime)")]
+#[command(
+    name = "altimage",
+    version,
+    about = "Alt text and product descriptions for e-commerce images (Florence-2 on ONNX Runtime)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +24,12 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter (tracing env-filter syntax, e.g. `info,ort=warn`).
-    #[arg(long, env = "ALTIMAGE_LOG", default_value = "info,ort=warn", global = true)]
+    #[arg(
+        long,
+        env = "ALTIMAGE_LOG",
+        default_value = "info,ort=warn",
+        global = true
+    )]
     pub log: String,
 }
 
@@ -114,9 +123,19 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Finds the ONNX Runtime library and assembles the load options.
     pub fn load_options(&self) -> Result<LoadOptions, ModelError> {
-        let env_path = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
-        let cache_dir = self.cache_dir.clone().unwrap_or_else(runtime::default_cache_dir);
-        let (library, source) = runtime::find_library(self.ort_library.as_deref(), env_path.as_deref(), &cache_dir, self.device)?;
+        let env_path = std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(runtime::default_cache_dir);
+        let (library, source) = runtime::find_library(
+            self.ort_library.as_deref(),
+            env_path.as_deref(),
+            &cache_dir,
+            self.device,
+        )?;
         tracing::debug!(library = %library.display(), ?source, "ONNX Runtime library");
         Ok(LoadOptions {
             model_dir: self.model_dir.clone(),

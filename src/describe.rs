@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,8 +51,8 @@ pub struct RecordError {
 }
 
 impl Record {
-    fn failed(path: &Path, code: &'static str, message: String) -> Self {
-        Self {
+    fn failed(path: &Path, code: &'static str, message: String) -> Box<Self> {
+        Box::new(Self {
             path: path.display().to_string(),
             description: None,
             detail: None,
@@ -61,7 +62,7 @@ impl Record {
             generated_tokens: None,
             finish_reason: None,
             error: Some(RecordError { code, message }),
-        }
+        })
     }
 }
 
@@ -100,25 +101,39 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
 }
 
 /// Reads and prepares one file; the error is already a record.
-fn prepare_file(path: &Path, config: &PreprocessorConfig, limits: &ImageLimits, max_bytes: u64) -> Result<PreparedImage, Record> {
-    let meta = std::fs::metadata(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
+fn prepare_file(
+    path: &Path,
+    config: &PreprocessorConfig,
+    limits: &ImageLimits,
+    max_bytes: u64,
+) -> Result<PreparedImage, Box<Record>> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
     if !meta.is_file() {
-        return Err(Record::failed(path, "file_unreadable", "not a regular file".into()));
+        return Err(Record::failed(
+            path,
+            "file_unreadable",
+            "not a regular file".into(),
+        ));
     }
     if meta.len() > max_bytes {
         return Err(Record::failed(
             path,
             "file_too_large",
-            format!("{} bytes, more than --max-image-bytes {max_bytes}", meta.len()),
+            format!(
+                "{} bytes, more than --max-image-bytes {max_bytes}",
+                meta.len()
+            ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
     prepare_image(&bytes, config, limits).map_err(|e| Record::failed(path, e.code(), e.to_string()))
 }
 
 enum Writer {
     Jsonl(Box<dyn Write>),
-    Csv(csv::Writer<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
 }
 
 impl Writer {
@@ -139,7 +154,7 @@ impl Writer {
                     "error_code",
                     "error_message",
                 ])?;
-                Writer::Csv(csv)
+                Writer::Csv(Box::new(csv))
             }
         })
     }
@@ -160,7 +175,13 @@ impl Writer {
                     text(record.height.map(|v| v.to_string())),
                     text(record.format.map(str::to_string)),
                     text(record.generated_tokens.map(|v| v.to_string())),
-                    text(record.finish_reason.map(|r| serde_json::to_value(r).unwrap_or_default().as_str().unwrap_or_default().to_string())),
+                    text(record.finish_reason.map(|r| {
+                        serde_json::to_value(r)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })),
                     text(record.error.as_ref().map(|e| e.code.to_string())),
                     text(record.error.as_ref().map(|e| e.message.clone())),
                 ])?;
@@ -208,19 +229,28 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
 
     let sink: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create --output {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create --output {}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut output = OrderedOutput { writer: Writer::new(args.format, sink)?, waiting: BTreeMap::new(), next: 0, failures: 0 };
+    let mut output = OrderedOutput {
+        writer: Writer::new(args.format, sink)?,
+        waiting: BTreeMap::new(),
+        next: 0,
+        failures: 0,
+    };
 
     let progress = if args.no_progress || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+        let bar =
+            ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     };
@@ -230,11 +260,14 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
         0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n,
     };
-    let limits = ImageLimits { max_pixels: args.max_image_pixels };
+    let limits = ImageLimits {
+        max_pixels: args.max_image_pixels,
+    };
     let preprocessor = model.preprocessor().clone();
     let next_file = AtomicUsize::new(0);
     // Bounded, so prepared tensors (7 MB each at 768×768) cannot pile up while the model works.
-    let (sender, receiver) = mpsc::sync_channel::<(usize, Result<PreparedImage, Record>)>(batch_size * 2);
+    let (sender, receiver) =
+        mpsc::sync_channel::<(usize, Result<PreparedImage, Box<Record>>)>(batch_size * 2);
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..threads {
@@ -244,7 +277,17 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
                 loop {
                     let index = next_file.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(index) else { break };
-                    let prepared = prepare_file(path, preprocessor, &limits, args.max_image_bytes);
+                    // A decoder bug on one odd file must cost that file, not the run.
+                    let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        prepare_file(path, preprocessor, &limits, args.max_image_bytes)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(Record::failed(
+                            path,
+                            "internal_error",
+                            "the image decoder panicked".into(),
+                        ))
+                    });
                     if sender.send((index, prepared)).is_err() {
                         break;
                     }
@@ -262,7 +305,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
                     Ok((index, Ok(prepared))) => batch.push((index, prepared)),
                     Ok((index, Err(record))) => {
                         progress.inc(1);
-                        output.push(index, record)?;
+                        output.push(index, *record)?;
                     }
                     Err(_) => producers_done = true,
                 }
@@ -284,7 +327,11 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
 
     let failures = output.failures;
     tracing::info!(images = files.len(), failed = failures, "done");
-    Ok(if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Runs one batch; a failed model call gives every image in it an error record.
@@ -298,7 +345,12 @@ fn describe_batch(
     let mut meta = Vec::with_capacity(batch.len());
     let mut requests = Vec::with_capacity(batch.len());
     for (index, prepared) in batch.drain(..) {
-        meta.push((index, prepared.original_width, prepared.original_height, prepared.format));
+        meta.push((
+            index,
+            prepared.original_width,
+            prepared.original_height,
+            prepared.format,
+        ));
         requests.push(GenerationRequest {
             pixel_values: prepared.pixel_values,
             detail: args.detail,
@@ -331,7 +383,14 @@ fn describe_batch(
                 crate::model::ModelError::InvalidRequest(_) => "invalid_request",
                 _ => "inference_failed",
             };
-            meta.into_iter().map(|(index, ..)| (index, Record::failed(&files[index], code, error.to_string()))).collect()
+            meta.into_iter()
+                .map(|(index, ..)| {
+                    (
+                        index,
+                        *Record::failed(&files[index], code, error.to_string()),
+                    )
+                })
+                .collect()
         }
     }
 }

@@ -1,5 +1,6 @@
 //! altimage command line: `describe` (and, as they land, `serve`, `accounts`, `keys`, `migrate`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,7 +26,10 @@ fn main() -> ExitCode {
 /// Logs go to stderr so that `describe`'s records on stdout stay machine-readable.
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),

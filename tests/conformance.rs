@@ -10,14 +10,25 @@ use serde_json::Value;
 
 fn reference() -> Value {
     let script = common::root().join("tests/conformance/run-reference.sh");
-    let status = std::process::Command::new("bash").arg(&script).status().expect("run run-reference.sh");
-    assert!(status.success(), "{} failed (needs node and npm)", script.display());
-    let text = std::fs::read_to_string(common::root().join("tests/conformance/reference.json")).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .status()
+        .expect("run run-reference.sh");
+    assert!(
+        status.success(),
+        "{} failed (needs node and npm)",
+        script.display()
+    );
+    let text =
+        std::fs::read_to_string(common::root().join("tests/conformance/reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn detail_of(task: &str) -> Detail {
-    Detail::ALL.into_iter().find(|d| d.task_token() == task).unwrap_or_else(|| panic!("unknown task {task}"))
+    Detail::ALL
+        .into_iter()
+        .find(|d| d.task_token() == task)
+        .unwrap_or_else(|| panic!("unknown task {task}"))
 }
 
 #[test]
@@ -25,13 +36,20 @@ fn greedy_output_equals_transformers_js_token_for_token() {
     let reference = reference();
     let max_new_tokens = reference["max_new_tokens"].as_u64().unwrap() as usize;
     let results = reference["results"].as_array().unwrap();
-    assert_eq!(results.len(), common::fixture_files().len() * 3, "every fixture × every caption task");
+    assert_eq!(
+        results.len(),
+        common::fixture_files().len() * 3,
+        "every fixture × every caption task"
+    );
 
     let mut model = common::tiny_model();
     let requests: Vec<GenerationRequest> = results
         .iter()
         .map(|r| GenerationRequest {
-            pixel_values: common::pixels(&model, &common::fixtures_dir().join(r["file"].as_str().unwrap())),
+            pixel_values: common::pixels(
+                &model,
+                &common::fixtures_dir().join(r["file"].as_str().unwrap()),
+            ),
             detail: detail_of(r["task"].as_str().unwrap()),
             max_new_tokens: Some(max_new_tokens),
             num_beams: Some(1),
@@ -43,15 +61,47 @@ fn greedy_output_equals_transformers_js_token_for_token() {
     let mut mismatches = Vec::new();
     for ((expected, got), request) in results.iter().zip(&ours).zip(&requests) {
         let label = format!("{} {}", expected["file"], expected["task"]);
-        let prompt: Vec<i64> = expected["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-        assert_eq!(model.prompt_ids(request.detail), prompt.as_slice(), "{label}: prompt ids differ");
-        let tokens: Vec<i64> = expected["token_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-        let text = expected["text"].as_str().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+        let prompt: Vec<i64> = expected["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            model.prompt_ids(request.detail),
+            prompt.as_slice(),
+            "{label}: prompt ids differ"
+        );
+        let tokens: Vec<i64> = expected["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let text = expected["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if got.token_ids != tokens || got.text != text {
-            mismatches.push(format!("{label}\n  transformers.js {tokens:?} {text:?}\n  altimage        {:?} {:?}", got.token_ids, got.text));
+            mismatches.push(format!(
+                "{label}\n  transformers.js {tokens:?} {text:?}\n  altimage        {:?} {:?}",
+                got.token_ids, got.text
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} differ:\n{}", mismatches.len(), results.len(), mismatches.join("\n"));
-    let lengths: std::collections::BTreeSet<usize> = ours.iter().map(|g| g.token_ids.len()).collect();
-    eprintln!("conformance: {} generations equal transformers.js; lengths {lengths:?}", ours.len());
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} differ:\n{}",
+        mismatches.len(),
+        results.len(),
+        mismatches.join("\n")
+    );
+    let lengths: std::collections::BTreeSet<usize> =
+        ours.iter().map(|g| g.token_ids.len()).collect();
+    eprintln!(
+        "conformance: {} generations equal transformers.js; lengths {lengths:?}",
+        ours.len()
+    );
 }

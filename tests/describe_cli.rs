@@ -39,7 +39,11 @@ fn catalogue(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::copy(&fixtures[0], dir.join("a-good.png")).unwrap();
     // A JPEG of another size, so the resize path runs end to end.
-    let image = image::open(&fixtures[1]).unwrap().resize_exact(640, 480, image::imageops::FilterType::Triangle);
+    let image = image::open(&fixtures[1]).unwrap().resize_exact(
+        640,
+        480,
+        image::imageops::FilterType::Triangle,
+    );
     image.to_rgb8().save(dir.join("sub/c-good.jpg")).unwrap();
     std::fs::write(dir.join("b-empty.jpg"), b"").unwrap();
     let png = std::fs::read(&fixtures[2]).unwrap();
@@ -55,16 +59,47 @@ fn hostile_files_get_error_records_and_the_run_goes_on() {
     let dir = tmp.path().join("catalogue");
     catalogue(&dir);
     let model = common::tiny_model_dir();
-    let out = altimage(&["describe", "--model-dir", model.to_str().unwrap(), "--batch-size", "2", dir.to_str().unwrap()]);
+    let out = altimage(&[
+        "describe",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--batch-size",
+        "2",
+        dir.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "some files failed → exit 1\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some files failed → exit 1\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let records: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let names: Vec<String> = records
         .iter()
-        .map(|r| Path::new(r["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .map(|r| {
+            Path::new(r["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
-    assert_eq!(names, ["a-good.png", "b-empty.jpg", "d-truncated.png", "e-not-an-image.jpg", "f-bomb.bmp", "c-good.jpg"]);
+    assert_eq!(
+        names,
+        [
+            "a-good.png",
+            "b-empty.jpg",
+            "d-truncated.png",
+            "e-not-an-image.jpg",
+            "f-bomb.bmp",
+            "c-good.jpg"
+        ]
+    );
 
     let by_name = |name: &str| &records[names.iter().position(|n| n == name).unwrap()];
     for good in ["a-good.png", "c-good.jpg"] {
@@ -76,9 +111,18 @@ fn hostile_files_get_error_records_and_the_run_goes_on() {
     assert_eq!(by_name("c-good.jpg")["width"], 640);
     assert_eq!(by_name("c-good.jpg")["format"], "jpeg");
     assert_eq!(by_name("b-empty.jpg")["error"]["code"], "image_empty");
-    assert_eq!(by_name("d-truncated.png")["error"]["code"], "image_decode_failed");
-    assert_eq!(by_name("e-not-an-image.jpg")["error"]["code"], "image_format_unsupported");
-    assert_eq!(by_name("f-bomb.bmp")["error"]["code"], "image_too_many_pixels");
+    assert_eq!(
+        by_name("d-truncated.png")["error"]["code"],
+        "image_decode_failed"
+    );
+    assert_eq!(
+        by_name("e-not-an-image.jpg")["error"]["code"],
+        "image_format_unsupported"
+    );
+    assert_eq!(
+        by_name("f-bomb.bmp")["error"]["code"],
+        "image_too_many_pixels"
+    );
 }
 
 #[test]
@@ -100,7 +144,11 @@ fn csv_output_to_a_file_and_success_exit() {
         fixtures[0].to_str().unwrap(),
         fixtures[3].to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty(), "records go to --output, not stdout");
     let mut reader = csv::Reader::from_path(&out_file).unwrap();
     let headers = reader.headers().unwrap().clone();
@@ -131,7 +179,34 @@ fn start_up_errors_name_the_fix() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scripts/install-ort.sh"), "{stderr}");
 
-    let out = altimage(&["describe", "--model-dir", "/nonexistent-model", fixture.to_str().unwrap()]);
+    // The CPU library cannot drive CUDA: an error, never a silent run on the CPU.
+    let out = altimage(&[
+        "describe",
+        "--model-dir",
+        model.to_str().unwrap(),
+        "--device",
+        "cuda:0",
+        "--ort-library",
+        common::ort_library().to_str().unwrap(),
+        fixture.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "no record may be written on the CPU instead"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot use CUDA device 0") && stderr.contains("--device cpu"),
+        "{stderr}"
+    );
+
+    let out = altimage(&[
+        "describe",
+        "--model-dir",
+        "/nonexistent-model",
+        fixture.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-model"), "{stderr}");

@@ -10,14 +10,22 @@ use altimage::model::generate::FinishReason;
 use altimage::model::{Detail, ModelError};
 
 fn request(model: &Florence2, file: &Path, detail: Detail) -> GenerationRequest {
-    GenerationRequest { pixel_values: common::pixels(model, file), detail, max_new_tokens: Some(48), num_beams: None }
+    GenerationRequest {
+        pixel_values: common::pixels(model, file),
+        detail,
+        max_new_tokens: Some(48),
+        num_beams: None,
+    }
 }
 
 #[test]
 fn describes_each_fixture_deterministically_and_differently() {
     let mut model = common::tiny_model();
     let files = common::fixture_files();
-    let requests: Vec<GenerationRequest> = files.iter().map(|f| request(&model, f, Detail::Brief)).collect();
+    let requests: Vec<GenerationRequest> = files
+        .iter()
+        .map(|f| request(&model, f, Detail::Brief))
+        .collect();
     let first = model.generate(&requests).unwrap();
     let second = model.generate(&requests).unwrap();
     assert_eq!(first, second, "same input, same output");
@@ -28,7 +36,10 @@ fn describes_each_fixture_deterministically_and_differently() {
         assert!(!generated.text.is_empty(), "{generated:?}");
     }
     let distinct: std::collections::HashSet<&str> = first.iter().map(|g| g.text.as_str()).collect();
-    assert!(distinct.len() >= files.len() - 1, "images should give different captions: {distinct:?}");
+    assert!(
+        distinct.len() >= files.len() - 1,
+        "images should give different captions: {distinct:?}"
+    );
 }
 
 #[test]
@@ -41,11 +52,19 @@ fn each_image_alone_equals_the_same_image_in_a_mixed_batch_of_eight() {
         .map(|i| request(&model, &files[i % files.len()], details[i % details.len()]))
         .collect();
     let together = model.generate(&batch).unwrap();
-    let lengths: std::collections::HashSet<usize> = together.iter().map(|g| g.token_ids.len()).collect();
-    assert!(lengths.len() > 1, "captions of varied length exercise rows leaving the batch: {lengths:?}");
+    let lengths: std::collections::HashSet<usize> =
+        together.iter().map(|g| g.token_ids.len()).collect();
+    assert!(
+        lengths.len() > 1,
+        "captions of varied length exercise rows leaving the batch: {lengths:?}"
+    );
     for (row, expected) in batch.iter().zip(&together) {
         let alone = model.generate(std::slice::from_ref(row)).unwrap();
-        assert_eq!(&alone[0], expected, "row with detail {:?} differs alone vs batched", row.detail);
+        assert_eq!(
+            &alone[0], expected,
+            "row with detail {:?} differs alone vs batched",
+            row.detail
+        );
     }
 }
 
@@ -57,12 +76,19 @@ fn max_new_tokens_forces_the_end() {
     short.max_new_tokens = Some(3);
     let generated = model.generate(&[short]).unwrap().remove(0);
     assert_eq!(generated.generated_tokens(), 3, "{generated:?}");
-    assert_eq!(*generated.token_ids.last().unwrap(), 2, "EOS is forced at the limit");
+    assert_eq!(
+        *generated.token_ids.last().unwrap(),
+        2,
+        "EOS is forced at the limit"
+    );
     assert_eq!(generated.finish_reason, FinishReason::Length);
 
     let mut invalid = request(&model, file, Detail::Brief);
     invalid.max_new_tokens = Some(0);
-    assert!(matches!(model.generate(&[invalid]), Err(ModelError::InvalidRequest(_))));
+    assert!(matches!(
+        model.generate(&[invalid]),
+        Err(ModelError::InvalidRequest(_))
+    ));
 }
 
 #[test]
@@ -85,7 +111,11 @@ fn beam_search_runs_beside_greedy_rows() {
 fn cancelled_rows_stop_and_others_are_unaffected() {
     let mut model = common::tiny_model();
     let files = common::fixture_files();
-    let requests: Vec<GenerationRequest> = files.iter().take(3).map(|f| request(&model, f, Detail::Paragraph)).collect();
+    let requests: Vec<GenerationRequest> = files
+        .iter()
+        .take(3)
+        .map(|f| request(&model, f, Detail::Paragraph))
+        .collect();
     let full = model.generate(&requests).unwrap();
     let (partial, _) = model.generate_with(&requests, &mut |row| row == 1).unwrap();
     assert_eq!(partial[1].finish_reason, FinishReason::Cancelled);
@@ -128,17 +158,31 @@ fn model_directories_that_do_not_fit_are_refused_with_the_file_named() {
     // The encoder where the decoder should be: wrong names.
     let swapped = tmp.path().join("swapped");
     copy_model(&swapped);
-    std::fs::copy(swapped.join("onnx/encoder_model.onnx"), swapped.join("onnx/decoder_model_merged.onnx")).unwrap();
+    std::fs::copy(
+        swapped.join("onnx/encoder_model.onnx"),
+        swapped.join("onnx/decoder_model_merged.onnx"),
+    )
+    .unwrap();
     let err = load_error(&swapped);
-    assert!(err.contains("decoder_model_merged.onnx") && err.contains("missing input"), "{err}");
+    assert!(
+        err.contains("decoder_model_merged.onnx") && err.contains("missing input"),
+        "{err}"
+    );
 
     // A vision encoder whose input has the wrong rank (the embed graph's input_ids is rank 2 and
     // named differently; use it to stand in for a broken vision export).
     let wrong = tmp.path().join("wrong-vision");
     copy_model(&wrong);
-    std::fs::copy(wrong.join("onnx/embed_tokens.onnx"), wrong.join("onnx/vision_encoder.onnx")).unwrap();
+    std::fs::copy(
+        wrong.join("onnx/embed_tokens.onnx"),
+        wrong.join("onnx/vision_encoder.onnx"),
+    )
+    .unwrap();
     let err = load_error(&wrong);
-    assert!(err.contains("vision_encoder.onnx") && err.contains("pixel_values"), "{err}");
+    assert!(
+        err.contains("vision_encoder.onnx") && err.contains("pixel_values"),
+        "{err}"
+    );
 
     let no_tokenizer = tmp.path().join("no-tokenizer");
     copy_model(&no_tokenizer);
@@ -148,7 +192,11 @@ fn model_directories_that_do_not_fit_are_refused_with_the_file_named() {
 
     let not_florence = tmp.path().join("not-florence");
     copy_model(&not_florence);
-    std::fs::write(not_florence.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+    std::fs::write(
+        not_florence.join("config.json"),
+        r#"{"model_type": "bert"}"#,
+    )
+    .unwrap();
     let err = load_error(&not_florence);
     assert!(err.contains("is_encoder_decoder"), "{err}");
 

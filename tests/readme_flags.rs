@@ -10,7 +10,9 @@ use clap::CommandFactory;
 fn flags_of(subcommand: &str) -> BTreeMap<String, String> {
     let mut cli = Cli::command();
     cli.build();
-    let command = cli.find_subcommand(subcommand).unwrap_or_else(|| panic!("no subcommand {subcommand}"));
+    let command = cli
+        .find_subcommand(subcommand)
+        .unwrap_or_else(|| panic!("no subcommand {subcommand}"));
     command
         .get_arguments()
         .filter_map(|arg| {
@@ -18,7 +20,10 @@ fn flags_of(subcommand: &str) -> BTreeMap<String, String> {
             if long == "help" || long == "version" {
                 return None;
             }
-            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
             Some((format!("--{long}"), env))
         })
         .collect()
@@ -26,16 +31,28 @@ fn flags_of(subcommand: &str) -> BTreeMap<String, String> {
 
 /// Rows of the README table that follows the given heading: `--flag` → env name.
 fn readme_table(heading: &str) -> BTreeMap<String, String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split(heading).nth(1).unwrap_or_else(|| panic!("README has no `{heading}`"));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no `{heading}`"));
     section
         .lines()
         .skip_while(|l| !l.starts_with("| option"))
         .skip(2)
         .take_while(|l| l.starts_with('|'))
         .map(|line| {
-            let cells: Vec<&str> = line.split(" | ").map(|c| c.trim_matches(|ch| ch == '|' || ch == ' ')).collect();
-            let flag = cells[0].trim_matches('`').split([' ', ',']).next().unwrap().to_string();
+            let cells: Vec<&str> = line
+                .split(" | ")
+                .map(|c| c.trim_matches(|ch| ch == '|' || ch == ' '))
+                .collect();
+            let flag = cells[0]
+                .trim_matches('`')
+                .split([' ', ','])
+                .next()
+                .unwrap()
+                .to_string();
             let env = cells[1].trim_matches('`').to_string();
             (flag, env)
         })
@@ -46,6 +63,12 @@ fn readme_table(heading: &str) -> BTreeMap<String, String> {
 fn describe_flags_in_the_readme_match_help() {
     let code = flags_of("describe");
     let readme = readme_table("## Describe a catalogue folder");
-    assert_eq!(readme, code, "README table (left) vs `altimage describe --help` (right)");
-    assert!(code.values().all(|env| env.starts_with("ALTIMAGE_")), "every flag has an ALTIMAGE_ env name: {code:?}");
+    assert_eq!(
+        readme, code,
+        "README table (left) vs `altimage describe --help` (right)"
+    );
+    assert!(
+        code.values().all(|env| env.starts_with("ALTIMAGE_")),
+        "every flag has an ALTIMAGE_ env name: {code:?}"
+    );
 }

@@ -51,7 +51,10 @@ impl GenerationConfig {
         let int = |key: &str| -> Result<Option<i64>, String> {
             match layer.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_i64().map(Some).ok_or_else(|| format!("{source}: `{key}` must be an integer")),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| format!("{source}: `{key}` must be an integer")),
             }
         };
         if let Some(v) = int("decoder_start_token_id")? {
@@ -70,25 +73,34 @@ impl GenerationConfig {
             self.forced_eos_token_id = Some(v);
         }
         if let Some(v) = int("no_repeat_ngram_size")? {
-            self.no_repeat_ngram_size = usize::try_from(v).map_err(|_| format!("{source}: negative no_repeat_ngram_size"))?;
+            self.no_repeat_ngram_size = usize::try_from(v)
+                .map_err(|_| format!("{source}: negative no_repeat_ngram_size"))?;
         }
         if let Some(v) = int("num_beams")? {
-            self.num_beams = usize::try_from(v).ok().filter(|n| *n >= 1).ok_or(format!("{source}: num_beams must be >= 1"))?;
+            self.num_beams = usize::try_from(v)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(format!("{source}: num_beams must be >= 1"))?;
         }
         if let Some(v) = int("max_length")? {
-            self.max_length = usize::try_from(v).ok().filter(|n| *n >= 2).ok_or(format!("{source}: max_length must be >= 2"))?;
+            self.max_length = usize::try_from(v)
+                .ok()
+                .filter(|n| *n >= 2)
+                .ok_or(format!("{source}: max_length must be >= 2"))?;
         }
         match layer.get("eos_token_id") {
             None | Some(Value::Null) => {}
             Some(Value::Array(ids)) => {
                 let ids: Option<Vec<i64>> = ids.iter().map(Value::as_i64).collect();
-                self.eos_token_ids = ids
-                    .filter(|ids| !ids.is_empty())
-                    .ok_or_else(|| format!("{source}: `eos_token_id` must be an integer or a list of integers"))?;
+                self.eos_token_ids = ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
+                    format!("{source}: `eos_token_id` must be an integer or a list of integers")
+                })?;
             }
             Some(v) => {
-                self.eos_token_ids =
-                    vec![v.as_i64().ok_or_else(|| format!("{source}: `eos_token_id` must be an integer"))?];
+                self.eos_token_ids = vec![
+                    v.as_i64()
+                        .ok_or_else(|| format!("{source}: `eos_token_id` must be an integer"))?,
+                ];
             }
         }
         if let Some(v) = layer.get("early_stopping").and_then(Value::as_bool) {
@@ -120,25 +132,49 @@ impl ModelConfig {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let config = read_json_object(&dir.join("config.json"), dir)?;
         let generation_file = dir.join("generation_config.json");
-        let generation = if generation_file.is_file() { Some(read_json_object(&generation_file, dir)?) } else { None };
-        Self::from_objects(&config, generation.as_ref()).map_err(|message| ModelError::ModelDir { dir: dir.to_path_buf(), message })
+        let generation = if generation_file.is_file() {
+            Some(read_json_object(&generation_file, dir)?)
+        } else {
+            None
+        };
+        Self::from_objects(&config, generation.as_ref()).map_err(|message| ModelError::ModelDir {
+            dir: dir.to_path_buf(),
+            message,
+        })
     }
 
-    pub fn from_objects(config: &Map<String, Value>, generation_file: Option<&Map<String, Value>>) -> Result<Self, String> {
+    pub fn from_objects(
+        config: &Map<String, Value>,
+        generation_file: Option<&Map<String, Value>>,
+    ) -> Result<Self, String> {
         if config.get("is_encoder_decoder").and_then(Value::as_bool) != Some(true) {
-            return Err("config.json must have `is_encoder_decoder: true` (a Florence-2 export)".into());
+            return Err(
+                "config.json must have `is_encoder_decoder: true` (a Florence-2 export)".into(),
+            );
         }
         let empty = Map::new();
-        let text_config = config.get("text_config").and_then(Value::as_object).unwrap_or(&empty);
+        let text_config = config
+            .get("text_config")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let mut generation = GenerationConfig::default();
         generation.apply(config, "config.json")?;
         generation.apply(text_config, "config.json text_config")?;
         if let Some(layer) = generation_file {
             generation.apply(layer, "generation_config.json")?;
         }
-        let size = |key: &str| text_config.get(key).and_then(Value::as_u64).map(|v| v as usize);
+        let size = |key: &str| {
+            text_config
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+        };
         Ok(Self {
-            model_type: config.get("model_type").and_then(Value::as_str).unwrap_or_default().to_string(),
+            model_type: config
+                .get("model_type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             vocab_size: size("vocab_size"),
             d_model: size("d_model"),
             max_position_embeddings: size("max_position_embeddings"),
@@ -148,8 +184,12 @@ impl ModelConfig {
 }
 
 pub(crate) fn read_json_object(path: &Path, dir: &Path) -> Result<Map<String, Value>, ModelError> {
-    let fail = |message: String| ModelError::ModelDir { dir: dir.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    let fail = |message: String| ModelError::ModelDir {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(fail(format!("{} is not a JSON object", path.display()))),
@@ -189,8 +229,11 @@ mod tests {
 
     #[test]
     fn refuses_non_encoder_decoder_and_bad_types() {
-        assert!(ModelConfig::from_objects(&object(json!({"model_type": "florence2"})), None).is_err());
-        let bad = object(json!({"is_encoder_decoder": true, "text_config": {"num_beams": "three"}}));
+        assert!(
+            ModelConfig::from_objects(&object(json!({"model_type": "florence2"})), None).is_err()
+        );
+        let bad =
+            object(json!({"is_encoder_decoder": true, "text_config": {"num_beams": "three"}}));
         let err = ModelConfig::from_objects(&bad, None).unwrap_err();
         assert!(err.contains("num_beams"), "{err}");
     }

@@ -20,7 +20,12 @@ use super::signature::{DecoderShape, GraphPorts, Port};
 use super::text::TextCodec;
 
 /// The graphs the server runs, by basename (spec 11.8: the others are not needed).
-const GRAPHS: [&str; 4] = ["vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged"];
+const GRAPHS: [&str; 4] = [
+    "vision_encoder",
+    "embed_tokens",
+    "encoder_model",
+    "decoder_model_merged",
+];
 
 /// Where to load a model from and how to run it.
 #[derive(Debug, Clone)]
@@ -109,7 +114,10 @@ impl Florence2 {
         let files = graph_files(dir, &options.variant_suffix)?;
         let config = ModelConfig::load(dir)?;
         let preprocessor = PreprocessorConfig::from_file(&dir.join("preprocessor_config.json"))
-            .map_err(|e| ModelError::ModelDir { dir: dir.clone(), message: e.to_string() })?;
+            .map_err(|e| ModelError::ModelDir {
+                dir: dir.clone(),
+                message: e.to_string(),
+            })?;
         let prompts = Prompts::load(dir)?;
         let text = TextCodec::load(dir)?;
 
@@ -126,22 +134,29 @@ impl Florence2 {
         ports(&encoder_session, encoder).check_encoder()?;
         let decoder_shape = ports(&decoder_session, decoder).check_decoder()?;
 
-        let fail = |message: String| ModelError::ModelDir { dir: dir.clone(), message };
-        if let (Some(hidden), Some(d_model)) = (hidden, config.d_model) {
-            if hidden != d_model {
-                return Err(fail(format!("embed_tokens gives {hidden}-wide embeddings but config.json says d_model {d_model}")));
-            }
+        let fail = |message: String| ModelError::ModelDir {
+            dir: dir.clone(),
+            message,
+        };
+        if let (Some(hidden), Some(d_model)) = (hidden, config.d_model)
+            && hidden != d_model
+        {
+            return Err(fail(format!(
+                "embed_tokens gives {hidden}-wide embeddings but config.json says d_model {d_model}"
+            )));
         }
-        if let Some(vocab) = decoder_shape.vocab_size {
-            if text.vocab_size() > vocab {
-                return Err(fail(format!(
-                    "tokenizer.json has {} tokens but the decoder's logits cover only {vocab}",
-                    text.vocab_size()
-                )));
-            }
+        if let Some(vocab) = decoder_shape.vocab_size
+            && text.vocab_size() > vocab
+        {
+            return Err(fail(format!(
+                "tokenizer.json has {} tokens but the decoder's logits cover only {vocab}",
+                text.vocab_size()
+            )));
         }
         let special = text.special().clone();
-        if config.generation.decoder_start_token_id != special.eos || !config.generation.is_eos(special.eos) {
+        if config.generation.decoder_start_token_id != special.eos
+            || !config.generation.is_eos(special.eos)
+        {
             tracing::warn!(
                 "generation config's start/eos ids ({}, {:?}) differ from the tokenizer's </s> ({}); using the config",
                 config.generation.decoder_start_token_id,
@@ -193,8 +208,12 @@ impl Florence2 {
     }
 
     /// Describes a batch of images; results in request order.
-    pub fn generate(&mut self, requests: &[GenerationRequest]) -> Result<Vec<Generated>, ModelError> {
-        self.generate_with(requests, &mut |_| false).map(|(results, _)| results)
+    pub fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> Result<Vec<Generated>, ModelError> {
+        self.generate_with(requests, &mut |_| false)
+            .map(|(results, _)| results)
     }
 
     /// As `generate`, asking `is_cancelled(i)` between decode steps: a cancelled request's rows
@@ -232,7 +251,11 @@ impl Florence2 {
                 } else {
                     self.text.decode_caption(&result.tokens)?
                 };
-                Ok(Generated { text, token_ids: result.tokens, finish_reason: result.finish_reason })
+                Ok(Generated {
+                    text,
+                    token_ids: result.tokens,
+                    finish_reason: result.finish_reason,
+                })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok((results, timings))
@@ -252,7 +275,9 @@ impl Florence2 {
                         "pixel_values has shape {dims:?}, expected (3, {height}, {width})"
                     )));
                 }
-                let max_new_tokens = request.max_new_tokens.unwrap_or_else(|| default_max_new_tokens(request.detail));
+                let max_new_tokens = request
+                    .max_new_tokens
+                    .unwrap_or_else(|| default_max_new_tokens(request.detail));
                 if max_new_tokens == 0 || max_new_tokens > self.max_new_tokens_limit() {
                     return Err(ModelError::InvalidRequest(format!(
                         "max_new_tokens must be between 1 and {}",
@@ -261,15 +286,23 @@ impl Florence2 {
                 }
                 let num_beams = request.num_beams.unwrap_or(1);
                 if !(1..=16).contains(&num_beams) {
-                    return Err(ModelError::InvalidRequest("num_beams must be between 1 and 16".into()));
+                    return Err(ModelError::InvalidRequest(
+                        "num_beams must be between 1 and 16".into(),
+                    ));
                 }
-                Ok(GroupSpec { num_beams, max_length: max_new_tokens + 1 })
+                Ok(GroupSpec {
+                    num_beams,
+                    max_length: max_new_tokens + 1,
+                })
             })
             .collect()
     }
 
     /// `[B, N, D]` image tokens, as a flat buffer plus N and D.
-    fn run_vision(&mut self, requests: &[GenerationRequest]) -> Result<(Vec<f32>, usize, usize), ModelError> {
+    fn run_vision(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> Result<(Vec<f32>, usize, usize), ModelError> {
         let (c, h, w) = requests[0].pixel_values.dim();
         let mut pixels = Vec::with_capacity(requests.len() * c * h * w);
         for request in requests {
@@ -278,19 +311,30 @@ impl Florence2 {
                 None => pixels.extend(request.pixel_values.iter().copied()),
             }
         }
-        let input = Tensor::from_array(([requests.len(), c, h, w], pixels)).map_err(ModelError::inference("vision"))?;
-        let outputs = self.vision.run(ort::inputs!["pixel_values" => input]).map_err(ModelError::inference("vision"))?;
-        let (shape, data) =
-            outputs["image_features"].try_extract_tensor::<f32>().map_err(ModelError::inference("vision"))?;
+        let input = Tensor::from_array(([requests.len(), c, h, w], pixels))
+            .map_err(ModelError::inference("vision"))?;
+        let outputs = self
+            .vision
+            .run(ort::inputs!["pixel_values" => input])
+            .map_err(ModelError::inference("vision"))?;
+        let (shape, data) = outputs["image_features"]
+            .try_extract_tensor::<f32>()
+            .map_err(ModelError::inference("vision"))?;
         Ok((data.to_vec(), shape[1] as usize, shape[2] as usize))
     }
 
     /// Embeds `[rows, len]` token ids; returns the flat `[rows, len, D]` buffer.
     fn embed(&mut self, ids: Vec<i64>, rows: usize) -> Result<Vec<f32>, ModelError> {
         let len = ids.len() / rows.max(1);
-        let input = Tensor::from_array(([rows, len], ids)).map_err(ModelError::inference("embed"))?;
-        let outputs = self.embed.run(ort::inputs!["input_ids" => input]).map_err(ModelError::inference("embed"))?;
-        let (_, data) = outputs["inputs_embeds"].try_extract_tensor::<f32>().map_err(ModelError::inference("embed"))?;
+        let input =
+            Tensor::from_array(([rows, len], ids)).map_err(ModelError::inference("embed"))?;
+        let outputs = self
+            .embed
+            .run(ort::inputs!["input_ids" => input])
+            .map_err(ModelError::inference("embed"))?;
+        let (_, data) = outputs["inputs_embeds"]
+            .try_extract_tensor::<f32>()
+            .map_err(ModelError::inference("embed"))?;
         Ok(data.to_vec())
     }
 
@@ -300,9 +344,14 @@ impl Florence2 {
         requests: &[GenerationRequest],
         image_features: &(Vec<f32>, usize, usize),
     ) -> Result<DecoderState, ModelError> {
-        let (features, image_tokens, hidden) = (&image_features.0, image_features.1, image_features.2);
+        let (features, image_tokens, hidden) =
+            (&image_features.0, image_features.1, image_features.2);
         let rows = requests.len();
-        let prompt_len = requests.iter().map(|r| self.prompt_ids(r.detail).len()).max().unwrap_or(0);
+        let prompt_len = requests
+            .iter()
+            .map(|r| self.prompt_ids(r.detail).len())
+            .max()
+            .unwrap_or(0);
         let encoder_len = image_tokens + prompt_len;
         if encoder_len > self.max_positions {
             return Err(ModelError::InvalidRequest(format!(
@@ -332,18 +381,26 @@ impl Florence2 {
             let image_row = image_tokens * hidden;
             inputs_embeds.extend_from_slice(&features[row * image_row..(row + 1) * image_row]);
             let prompt_row = prompt_len * hidden;
-            inputs_embeds.extend_from_slice(&prompt_embeds[row * prompt_row..(row + 1) * prompt_row]);
+            inputs_embeds
+                .extend_from_slice(&prompt_embeds[row * prompt_row..(row + 1) * prompt_row]);
         }
-        let embeds = Tensor::from_array(([rows, encoder_len, hidden], inputs_embeds)).map_err(ModelError::inference("encoder"))?;
+        let embeds = Tensor::from_array(([rows, encoder_len, hidden], inputs_embeds))
+            .map_err(ModelError::inference("encoder"))?;
         let mask_tensor = RowTensor::i64(vec![rows, encoder_len], mask)?;
         let outputs = self
             .encoder
             .run(ort::inputs!["inputs_embeds" => embeds, "attention_mask" => mask_tensor.value()])
             .map_err(ModelError::inference("encoder"))?;
-        let (_, hidden_states) =
-            outputs["last_hidden_state"].try_extract_tensor::<f32>().map_err(ModelError::inference("encoder"))?;
-        let hidden_states = RowTensor::f32(vec![rows, encoder_len, hidden], hidden_states.to_vec())?;
-        Ok(DecoderState::new(hidden_states, mask_tensor, self.decoder_shape.clone()))
+        let (_, hidden_states) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(ModelError::inference("encoder"))?;
+        let hidden_states =
+            RowTensor::f32(vec![rows, encoder_len, hidden], hidden_states.to_vec())?;
+        Ok(DecoderState::new(
+            hidden_states,
+            mask_tensor,
+            self.decoder_shape.clone(),
+        ))
     }
 
     /// The decode loop: step 0 without cache, then one token per step with it. Finished and
@@ -386,19 +443,36 @@ impl Florence2 {
     }
 
     /// One decoder call; returns the last position's logits, `[rows, vocab]` flat.
-    fn decoder_step(&mut self, state: &mut DecoderState, tokens: Vec<i64>) -> Result<Vec<f32>, ModelError> {
+    fn decoder_step(
+        &mut self,
+        state: &mut DecoderState,
+        tokens: Vec<i64>,
+    ) -> Result<Vec<f32>, ModelError> {
         let rows = tokens.len();
         let hidden = self.embed(tokens, rows)?;
         let width = hidden.len() / rows;
-        let embeds = Tensor::from_array(([rows, 1, width], hidden)).map_err(ModelError::inference("decoder"))?;
+        let embeds = Tensor::from_array(([rows, 1, width], hidden))
+            .map_err(ModelError::inference("decoder"))?;
         let use_cache = state.has_cache();
-        let flag = Tensor::from_array(([1usize], vec![use_cache])).map_err(ModelError::inference("decoder"))?;
-        let empty = if use_cache { None } else { Some(state.empty_past()?) };
+        let flag = Tensor::from_array(([1usize], vec![use_cache]))
+            .map_err(ModelError::inference("decoder"))?;
+        let empty = if use_cache {
+            None
+        } else {
+            Some(state.empty_past()?)
+        };
 
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(4 + 4 * self.decoder_shape.layers);
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(4 + 4 * self.decoder_shape.layers);
         inputs.push(("inputs_embeds".into(), embeds.into()));
-        inputs.push(("encoder_attention_mask".into(), state.encoder_attention_mask.value().into()));
-        inputs.push(("encoder_hidden_states".into(), state.encoder_hidden_states.value().into()));
+        inputs.push((
+            "encoder_attention_mask".into(),
+            state.encoder_attention_mask.value().into(),
+        ));
+        inputs.push((
+            "encoder_hidden_states".into(),
+            state.encoder_hidden_states.value().into(),
+        ));
         for (layer, names) in self.cache_names.past.iter().enumerate() {
             for (kind, name) in names.iter().enumerate() {
                 let value = match &empty {
@@ -410,14 +484,26 @@ impl Florence2 {
         }
         inputs.push(("use_cache_branch".into(), flag.into()));
 
-        let mut outputs = self.decoder.run(inputs).map_err(ModelError::inference("decoder"))?;
+        let mut outputs = self
+            .decoder
+            .run(inputs)
+            .map_err(ModelError::inference("decoder"))?;
         let logits = {
-            let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(ModelError::inference("decoder"))?;
+            let (shape, data) = outputs["logits"]
+                .try_extract_tensor::<f32>()
+                .map_err(ModelError::inference("decoder"))?;
             let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
             if positions == 1 {
                 data.to_vec()
             } else {
-                (0..rows).flat_map(|r| data[(r * positions + positions - 1) * vocab..(r * positions + positions) * vocab].iter().copied()).collect()
+                (0..rows)
+                    .flat_map(|r| {
+                        data[(r * positions + positions - 1) * vocab
+                            ..(r * positions + positions) * vocab]
+                            .iter()
+                            .copied()
+                    })
+                    .collect()
             }
         };
         drop(empty);

@@ -87,15 +87,33 @@ impl Search {
     pub fn new(rules: LogitsRules, specs: &[GroupSpec], decoder_start_token_id: i64) -> Self {
         let groups = specs
             .iter()
-            .map(|&spec| Group { spec, finished: Vec::new(), done: false, cancelled: false })
+            .map(|&spec| Group {
+                spec,
+                finished: Vec::new(),
+                done: false,
+                cancelled: false,
+            })
             .collect();
-        let rows = (0..specs.len()).map(|group| Row { group, tokens: vec![decoder_start_token_id], score: 0.0 }).collect();
-        Self { rules, groups, rows }
+        let rows = (0..specs.len())
+            .map(|group| Row {
+                group,
+                tokens: vec![decoder_start_token_id],
+                score: 0.0,
+            })
+            .collect();
+        Self {
+            rules,
+            groups,
+            rows,
+        }
     }
 
     /// Tokens each current row feeds to the next decoder call.
     pub fn last_tokens(&self) -> Vec<i64> {
-        self.rows.iter().map(|r| *r.tokens.last().expect("rows are never empty")).collect()
+        self.rows
+            .iter()
+            .map(|r| *r.tokens.last().expect("rows are never empty"))
+            .collect()
     }
 
     /// The request each current row belongs to.
@@ -122,7 +140,11 @@ impl Search {
     /// Consumes one decoder call's last-position logits (`rows × vocab`, row-major) and plans
     /// the next call. Rows of finished or cancelled requests are left out.
     pub fn step(&mut self, logits: &[f32], vocab: usize) -> StepPlan {
-        assert_eq!(logits.len(), self.rows.len() * vocab, "logits must be rows × vocab");
+        assert_eq!(
+            logits.len(),
+            self.rows.len() * vocab,
+            "logits must be rows × vocab"
+        );
         let mut next_rows = Vec::with_capacity(self.rows.len());
         let mut parents = Vec::with_capacity(self.rows.len());
         let mut row = 0;
@@ -134,7 +156,12 @@ impl Search {
             }
             if !self.groups[group].done {
                 if self.groups[group].spec.num_beams <= 1 {
-                    self.greedy_step(row, &logits[row * vocab..(row + 1) * vocab], &mut next_rows, &mut parents);
+                    self.greedy_step(
+                        row,
+                        &logits[row * vocab..(row + 1) * vocab],
+                        &mut next_rows,
+                        &mut parents,
+                    );
                 } else {
                     self.beam_step(group, row..end, logits, vocab, &mut next_rows, &mut parents);
                 }
@@ -142,10 +169,19 @@ impl Search {
             row = end;
         }
         self.rows = next_rows;
-        StepPlan { parents, tokens: self.last_tokens() }
+        StepPlan {
+            parents,
+            tokens: self.last_tokens(),
+        }
     }
 
-    fn greedy_step(&mut self, row: usize, logits: &[f32], next_rows: &mut Vec<Row>, parents: &mut Vec<usize>) {
+    fn greedy_step(
+        &mut self,
+        row: usize,
+        logits: &[f32],
+        next_rows: &mut Vec<Row>,
+        parents: &mut Vec<usize>,
+    ) {
         let current = &self.rows[row];
         let spec = self.groups[current.group].spec;
         let mut scores = logits.to_vec();
@@ -155,16 +191,21 @@ impl Search {
         tokens.push(token);
         let group = current.group;
         if self.rules.eos_token_ids.contains(&token) || tokens.len() >= spec.max_length {
-            let reason = if self.rules.eos_token_ids.contains(&token) && tokens.len() < spec.max_length {
-                FinishReason::Eos
-            } else {
-                finish_reason_at_limit(&tokens, &self.rules)
-            };
+            let reason =
+                if self.rules.eos_token_ids.contains(&token) && tokens.len() < spec.max_length {
+                    FinishReason::Eos
+                } else {
+                    finish_reason_at_limit(&tokens, &self.rules)
+                };
             let g = &mut self.groups[group];
             g.finished.push((tokens, 0.0, reason));
             g.done = true;
         } else {
-            next_rows.push(Row { group, tokens, score: 0.0 });
+            next_rows.push(Row {
+                group,
+                tokens,
+                score: 0.0,
+            });
             parents.push(row);
         }
     }
@@ -185,7 +226,12 @@ impl Search {
         for row in rows.clone() {
             let mut scores = logits[row * vocab..(row + 1) * vocab].to_vec();
             log_softmax(&mut scores);
-            apply_rules(&mut scores, &self.rows[row].tokens, spec.max_length, &self.rules);
+            apply_rules(
+                &mut scores,
+                &self.rows[row].tokens,
+                spec.max_length,
+                &self.rules,
+            );
             for token in top_k(&scores, 2 * beams) {
                 let score = scores[token];
                 if score.is_finite() {
@@ -203,16 +249,23 @@ impl Search {
             if self.rules.eos_token_ids.contains(&token) {
                 // As in transformers: an EOS outside the top `beams` candidates is not a hypothesis.
                 if rank < beams {
-                    let normalised = score / length_norm(tokens.len() - 1, self.rules.length_penalty);
+                    let normalised =
+                        score / length_norm(tokens.len() - 1, self.rules.length_penalty);
                     let reason = if tokens.len() < spec.max_length {
                         FinishReason::Eos
                     } else {
                         finish_reason_at_limit(&tokens, &self.rules)
                     };
-                    self.groups[group].finished.push((tokens, normalised, reason));
+                    self.groups[group]
+                        .finished
+                        .push((tokens, normalised, reason));
                 }
             } else if kept < beams {
-                next_rows.push(Row { group, tokens, score });
+                next_rows.push(Row {
+                    group,
+                    tokens,
+                    score,
+                });
                 parents.push(parent);
                 kept += 1;
             }
@@ -220,8 +273,13 @@ impl Search {
 
         let new_rows = next_rows.len() - kept..next_rows.len();
         let g = &mut self.groups[group];
-        let best_running = next_rows[new_rows.clone()].iter().map(|r| r.score).fold(f32::NEG_INFINITY, f32::max);
-        let running_len = next_rows.get(new_rows.start).map_or(0, |r| r.tokens.len() - 1);
+        let best_running = next_rows[new_rows.clone()]
+            .iter()
+            .map(|r| r.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let running_len = next_rows
+            .get(new_rows.start)
+            .map_or(0, |r| r.tokens.len() - 1);
         let enough = g.finished.len() >= beams;
         let cannot_improve = enough && {
             let worst_kept = worst_of_best(&g.finished, beams);
@@ -232,8 +290,10 @@ impl Search {
             // Nothing more can enter the result: drop this request's rows.
             if g.finished.is_empty() {
                 for r in &next_rows[new_rows.clone()] {
-                    let normalised = r.score / length_norm(r.tokens.len() - 1, self.rules.length_penalty);
-                    g.finished.push((r.tokens.clone(), normalised, FinishReason::Length));
+                    let normalised =
+                        r.score / length_norm(r.tokens.len() - 1, self.rules.length_penalty);
+                    g.finished
+                        .push((r.tokens.clone(), normalised, FinishReason::Length));
                 }
             }
             g.done = true;
@@ -248,12 +308,24 @@ impl Search {
             .iter()
             .map(|g| {
                 if g.cancelled {
-                    return GroupResult { tokens: Vec::new(), finish_reason: FinishReason::Cancelled };
+                    return GroupResult {
+                        tokens: Vec::new(),
+                        finish_reason: FinishReason::Cancelled,
+                    };
                 }
-                let best = g.finished.iter().max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.len().cmp(&a.0.len())));
+                let best = g
+                    .finished
+                    .iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.len().cmp(&a.0.len())));
                 match best {
-                    Some((tokens, _, reason)) => GroupResult { tokens: tokens.clone(), finish_reason: *reason },
-                    None => GroupResult { tokens: Vec::new(), finish_reason: FinishReason::Length },
+                    Some((tokens, _, reason)) => GroupResult {
+                        tokens: tokens.clone(),
+                        finish_reason: *reason,
+                    },
+                    None => GroupResult {
+                        tokens: Vec::new(),
+                        finish_reason: FinishReason::Length,
+                    },
                 }
             })
             .collect()
@@ -286,22 +358,22 @@ pub fn apply_rules(scores: &mut [f32], sequence: &[i64], max_length: usize, rule
     if n > 0 && sequence.len() >= n {
         let prefix = &sequence[sequence.len() + 1 - n..];
         for window in sequence.windows(n) {
-            if &window[..n - 1] == prefix {
-                if let Some(slot) = scores.get_mut(window[n - 1] as usize) {
-                    *slot = f32::NEG_INFINITY;
-                }
+            if &window[..n - 1] == prefix
+                && let Some(slot) = scores.get_mut(window[n - 1] as usize)
+            {
+                *slot = f32::NEG_INFINITY;
             }
         }
     }
-    if let Some(bos) = rules.forced_bos_token_id {
-        if sequence.len() == 1 {
-            force(scores, bos);
-        }
+    if let Some(bos) = rules.forced_bos_token_id
+        && sequence.len() == 1
+    {
+        force(scores, bos);
     }
-    if let Some(eos) = rules.forced_eos_token_id {
-        if sequence.len() + 1 == max_length {
-            force(scores, eos);
-        }
+    if let Some(eos) = rules.forced_eos_token_id
+        && sequence.len() + 1 == max_length
+    {
+        force(scores, eos);
     }
 }
 
@@ -392,27 +464,69 @@ mod tests {
 
     #[test]
     fn greedy_rows_leave_when_finished() {
-        let specs = [GroupSpec { num_beams: 1, max_length: 10 }, GroupSpec { num_beams: 1, max_length: 4 }];
+        let specs = [
+            GroupSpec {
+                num_beams: 1,
+                max_length: 10,
+            },
+            GroupSpec {
+                num_beams: 1,
+                max_length: 4,
+            },
+        ];
         let mut search = Search::new(rules(), &specs, 2);
         let vocab = 10;
         // Step 0: forced BOS for both.
-        let plan = search.step(&[one_hot(vocab, 5, 1.0), one_hot(vocab, 5, 1.0)].concat(), vocab);
-        assert_eq!(plan, StepPlan { parents: vec![0, 1], tokens: vec![0, 0] });
+        let plan = search.step(
+            &[one_hot(vocab, 5, 1.0), one_hot(vocab, 5, 1.0)].concat(),
+            vocab,
+        );
+        assert_eq!(
+            plan,
+            StepPlan {
+                parents: vec![0, 1],
+                tokens: vec![0, 0]
+            }
+        );
         // Step 1: row 0 says EOS and leaves; row 1 continues.
-        let plan = search.step(&[one_hot(vocab, 2, 9.0), one_hot(vocab, 7, 9.0)].concat(), vocab);
-        assert_eq!(plan, StepPlan { parents: vec![1], tokens: vec![7] });
+        let plan = search.step(
+            &[one_hot(vocab, 2, 9.0), one_hot(vocab, 7, 9.0)].concat(),
+            vocab,
+        );
+        assert_eq!(
+            plan,
+            StepPlan {
+                parents: vec![1],
+                tokens: vec![7]
+            }
+        );
         // Step 2: row 1 hits its limit: EOS forced.
         let plan = search.step(&one_hot(vocab, 7, 9.0), vocab);
         assert!(plan.parents.is_empty() && search.is_done());
         let results = search.results();
-        assert_eq!(results[0], GroupResult { tokens: vec![2, 0, 2], finish_reason: FinishReason::Eos });
-        assert_eq!(results[1], GroupResult { tokens: vec![2, 0, 7, 2], finish_reason: FinishReason::Length });
+        assert_eq!(
+            results[0],
+            GroupResult {
+                tokens: vec![2, 0, 2],
+                finish_reason: FinishReason::Eos
+            }
+        );
+        assert_eq!(
+            results[1],
+            GroupResult {
+                tokens: vec![2, 0, 7, 2],
+                finish_reason: FinishReason::Length
+            }
+        );
     }
 
     #[test]
     fn beam_search_prefers_the_better_total_score() {
         // Greedy would take token 5 (0.55) then get a bad continuation; beam search takes 6.
-        let specs = [GroupSpec { num_beams: 2, max_length: 5 }];
+        let specs = [GroupSpec {
+            num_beams: 2,
+            max_length: 5,
+        }];
         let mut search = Search::new(rules(), &specs, 2);
         let vocab = 8;
         let plan = search.step(&one_hot(vocab, 5, 1.0), vocab);
@@ -440,7 +554,10 @@ mod tests {
 
     #[test]
     fn cancelled_groups_leave_and_report_cancelled() {
-        let specs = [GroupSpec { num_beams: 1, max_length: 10 }; 2];
+        let specs = [GroupSpec {
+            num_beams: 1,
+            max_length: 10,
+        }; 2];
         let mut search = Search::new(rules(), &specs, 2);
         search.cancel(0);
         let plan = search.step(&[one_hot(10, 5, 1.0), one_hot(10, 5, 1.0)].concat(), 10);

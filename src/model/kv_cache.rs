@@ -22,17 +22,24 @@ impl RowTensor {
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ModelError::Inference { stage, message: "negative output dimension".into() })?;
+            .map_err(|_| ModelError::Inference {
+                stage,
+                message: "negative output dimension".into(),
+            })?;
         Ok(Self { value, shape })
     }
 
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, ModelError> {
-        let value = Tensor::from_array((shape.clone(), data)).map_err(ModelError::inference("decoder"))?.into_dyn();
+        let value = Tensor::from_array((shape.clone(), data))
+            .map_err(ModelError::inference("decoder"))?
+            .into_dyn();
         Ok(Self { value, shape })
     }
 
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Self, ModelError> {
-        let value = Tensor::from_array((shape.clone(), data)).map_err(ModelError::inference("decoder"))?.into_dyn();
+        let value = Tensor::from_array((shape.clone(), data))
+            .map_err(ModelError::inference("decoder"))?
+            .into_dyn();
         Ok(Self { value, shape })
     }
 
@@ -51,7 +58,10 @@ impl RowTensor {
         let row_len: usize = self.shape[1..].iter().product();
         macro_rules! gather_as {
             ($ty:ty, $ctor:ident) => {{
-                let (_, data) = self.value.try_extract_tensor::<$ty>().map_err(ModelError::inference("decoder"))?;
+                let (_, data) = self
+                    .value
+                    .try_extract_tensor::<$ty>()
+                    .map_err(ModelError::inference("decoder"))?;
                 let mut out = Vec::with_capacity(parents.len() * row_len);
                 for &p in parents {
                     out.extend_from_slice(&data[p * row_len..(p + 1) * row_len]);
@@ -60,7 +70,10 @@ impl RowTensor {
             }};
         }
         match self.value.dtype() {
-            ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Int64, .. } => gather_as!(i64, i64),
+            ort::value::ValueType::Tensor {
+                ty: ort::value::TensorElementType::Int64,
+                ..
+            } => gather_as!(i64, i64),
             _ => gather_as!(f32, f32),
         }
     }
@@ -87,14 +100,27 @@ pub struct CacheNames {
 impl CacheNames {
     pub fn new(layers: usize) -> Self {
         let past: Vec<[String; 4]> = (0..layers).map(past_names).collect();
-        let present = past.iter().map(|names| names.clone().map(|n| present_name(&n))).collect();
+        let present = past
+            .iter()
+            .map(|names| names.clone().map(|n| present_name(&n)))
+            .collect();
         Self { past, present }
     }
 }
 
 impl DecoderState {
-    pub fn new(encoder_hidden_states: RowTensor, encoder_attention_mask: RowTensor, shape: DecoderShape) -> Self {
-        Self { encoder_hidden_states, encoder_attention_mask, cross: Vec::new(), self_attn: Vec::new(), shape }
+    pub fn new(
+        encoder_hidden_states: RowTensor,
+        encoder_attention_mask: RowTensor,
+        shape: DecoderShape,
+    ) -> Self {
+        Self {
+            encoder_hidden_states,
+            encoder_attention_mask,
+            cross: Vec::new(),
+            self_attn: Vec::new(),
+            shape,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -107,17 +133,28 @@ impl DecoderState {
 
     /// Zero-length pasts `[rows, H, 0, Dh]` for the no-cache branch, as transformers.js feeds them.
     pub fn empty_past(&self) -> Result<RowTensor, ModelError> {
-        RowTensor::f32(vec![self.rows(), self.shape.heads, 0, self.shape.head_dim], Vec::new())
+        RowTensor::f32(
+            vec![self.rows(), self.shape.heads, 0, self.shape.head_dim],
+            Vec::new(),
+        )
     }
 
     /// The past tensor for input `kind` (0 dec key, 1 dec value, 2 enc key, 3 enc value) of a layer.
     pub fn past(&self, layer: usize, kind: usize) -> &RowTensor {
-        if kind < 2 { &self.self_attn[layer][kind] } else { &self.cross[layer][kind - 2] }
+        if kind < 2 {
+            &self.self_attn[layer][kind]
+        } else {
+            &self.cross[layer][kind - 2]
+        }
     }
 
     /// Takes the caches out of a decoder call's outputs. Encoder presents are kept only from the
     /// first (no-cache) call: on cached calls they are empty placeholders.
-    pub fn absorb(&mut self, outputs: &mut ort::session::SessionOutputs<'_>, names: &CacheNames) -> Result<(), ModelError> {
+    pub fn absorb(
+        &mut self,
+        outputs: &mut ort::session::SessionOutputs<'_>,
+        names: &CacheNames,
+    ) -> Result<(), ModelError> {
         let first_call = !self.has_cache();
         let mut take = |name: &str| -> Result<RowTensor, ModelError> {
             let value = outputs.remove(name).ok_or_else(|| ModelError::Inference {

@@ -13,7 +13,7 @@ pub mod text;
 
 use std::path::PathBuf;
 
-pub use florence2::{Florence2, GenerationRequest, Generated};
+pub use florence2::{Florence2, Generated, GenerationRequest};
 pub use prompts::Detail;
 pub use runtime::{Device, RuntimeOptions};
 
@@ -31,13 +31,19 @@ pub enum ModelError {
     #[error("{file} does not fit the Florence-2 export contract: {message}")]
     Signature { file: PathBuf, message: String },
     #[error("inference failed in {stage}: {message}")]
-    Inference { stage: &'static str, message: String },
+    Inference {
+        stage: &'static str,
+        message: String,
+    },
     #[error("invalid generation request: {0}")]
     InvalidRequest(String),
 }
 
 impl ModelError {
     pub(crate) fn inference(stage: &'static str) -> impl Fn(ort::Error) -> ModelError {
-        move |e| ModelError::Inference { stage, message: e.to_string() }
+        move |e| ModelError::Inference {
+            stage,
+            message: e.to_string(),
+        }
     }
 }

@@ -57,7 +57,9 @@ impl FromStr for Detail {
             "brief" => Ok(Detail::Brief),
             "detailed" => Ok(Detail::Detailed),
             "paragraph" => Ok(Detail::Paragraph),
-            other => Err(format!("unknown detail `{other}`: expected brief, detailed or paragraph")),
+            other => Err(format!(
+                "unknown detail `{other}`: expected brief, detailed or paragraph"
+            )),
         }
     }
 }
@@ -72,8 +74,12 @@ impl Prompts {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let file = dir.join("preprocessor_config.json");
         let object = read_json_object(&file, dir)?;
-        Self::from_preprocessor_config(&Value::Object(object))
-            .map_err(|message| ModelError::ModelDir { dir: dir.to_path_buf(), message: format!("preprocessor_config.json: {message}") })
+        Self::from_preprocessor_config(&Value::Object(object)).map_err(|message| {
+            ModelError::ModelDir {
+                dir: dir.to_path_buf(),
+                message: format!("preprocessor_config.json: {message}"),
+            }
+        })
     }
 
     pub fn from_preprocessor_config(config: &Value) -> Result<Self, String> {
@@ -81,13 +87,17 @@ impl Prompts {
             .get("task_prompts_without_inputs")
             .and_then(Value::as_object)
             .ok_or("missing the `task_prompts_without_inputs` map")?;
-        let post = config.get("tasks_answer_post_processing_type").and_then(Value::as_object);
+        let post = config
+            .get("tasks_answer_post_processing_type")
+            .and_then(Value::as_object);
         let text_for = |detail: Detail| -> Result<String, String> {
             let token = detail.task_token();
-            if let Some(kind) = post.and_then(|p| p.get(token)).and_then(Value::as_str) {
-                if kind != "pure_text" {
-                    return Err(format!("task {token} is post-processed as `{kind}`, expected `pure_text`"));
-                }
+            if let Some(kind) = post.and_then(|p| p.get(token)).and_then(Value::as_str)
+                && kind != "pure_text"
+            {
+                return Err(format!(
+                    "task {token} is post-processed as `{kind}`, expected `pure_text`"
+                ));
             }
             map.get(token)
                 .and_then(Value::as_str)
@@ -95,7 +105,13 @@ impl Prompts {
                 .filter(|text| !text.trim().is_empty())
                 .ok_or_else(|| format!("`task_prompts_without_inputs` has no prompt for {token}"))
         };
-        Ok(Self { texts: [text_for(Detail::Brief)?, text_for(Detail::Detailed)?, text_for(Detail::Paragraph)?] })
+        Ok(Self {
+            texts: [
+                text_for(Detail::Brief)?,
+                text_for(Detail::Detailed)?,
+                text_for(Detail::Paragraph)?,
+            ],
+        })
     }
 
     pub fn text(&self, detail: Detail) -> &str {
@@ -120,7 +136,10 @@ mod tests {
         });
         let prompts = Prompts::from_preprocessor_config(&config).unwrap();
         assert_eq!(prompts.text(Detail::Brief), "What does the image describe?");
-        assert_eq!(prompts.text(Detail::Paragraph), "Describe with a paragraph what is shown in the image.");
+        assert_eq!(
+            prompts.text(Detail::Paragraph),
+            "Describe with a paragraph what is shown in the image."
+        );
     }
 
     #[test]
@@ -134,6 +153,9 @@ mod tests {
     fn parses_detail_names() {
         assert_eq!("Paragraph".parse::<Detail>().unwrap(), Detail::Paragraph);
         assert!("long".parse::<Detail>().is_err());
-        assert_eq!(serde_json::to_string(&Detail::Detailed).unwrap(), "\"detailed\"");
+        assert_eq!(
+            serde_json::to_string(&Detail::Detailed).unwrap(),
+            "\"detailed\""
+        );
     }
 }

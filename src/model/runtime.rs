@@ -62,8 +62,12 @@ impl FromStr for Device {
                     .ok()
                     .filter(|id| *id >= 0)
                     .map(Device::Cuda)
-                    .ok_or_else(|| format!("bad CUDA device id in `{s}`: expected cuda:N with N >= 0")),
-                None => Err(format!("unknown device `{s}`: expected cpu, cuda or cuda:N")),
+                    .ok_or_else(|| {
+                        format!("bad CUDA device id in `{s}`: expected cuda:N with N >= 0")
+                    }),
+                None => Err(format!(
+                    "unknown device `{s}`: expected cpu, cuda or cuda:N"
+                )),
             },
         }
     }
@@ -86,7 +90,13 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, intra_threads: 0, inter_threads: 0, optimization_level: 3, cuda_mem_limit: 0 }
+        Self {
+            device: Device::Cpu,
+            intra_threads: 0,
+            inter_threads: 0,
+            optimization_level: 3,
+            cuda_mem_limit: 0,
+        }
     }
 }
 
@@ -118,14 +128,21 @@ pub fn find_library(
         )));
     }
     for variant in cache_variants(device) {
-        let candidate = cache_dir.join("ort").join(variant).join("libonnxruntime.so");
+        let candidate = cache_dir
+            .join("ort")
+            .join(variant)
+            .join("libonnxruntime.so");
         if candidate.is_file() {
             return Ok((candidate, LibrarySource::ProjectCache));
         }
         tried.push(candidate.display().to_string());
     }
+    let install = match device {
+        Device::Cpu => "scripts/install-ort.sh",
+        Device::Cuda(_) => "scripts/install-ort.sh cuda",
+    };
     Err(ModelError::RuntimeLibrary(format!(
-        "no ONNX Runtime library found (tried {}); {INSTALL_HINT}",
+        "no ONNX Runtime library for {device} found (tried {}); run `{install}`, or pass --ort-library /path/to/libonnxruntime.so (env ORT_DYLIB_PATH)",
         tried.join(", ")
     )))
 }
@@ -165,26 +182,31 @@ static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 /// Loads the library (once per process) and returns the shared ORT environment. A second call
 /// with another path is refused: one process cannot hold two ONNX Runtime versions.
 pub fn environment(library: &Path) -> Result<&'static ort::environment::Environment, ModelError> {
-    if let Some(existing) = LOADED_LIBRARY.get() {
-        if existing != library {
-            return Err(ModelError::RuntimeLibrary(format!(
-                "ONNX Runtime was already loaded from {}; cannot also load {}",
-                existing.display(),
-                library.display()
-            )));
-        }
+    if let Some(existing) = LOADED_LIBRARY.get()
+        && existing != library
+    {
+        return Err(ModelError::RuntimeLibrary(format!(
+            "ONNX Runtime was already loaded from {}; cannot also load {}",
+            existing.display(),
+            library.display()
+        )));
     }
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
     let builder = ort::init_from(library).map_err(|e| {
-        ModelError::RuntimeLibrary(format!("cannot load ONNX Runtime from {}: {e}; {INSTALL_HINT}", library.display()))
+        ModelError::RuntimeLibrary(format!(
+            "cannot load ONNX Runtime from {}: {e}; {INSTALL_HINT}",
+            library.display()
+        ))
     })?;
     let env = builder
         .with_name("altimage")
         .with_telemetry(false)
         .build()
-        .map_err(|e| ModelError::RuntimeLibrary(format!("cannot create the ONNX Runtime environment: {e}")))?;
+        .map_err(|e| {
+            ModelError::RuntimeLibrary(format!("cannot create the ONNX Runtime environment: {e}"))
+        })?;
     let _ = LOADED_LIBRARY.set(library.to_path_buf());
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
@@ -197,7 +219,10 @@ pub fn open_session(
     options: &RuntimeOptions,
 ) -> Result<Session, ModelError> {
     fn session_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> ModelError + '_ {
-        move |e| ModelError::Session { file: path.to_path_buf(), message: e.to_string() }
+        move |e| ModelError::Session {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        }
     }
     let level = match options.optimization_level {
         0 => GraphOptimizationLevel::Disable,
@@ -205,12 +230,19 @@ pub fn open_session(
         2 => GraphOptimizationLevel::Level2,
         _ => GraphOptimizationLevel::All,
     };
-    let mut builder = Session::builder(env).map_err(session_error(path))?.with_optimization_level(level).map_err(session_error(path))?;
+    let mut builder = Session::builder(env)
+        .map_err(session_error(path))?
+        .with_optimization_level(level)
+        .map_err(session_error(path))?;
     if options.intra_threads > 0 {
-        builder = builder.with_intra_threads(options.intra_threads).map_err(session_error(path))?;
+        builder = builder
+            .with_intra_threads(options.intra_threads)
+            .map_err(session_error(path))?;
     }
     if options.inter_threads > 0 {
-        builder = builder.with_inter_threads(options.inter_threads).map_err(session_error(path))?;
+        builder = builder
+            .with_inter_threads(options.inter_threads)
+            .map_err(session_error(path))?;
     }
     if let Device::Cuda(device_id) = options.device {
         let mut cuda = ep::CUDA::default().with_device_id(device_id);
@@ -219,7 +251,7 @@ pub fn open_session(
         }
         builder = builder
             .with_execution_providers([cuda.build().error_on_failure()])
-            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {device_id}: {e}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.")))?;
+            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {device_id}: {}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.", e.to_string().trim_end_matches('.'))))?;
     }
     builder.commit_from_file(path).map_err(session_error(path))
 }
@@ -248,7 +280,8 @@ mod tests {
         let flagged = dir.path().join("flag.so");
         std::fs::write(&flagged, b"x").unwrap();
 
-        let (path, source) = find_library(Some(&flagged), Some(&cached), &cache, Device::Cpu).unwrap();
+        let (path, source) =
+            find_library(Some(&flagged), Some(&cached), &cache, Device::Cpu).unwrap();
         assert_eq!((path, source), (flagged.clone(), LibrarySource::Flag));
         let (path, source) = find_library(None, Some(&flagged), &cache, Device::Cpu).unwrap();
         assert_eq!((path, source), (flagged, LibrarySource::EnvVar));
@@ -256,9 +289,16 @@ mod tests {
         assert_eq!((path, source), (cached, LibrarySource::ProjectCache));
 
         // The CPU library cannot serve CUDA, so a CUDA run must not pick it up.
-        let err = find_library(None, None, &cache, Device::Cuda(0)).unwrap_err().to_string();
+        let err = find_library(None, None, &cache, Device::Cuda(0))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("scripts/install-ort.sh"), "{err}");
-        let err = find_library(Some(Path::new("/nope.so")), None, &cache, Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("--ort-library") && err.contains("install-ort.sh"), "{err}");
+        let err = find_library(Some(Path::new("/nope.so")), None, &cache, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ort-library") && err.contains("install-ort.sh"),
+            "{err}"
+        );
     }
 }

@@ -40,7 +40,11 @@ impl Port {
             }
             _ => (Elem::Other("a non-tensor value"), Vec::new()),
         };
-        Self { name: outlet.name().to_string(), elem, shape }
+        Self {
+            name: outlet.name().to_string(),
+            elem,
+            shape,
+        }
     }
 }
 
@@ -63,7 +67,10 @@ pub struct DecoderShape {
 
 impl GraphPorts<'_> {
     fn error(&self, message: String) -> ModelError {
-        ModelError::Signature { file: PathBuf::from(self.file), message }
+        ModelError::Signature {
+            file: PathBuf::from(self.file),
+            message,
+        }
     }
 
     fn find<'p>(ports: &'p [Port], name: &str) -> Option<&'p Port> {
@@ -71,11 +78,24 @@ impl GraphPorts<'_> {
     }
 
     /// Requires a port with this name, element type and rank.
-    fn require(&self, is_input: bool, name: &str, elem: Elem, rank: usize) -> Result<&Port, ModelError> {
-        let (ports, side) = if is_input { (&self.inputs, "input") } else { (&self.outputs, "output") };
+    fn require(
+        &self,
+        is_input: bool,
+        name: &str,
+        elem: Elem,
+        rank: usize,
+    ) -> Result<&Port, ModelError> {
+        let (ports, side) = if is_input {
+            (&self.inputs, "input")
+        } else {
+            (&self.outputs, "output")
+        };
         let port = Self::find(ports, name).ok_or_else(|| {
             let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-            self.error(format!("missing {side} `{name}` (it has: {})", names.join(", ")))
+            self.error(format!(
+                "missing {side} `{name}` (it has: {})",
+                names.join(", ")
+            ))
         })?;
         if port.elem != elem {
             let hint = if matches!(port.elem, Elem::Other("float16")) {
@@ -83,10 +103,16 @@ impl GraphPorts<'_> {
             } else {
                 ""
             };
-            return Err(self.error(format!("{side} `{name}` is {:?}, expected {elem:?}{hint}", port.elem)));
+            return Err(self.error(format!(
+                "{side} `{name}` is {:?}, expected {elem:?}{hint}",
+                port.elem
+            )));
         }
         if port.shape.len() != rank {
-            return Err(self.error(format!("{side} `{name}` has rank {}, expected {rank}", port.shape.len())));
+            return Err(self.error(format!(
+                "{side} `{name}` has rank {}, expected {rank}",
+                port.shape.len()
+            )));
         }
         Ok(port)
     }
@@ -94,7 +120,10 @@ impl GraphPorts<'_> {
     /// Inputs the server does not know how to feed make the session unusable: say so at load.
     fn refuse_unknown_inputs(&self, known: &BTreeSet<String>) -> Result<(), ModelError> {
         match self.inputs.iter().find(|p| !known.contains(&p.name)) {
-            Some(port) => Err(self.error(format!("unexpected input `{}`: this server cannot feed it", port.name))),
+            Some(port) => Err(self.error(format!(
+                "unexpected input `{}`: this server cannot feed it",
+                port.name
+            ))),
             None => Ok(()),
         }
     }
@@ -131,30 +160,49 @@ impl GraphPorts<'_> {
         self.require(true, "encoder_hidden_states", Elem::F32, 3)?;
         let flag = self.require(true, "use_cache_branch", Elem::Bool, 1)?;
         if flag.shape[0] > 1 {
-            return Err(self.error(format!("`use_cache_branch` has shape {:?}, expected [1]", flag.shape)));
+            return Err(self.error(format!(
+                "`use_cache_branch` has shape {:?}, expected [1]",
+                flag.shape
+            )));
         }
         let logits = self.require(false, "logits", Elem::F32, 3)?;
         let vocab_size = static_dim(logits.shape[2]);
 
-        let layers = self.inputs.iter().filter(|p| p.name.starts_with("past_key_values.")).count() / 4;
+        let layers = self
+            .inputs
+            .iter()
+            .filter(|p| p.name.starts_with("past_key_values."))
+            .count()
+            / 4;
         if layers == 0 {
             return Err(self.error(
                 "no `past_key_values.*` inputs: this is not decoder_model_merged.onnx (the server needs the merged decoder)".into(),
             ));
         }
-        let mut known = Self::names(&["inputs_embeds", "encoder_attention_mask", "encoder_hidden_states", "use_cache_branch"]);
+        let mut known = Self::names(&[
+            "inputs_embeds",
+            "encoder_attention_mask",
+            "encoder_hidden_states",
+            "use_cache_branch",
+        ]);
         let mut heads_and_dim: Option<(i64, i64)> = None;
         for layer in 0..layers {
             for name in past_names(layer) {
                 let port = self.require(true, &name, Elem::F32, 4)?;
                 let (heads, dim) = (port.shape[1], port.shape[3]);
                 if heads <= 0 || dim <= 0 {
-                    return Err(self.error(format!("`{name}` must have static heads and head size, got {:?}", port.shape)));
+                    return Err(self.error(format!(
+                        "`{name}` must have static heads and head size, got {:?}",
+                        port.shape
+                    )));
                 }
                 match heads_and_dim {
                     None => heads_and_dim = Some((heads, dim)),
                     Some(seen) if seen != (heads, dim) => {
-                        return Err(self.error(format!("`{name}` has shape {:?}, unlike the other cache inputs", port.shape)));
+                        return Err(self.error(format!(
+                            "`{name}` has shape {:?}, unlike the other cache inputs",
+                            port.shape
+                        )));
                     }
                     Some(_) => {}
                 }
@@ -164,7 +212,12 @@ impl GraphPorts<'_> {
         }
         self.refuse_unknown_inputs(&known)?;
         let (heads, head_dim) = heads_and_dim.expect("layers > 0");
-        Ok(DecoderShape { layers, heads: heads as usize, head_dim: head_dim as usize, vocab_size })
+        Ok(DecoderShape {
+            layers,
+            heads: heads as usize,
+            head_dim: head_dim as usize,
+            vocab_size,
+        })
     }
 }
 
@@ -192,7 +245,11 @@ mod tests {
     use super::*;
 
     fn port(name: &str, elem: Elem, shape: &[i64]) -> Port {
-        Port { name: name.into(), elem, shape: shape.to_vec() }
+        Port {
+            name: name.into(),
+            elem,
+            shape: shape.to_vec(),
+        }
     }
 
     fn decoder_ports(layers: usize) -> (Vec<Port>, Vec<Port>) {
@@ -215,35 +272,84 @@ mod tests {
     #[test]
     fn accepts_the_merged_decoder_contract() {
         let (inputs, outputs) = decoder_ports(2);
-        let graph = GraphPorts { file: Path::new("decoder_model_merged.onnx"), inputs, outputs };
+        let graph = GraphPorts {
+            file: Path::new("decoder_model_merged.onnx"),
+            inputs,
+            outputs,
+        };
         let shape = graph.check_decoder().unwrap();
-        assert_eq!(shape, DecoderShape { layers: 2, heads: 2, head_dim: 16, vocab_size: Some(2048) });
+        assert_eq!(
+            shape,
+            DecoderShape {
+                layers: 2,
+                heads: 2,
+                head_dim: 16,
+                vocab_size: Some(2048)
+            }
+        );
     }
 
     #[test]
     fn names_what_is_wrong() {
         let (mut inputs, outputs) = decoder_ports(1);
         inputs.retain(|p| p.name != "use_cache_branch");
-        let graph = GraphPorts { file: Path::new("d.onnx"), inputs, outputs };
+        let graph = GraphPorts {
+            file: Path::new("d.onnx"),
+            inputs,
+            outputs,
+        };
         let err = graph.check_decoder().unwrap_err().to_string();
-        assert!(err.contains("use_cache_branch") && err.contains("d.onnx"), "{err}");
+        assert!(
+            err.contains("use_cache_branch") && err.contains("d.onnx"),
+            "{err}"
+        );
 
         let (mut inputs, outputs) = decoder_ports(1);
         inputs[3].shape = vec![-1, 2, -1];
-        let graph = GraphPorts { file: Path::new("d.onnx"), inputs, outputs };
-        assert!(graph.check_decoder().unwrap_err().to_string().contains("rank 3"));
+        let graph = GraphPorts {
+            file: Path::new("d.onnx"),
+            inputs,
+            outputs,
+        };
+        assert!(
+            graph
+                .check_decoder()
+                .unwrap_err()
+                .to_string()
+                .contains("rank 3")
+        );
 
         // The non-merged prefill decoder has no past inputs: refuse it with a useful message.
         let (inputs, outputs) = decoder_ports(0);
-        let graph = GraphPorts { file: Path::new("decoder_model.onnx"), inputs, outputs };
-        assert!(graph.check_decoder().unwrap_err().to_string().contains("merged"));
+        let graph = GraphPorts {
+            file: Path::new("decoder_model.onnx"),
+            inputs,
+            outputs,
+        };
+        assert!(
+            graph
+                .check_decoder()
+                .unwrap_err()
+                .to_string()
+                .contains("merged")
+        );
 
         let graph = GraphPorts {
             file: Path::new("vision_encoder.onnx"),
-            inputs: vec![port("pixel_values", Elem::Other("float16"), &[-1, 3, 768, 768])],
+            inputs: vec![port(
+                "pixel_values",
+                Elem::Other("float16"),
+                &[-1, 3, 768, 768],
+            )],
             outputs: vec![port("image_features", Elem::F32, &[-1, 577, 768])],
         };
-        assert!(graph.check_vision().unwrap_err().to_string().contains("float16"));
+        assert!(
+            graph
+                .check_vision()
+                .unwrap_err()
+                .to_string()
+                .contains("float16")
+        );
     }
 
     #[test]
@@ -257,6 +363,12 @@ mod tests {
             ],
             outputs: vec![port("last_hidden_state", Elem::F32, &[-1, -1, 32])],
         };
-        assert!(graph.check_encoder().unwrap_err().to_string().contains("`input_ids`"));
+        assert!(
+            graph
+                .check_encoder()
+                .unwrap_err()
+                .to_string()
+                .contains("`input_ids`")
+        );
     }
 }

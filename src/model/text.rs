@@ -26,7 +26,10 @@ pub struct TextCodec {
 
 /// Florence-2's 1024 added tokens in the order the processor appends them (spec section 7).
 pub fn florence_added_tokens() -> Vec<String> {
-    let mut tokens: Vec<String> = ["<od>", "</od>", "<ocr>", "</ocr>"].iter().map(|t| t.to_string()).collect();
+    let mut tokens: Vec<String> = ["<od>", "</od>", "<ocr>", "</ocr>"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     tokens.extend((0..1000).map(|k| format!("<loc_{k}>")));
     tokens.extend(
         [
@@ -59,30 +62,46 @@ pub fn florence_added_tokens() -> Vec<String> {
 
 impl TextCodec {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let fail = |message: String| ModelError::ModelDir { dir: dir.to_path_buf(), message };
+        let fail = |message: String| ModelError::ModelDir {
+            dir: dir.to_path_buf(),
+            message,
+        };
         let file = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&file).map_err(|e| fail(format!("cannot load {}: {e}", file.display())))?;
+        let mut tokenizer = Tokenizer::from_file(&file)
+            .map_err(|e| fail(format!("cannot load {}: {e}", file.display())))?;
         // Some tokenizer.json revisions lack Florence's added tokens (spec P8); the processor
         // appends them at load, so do the same rather than mis-decode location tokens.
         if tokenizer.token_to_id("<loc_0>").is_none() {
-            let added: Vec<AddedToken> =
-                florence_added_tokens().into_iter().map(|t| AddedToken::from(t, true)).collect();
+            let added: Vec<AddedToken> = florence_added_tokens()
+                .into_iter()
+                .map(|t| AddedToken::from(t, true))
+                .collect();
             tokenizer.add_special_tokens(&added);
         }
         let config_file = dir.join("tokenizer_config.json");
         // transformers.js loads no tokenizer without this file (spec 11.5); so require it too,
         // rather than run a model its reference implementation cannot.
         let config = read_json_object(&config_file, dir)?;
-        let clean_up_tokenization_spaces =
-            config.get("clean_up_tokenization_spaces").and_then(Value::as_bool).unwrap_or(true);
+        let clean_up_tokenization_spaces = config
+            .get("clean_up_tokenization_spaces")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let id = |content: &str| -> Result<i64, ModelError> {
             tokenizer
                 .token_to_id(content)
                 .map(i64::from)
                 .ok_or_else(|| fail(format!("{} has no `{content}` token", file.display())))
         };
-        let special = SpecialTokens { bos: id("<s>")?, pad: id("<pad>")?, eos: id("</s>")? };
-        Ok(Self { tokenizer, special, clean_up_tokenization_spaces })
+        let special = SpecialTokens {
+            bos: id("<s>")?,
+            pad: id("<pad>")?,
+            eos: id("</s>")?,
+        };
+        Ok(Self {
+            tokenizer,
+            special,
+            clean_up_tokenization_spaces,
+        })
     }
 
     pub fn special(&self) -> &SpecialTokens {
@@ -105,13 +124,23 @@ impl TextCodec {
     /// Generated ids (start token included) to a caption: special and location tokens dropped,
     /// tokenization spaces cleaned as the tokenizer config says, whitespace trimmed and collapsed.
     pub fn decode_caption(&self, ids: &[i64]) -> Result<String, ModelError> {
-        let ids: Vec<u32> = ids.iter().filter_map(|&id| u32::try_from(id).ok()).collect();
+        let ids: Vec<u32> = ids
+            .iter()
+            .filter_map(|&id| u32::try_from(id).ok())
+            .collect();
         let raw = self
             .tokenizer
             .decode(&ids, true)
-            .map_err(|e| ModelError::Inference { stage: "decode", message: e.to_string() })?;
+            .map_err(|e| ModelError::Inference {
+                stage: "decode",
+                message: e.to_string(),
+            })?;
         let raw = strip_markup_tokens(&raw);
-        let raw = if self.clean_up_tokenization_spaces { clean_up_tokenization(&raw) } else { raw };
+        let raw = if self.clean_up_tokenization_spaces {
+            clean_up_tokenization(&raw)
+        } else {
+            raw
+        };
         Ok(raw.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 }
@@ -124,7 +153,10 @@ fn strip_markup_tokens(text: &str) -> String {
     while let Some(start) = rest.find('<') {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        let token_len = tail.find('>').map(|end| end + 1).filter(|&len| is_markup_token(&tail[..len]));
+        let token_len = tail
+            .find('>')
+            .map(|end| end + 1)
+            .filter(|&len| is_markup_token(&tail[..len]));
         match token_len {
             Some(len) => rest = &tail[len..],
             None => {
@@ -183,6 +215,9 @@ mod tests {
 
     #[test]
     fn cleans_tokenization_spaces() {
-        assert_eq!(clean_up_tokenization("a red shoe , it is n't new ."), "a red shoe, it isn't new.");
+        assert_eq!(
+            clean_up_tokenization("a red shoe , it is n't new ."),
+            "a red shoe, it isn't new."
+        );
     }
 }

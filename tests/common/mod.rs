@@ -23,8 +23,13 @@ pub fn fixtures_dir() -> PathBuf {
 /// The library `make test` installs (scripts/install-ort.sh), or ORT_DYLIB_PATH.
 pub fn ort_library() -> PathBuf {
     let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let (path, _) = runtime::find_library(None, env_path.as_deref(), &root().join(".cache"), Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e} (make test installs it)"));
+    let (path, _) = runtime::find_library(
+        None,
+        env_path.as_deref(),
+        &root().join(".cache"),
+        Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{e} (make test installs it)"));
     path
 }
 
@@ -33,7 +38,10 @@ pub fn load_options(model_dir: &Path) -> LoadOptions {
         model_dir: model_dir.to_path_buf(),
         library: ort_library(),
         // Two threads keep parallel test binaries from oversubscribing the CI machine.
-        runtime: RuntimeOptions { intra_threads: 2, ..RuntimeOptions::default() },
+        runtime: RuntimeOptions {
+            intra_threads: 2,
+            ..RuntimeOptions::default()
+        },
         variant_suffix: String::new(),
     }
 }
@@ -54,12 +62,21 @@ pub fn fixture_files() -> Vec<PathBuf> {
 
 pub fn pixels(model: &Florence2, file: &Path) -> Array3<f32> {
     let bytes = std::fs::read(file).unwrap();
-    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default()).unwrap().pixel_values
+    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default())
+        .unwrap()
+        .pixel_values
 }
 
 /// The project's Python (pinned venv), created by scripts/python-env.sh.
 pub fn python() -> PathBuf {
-    let out = std::process::Command::new("bash").arg(root().join("scripts/python-env.sh")).output().expect("python-env.sh");
-    assert!(out.status.success(), "python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/python-env.sh"))
+        .output()
+        .expect("python-env.sh");
+    assert!(
+        out.status.success(),
+        "python-env.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
