@@ -15,7 +15,10 @@ use altimage::model::runtime::{self, Device, RuntimeOptions};
 use image::{Rgb, RgbImage};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Deterministic 768×768 product-like scenes (768×768 so no resize difference between engines).
@@ -34,7 +37,11 @@ fn write_images(dir: &Path, count: usize) -> Vec<PathBuf> {
             if !path.exists() {
                 let (r0, g0, b0) = (next(256), next(256), next(256));
                 let mut img = RgbImage::from_fn(768, 768, |x, y| {
-                    Rgb([((r0 + x / 4) % 256) as u8, ((g0 + y / 4) % 256) as u8, ((b0 + (x + y) / 8) % 256) as u8])
+                    Rgb([
+                        ((r0 + x / 4) % 256) as u8,
+                        ((g0 + y / 4) % 256) as u8,
+                        ((b0 + (x + y) / 8) % 256) as u8,
+                    ])
                 });
                 for _ in 0..4 {
                     let (x0, y0, w, h) = (next(500), next(500), 60 + next(200), 60 + next(200));
@@ -58,7 +65,12 @@ struct Pass {
     stages: StageTimings,
 }
 
-fn run_ours(model: &mut Florence2, files: &[PathBuf], batch_size: usize, max_new_tokens: usize) -> Pass {
+fn run_ours(
+    model: &mut Florence2,
+    files: &[PathBuf],
+    batch_size: usize,
+    max_new_tokens: usize,
+) -> Pass {
     let started = Instant::now();
     let mut tokens = 0;
     let mut stages = StageTimings::default();
@@ -67,7 +79,8 @@ fn run_ours(model: &mut Florence2, files: &[PathBuf], batch_size: usize, max_new
             .iter()
             .map(|file| {
                 let bytes = std::fs::read(file).unwrap();
-                let prepared = prepare_image(&bytes, model.preprocessor(), &ImageLimits::default()).unwrap();
+                let prepared =
+                    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default()).unwrap();
                 GenerationRequest {
                     pixel_values: prepared.pixel_values,
                     detail: Detail::Brief,
@@ -82,22 +95,42 @@ fn run_ours(model: &mut Florence2, files: &[PathBuf], batch_size: usize, max_new
         stages.encoder += timings.encoder;
         stages.decode += timings.decode;
     }
-    Pass { seconds: started.elapsed().as_secs_f64(), tokens, stages }
+    Pass {
+        seconds: started.elapsed().as_secs_f64(),
+        tokens,
+        stages,
+    }
 }
 
-fn run_transformers_js(root: &Path, model_dir: &Path, image_dir: &Path, max_new_tokens: usize) -> Option<Pass> {
-    let setup = Command::new("bash").arg(root.join("tests/conformance/run-reference.sh")).status().ok()?;
+fn run_transformers_js(
+    root: &Path,
+    model_dir: &Path,
+    image_dir: &Path,
+    max_new_tokens: usize,
+) -> Option<Pass> {
+    let setup = Command::new("bash")
+        .arg(root.join("tests/conformance/run-reference.sh"))
+        .status()
+        .ok()?;
     if !setup.success() {
         eprintln!("transformers.js set-up failed; skipping the reference");
         return None;
     }
     let out = Command::new("node")
         .current_dir(root.join("tests/conformance"))
-        .args(["describe_bench.mjs", model_dir.to_str()?, image_dir.to_str()?, &max_new_tokens.to_string()])
+        .args([
+            "describe_bench.mjs",
+            model_dir.to_str()?,
+            image_dir.to_str()?,
+            &max_new_tokens.to_string(),
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("transformers.js failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "transformers.js failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let line = String::from_utf8_lossy(&out.stdout);
@@ -117,15 +150,21 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let images: usize = env_or("BENCH_IMAGES", 32);
     let max_new_tokens: usize = env_or("BENCH_MAX_NEW_TOKENS", 20);
-    let model_dir = root.join(std::env::var("BENCH_MODEL").unwrap_or_else(|_| "models/base-shaped".into()));
+    let model_dir =
+        root.join(std::env::var("BENCH_MODEL").unwrap_or_else(|_| "models/base-shaped".into()));
     if !model_dir.join("onnx/decoder_model_merged.onnx").is_file() {
-        eprintln!("{} is missing: run `make model-base` first", model_dir.display());
+        eprintln!(
+            "{} is missing: run `make model-base` first",
+            model_dir.display()
+        );
         std::process::exit(1);
     }
     let image_dir = root.join("target/bench-describe-images");
     let files = write_images(&image_dir, images);
     let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let (library, _) = runtime::find_library(None, env_path.as_deref(), &root.join(".cache"), Device::Cpu).unwrap();
+    let (library, _) =
+        runtime::find_library(None, env_path.as_deref(), &root.join(".cache"), Device::Cpu)
+            .unwrap();
     let mut model = Florence2::load(&LoadOptions {
         model_dir: model_dir.clone(),
         library,
@@ -133,7 +172,11 @@ fn main() {
         variant_suffix: String::new(),
     })
     .unwrap();
-    println!("describe benchmark: {} images, {}, max_new_tokens {max_new_tokens}, greedy, CPU", files.len(), model_dir.display());
+    println!(
+        "describe benchmark: {} images, {}, max_new_tokens {max_new_tokens}, greedy, CPU",
+        files.len(),
+        model_dir.display()
+    );
     // One warm-up image so that one-time allocations do not land on the first pass.
     run_ours(&mut model, &files[..1], 1, max_new_tokens);
 
@@ -152,7 +195,10 @@ fn main() {
     report("altimage batch 1", &batch1);
     let batch8 = run_ours(&mut model, &files, 8, max_new_tokens);
     report("altimage batch 8", &batch8);
-    println!("ratio batch 8 / batch 1: {:.2}x throughput", batch1.seconds / batch8.seconds);
+    println!(
+        "ratio batch 8 / batch 1: {:.2}x throughput",
+        batch1.seconds / batch8.seconds
+    );
 
     if std::env::var("BENCH_SKIP_TRANSFORMERS_JS").is_ok() {
         return;
@@ -170,7 +216,11 @@ fn main() {
             "ratio altimage / transformers.js: batch 1 {:.2}x, batch 8 {:.2}x throughput{}",
             reference.seconds / batch1.seconds,
             reference.seconds / batch8.seconds,
-            if reference.tokens == batch1.tokens { " (same tokens generated)" } else { " (token counts differ!)" }
+            if reference.tokens == batch1.tokens {
+                " (same tokens generated)"
+            } else {
+                " (token counts differ!)"
+            }
         );
     }
 }
