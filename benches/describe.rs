@@ -170,6 +170,7 @@ fn main() {
         library,
         runtime: RuntimeOptions::default(),
         variant_suffix: String::new(),
+        vision_batch_size: 0,
     })
     .unwrap();
     println!(

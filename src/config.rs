@@ -115,6 +115,11 @@ pub struct ModelArgs {
     #[arg(long, env = "ALTIMAGE_GRAPH_OPTIMIZATION", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub graph_optimization: u8,
 
+    /// Images per vision-encoder call (0 = auto: 1 on the CPU, where batching the compute-bound
+    /// tower only costs cache; the whole batch on CUDA, where batching is the gain).
+    #[arg(long, env = "ALTIMAGE_VISION_BATCH_SIZE", default_value_t = 0)]
+    pub vision_batch_size: usize,
+
     /// Cap of the CUDA memory arena in MiB (0 = no cap). Lets two instances share one GPU.
     #[arg(long, env = "ALTIMAGE_CUDA_MEMORY_LIMIT_MB", default_value_t = 0)]
     pub cuda_memory_limit_mb: usize,
@@ -148,6 +153,7 @@ impl ModelArgs {
                 cuda_mem_limit: self.cuda_memory_limit_mb * 1024 * 1024,
             },
             variant_suffix: self.dtype.suffix().to_string(),
+            vision_batch_size: self.vision_batch_size,
         })
     }
 }

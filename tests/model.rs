@@ -66,6 +66,11 @@ fn each_image_alone_equals_the_same_image_in_a_mixed_batch_of_eight() {
             row.detail
         );
     }
+    // The vision encoder batched too (as on a GPU), not only the encoder and decoder.
+    let mut options = common::load_options(&common::tiny_model_dir());
+    options.vision_batch_size = 8;
+    let mut vision_batched = Florence2::load(&options).unwrap();
+    assert_eq!(vision_batched.generate(&batch).unwrap(), together);
 }
 
 #[test]

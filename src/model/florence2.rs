@@ -15,7 +15,7 @@ use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
 use super::kv_cache::{CacheNames, DecoderState, RowTensor};
 use super::preprocess::PreprocessorConfig;
 use super::prompts::{Detail, Prompts};
-use super::runtime::{self, RuntimeOptions};
+use super::runtime::{self, Device, RuntimeOptions};
 use super::signature::{DecoderShape, GraphPorts, Port};
 use super::text::TextCodec;
 
@@ -36,6 +36,10 @@ pub struct LoadOptions {
     pub runtime: RuntimeOptions,
     /// File-name suffix of the graph variant (`""` fp32, `"_fp16"`, `"_quantized"`, ...).
     pub variant_suffix: String,
+    /// Images per vision-encoder call (0 = auto: 1 on the CPU, the whole batch on CUDA). On a
+    /// CPU the tower is compute-bound and a batch of 8 only thrashes the caches (measured 1.3×
+    /// slower per image); on a GPU batching is where its throughput comes from.
+    pub vision_batch_size: usize,
 }
 
 /// One image to describe, already preprocessed.
@@ -96,6 +100,7 @@ pub struct Florence2 {
     text: TextCodec,
     generation: GenerationConfig,
     max_positions: usize,
+    vision_batch_size: usize,
     prompt_ids: [Vec<i64>; 3],
     model_dir: PathBuf,
 }
@@ -180,6 +185,11 @@ impl Florence2 {
             text,
             generation: config.generation,
             max_positions: config.max_position_embeddings.unwrap_or(1024),
+            vision_batch_size: match (options.vision_batch_size, options.runtime.device) {
+                (0, Device::Cpu) => 1,
+                (0, Device::Cuda(_)) => usize::MAX,
+                (n, _) => n,
+            },
             prompt_ids,
             model_dir: dir.clone(),
         })
@@ -304,23 +314,29 @@ impl Florence2 {
         requests: &[GenerationRequest],
     ) -> Result<(Vec<f32>, usize, usize), ModelError> {
         let (c, h, w) = requests[0].pixel_values.dim();
-        let mut pixels = Vec::with_capacity(requests.len() * c * h * w);
-        for request in requests {
-            match request.pixel_values.as_slice() {
-                Some(slice) => pixels.extend_from_slice(slice),
-                None => pixels.extend(request.pixel_values.iter().copied()),
+        let mut features = Vec::new();
+        let mut dims = (0, 0);
+        for chunk in requests.chunks(self.vision_batch_size.max(1)) {
+            let mut pixels = Vec::with_capacity(chunk.len() * c * h * w);
+            for request in chunk {
+                match request.pixel_values.as_slice() {
+                    Some(slice) => pixels.extend_from_slice(slice),
+                    None => pixels.extend(request.pixel_values.iter().copied()),
+                }
             }
+            let input = Tensor::from_array(([chunk.len(), c, h, w], pixels))
+                .map_err(ModelError::inference("vision"))?;
+            let outputs = self
+                .vision
+                .run(ort::inputs!["pixel_values" => input])
+                .map_err(ModelError::inference("vision"))?;
+            let (shape, data) = outputs["image_features"]
+                .try_extract_tensor::<f32>()
+                .map_err(ModelError::inference("vision"))?;
+            dims = (shape[1] as usize, shape[2] as usize);
+            features.extend_from_slice(data);
         }
-        let input = Tensor::from_array(([requests.len(), c, h, w], pixels))
-            .map_err(ModelError::inference("vision"))?;
-        let outputs = self
-            .vision
-            .run(ort::inputs!["pixel_values" => input])
-            .map_err(ModelError::inference("vision"))?;
-        let (shape, data) = outputs["image_features"]
-            .try_extract_tensor::<f32>()
-            .map_err(ModelError::inference("vision"))?;
-        Ok((data.to_vec(), shape[1] as usize, shape[2] as usize))
+        Ok((features, dims.0, dims.1))
     }
 
     /// Embeds `[rows, len]` token ids; returns the flat `[rows, len, D]` buffer.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod florence2;
 pub mod generate;
 pub mod kv_cache;
+pub mod logits;
 pub mod preprocess;
 pub mod prompts;
 pub mod runtime;

@@ -43,6 +43,7 @@ pub fn load_options(model_dir: &Path) -> LoadOptions {
             ..RuntimeOptions::default()
         },
         variant_suffix: String::new(),
+        vision_batch_size: 0,
     }
 }
 
