@@ -14,11 +14,12 @@
 //!   libjpeg-turbo / libwebp: IDCT and chroma upsampling rounding): max ≤ 8 steps (≈ 0.14),
 //!   mean ≤ 0.6 step (measured: up to about 6 and 0.45 on 4:2:0 JPEGs).
 //!
-//! The Python interpreter is the project venv (`scripts/python-env.sh`). Set
-//! `ALTIMAGE_SKIP_PYTHON_TESTS=1` to skip the comparison where Python cannot run.
+//! The Python interpreter is the project venv (`scripts/python-env.sh`, which `make test` sets up).
+
+mod common;
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -147,24 +148,6 @@ fn cases() -> Vec<Case> {
 }
 
 /// The project venv's python, or `None` when the caller asked to skip.
-fn python() -> Option<PathBuf> {
-    if std::env::var_os("ALTIMAGE_SKIP_PYTHON_TESTS").is_some_and(|v| v != "0") {
-        eprintln!("ALTIMAGE_SKIP_PYTHON_TESTS is set: skipping the Python reference comparison");
-        return None;
-    }
-    let out = Command::new("bash")
-        .arg("scripts/python-env.sh")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run scripts/python-env.sh");
-    assert!(
-        out.status.success(),
-        "scripts/python-env.sh failed (set ALTIMAGE_SKIP_PYTHON_TESTS=1 to skip): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
-}
-
 fn run_python(python: &Path, args: &[&str]) -> String {
     let out = Command::new(python)
         .args(args)
@@ -254,7 +237,7 @@ fn diff(ours: &ndarray::Array3<f32>, reference: &[f32], config: &PreprocessorCon
 
 #[test]
 fn matches_python_reference() {
-    let Some(python) = python() else { return };
+    let python = common::python();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     run_python(

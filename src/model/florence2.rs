@@ -113,7 +113,7 @@ impl Florence2 {
         if !dir.is_dir() {
             return Err(ModelError::ModelDir {
                 dir: dir.clone(),
-                message: "not a directory (pass --model-dir, env ALTIMAGE_MODEL_DIR; `make model` writes the test model)".into(),
+                message: "not a directory (pass --model-dir, env ALTIMAGE_MODEL_DIR: the bundled test model is models/tiny-florence2, `scripts/fetch-model.sh` fetches the real one)".into(),
             });
         }
         let files = graph_files(dir, &options.variant_suffix)?;
