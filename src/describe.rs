@@ -267,7 +267,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
     let next_file = AtomicUsize::new(0);
     // Bounded, so prepared tensors (7 MB each at 768×768) cannot pile up while the model works.
     let (sender, receiver) =
-        mpsc::sync_channel::<(usize, Result<PreparedImage, Box<Record>>)>(batch_size * 2);
+        mpsc::sync_channel::<(usize, Result<PreparedImage, Box<Record>>)>(batch_size);
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..threads {
