@@ -43,6 +43,90 @@ pub enum LogFormat {
 pub enum Command {
     /// Describe image files or folders (recursively) and write JSON Lines or CSV.
     Describe(DescribeArgs),
+    /// Run the HTTP API with dynamic batching.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ALTIMAGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Model instances, each on its own thread with its own sessions (e.g. 2 on one GPU to
+    /// overlap transfers with compute). Each holds a full copy of the weights.
+    #[arg(long, env = "ALTIMAGE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+
+    /// Images per inference batch. Larger batches raise GPU throughput and latency; warm-up runs
+    /// one batch of this size and fails at start-up when the device cannot hold it.
+    #[arg(long, env = "ALTIMAGE_MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+
+    /// Decoder positions per batch: the sum over its images of (prompt + max_new_tokens) ×
+    /// beams. Bounds KV-cache memory; one image always fits whatever its cost.
+    #[arg(long, env = "ALTIMAGE_MAX_BATCH_TOKENS", default_value_t = 4096)]
+    pub max_batch_tokens: usize,
+
+    /// Wait up to this long for a batch to fill once an image is queued (0 = run what is there
+    /// as soon as a worker is free). Trades latency at low load for bigger batches.
+    #[arg(long, env = "ALTIMAGE_MAX_BATCH_DELAY_MS", default_value_t = 0)]
+    pub max_batch_delay_ms: u64,
+
+    /// An image not in a batch within this time is answered 503 with Retry-After.
+    #[arg(long, env = "ALTIMAGE_MAX_QUEUE_TIME_MS", default_value_t = 30_000)]
+    pub max_queue_time_ms: u64,
+
+    /// Images admitted at once (queued, preparing or running); beyond it requests get 429. Each
+    /// prepared image holds ~7 MB until its batch runs.
+    #[arg(long, env = "ALTIMAGE_MAX_CONCURRENT_IMAGES", default_value_t = 64)]
+    pub max_concurrent_images: usize,
+
+    /// Threads decoding and resizing images (0 = half the cores, at least 1).
+    #[arg(long, env = "ALTIMAGE_PREPARE_THREADS", default_value_t = 0)]
+    pub prepare_threads: usize,
+
+    /// Largest request body in bytes (a JSON body carries base64, a third larger than the image).
+    #[arg(long, env = "ALTIMAGE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest image in bytes, sent or fetched.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+
+    /// Largest image in pixels (width × height), checked before decoding.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_PIXELS", default_value_t = ImageLimits::DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+
+    /// Images in one /v1/descriptions/batch request.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGES_PER_REQUEST", default_value_t = 16)]
+    pub max_images_per_request: usize,
+
+    /// Widest beam search a request may ask for.
+    #[arg(long, env = "ALTIMAGE_MAX_NUM_BEAMS", default_value_t = 4)]
+    pub max_num_beams: usize,
+
+    /// Fetch `image_url`s that resolve to private or loopback addresses. Off: such URLs are
+    /// refused (SSRF). Link-local and cloud-metadata addresses stay refused even when on. Only
+    /// for trusted networks and tests.
+    #[arg(long, env = "ALTIMAGE_ALLOW_PRIVATE_IMAGE_URLS")]
+    pub allow_private_image_urls: bool,
+
+    /// Time limit for fetching one `image_url`, redirects included.
+    #[arg(long, env = "ALTIMAGE_IMAGE_URL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub image_url_timeout_ms: u64,
+
+    /// Seconds clients are told to wait (Retry-After) on 429 and 503.
+    #[arg(long, env = "ALTIMAGE_RETRY_AFTER_SECS", default_value_t = 2)]
+    pub retry_after_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight work may take before the server exits anyway. Keep
+    /// it below the orchestrator's kill grace period.
+    #[arg(long, env = "ALTIMAGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
 }
 
 /// Graph variants of an onnx-community export, by file-name suffix (spec section 1.4).

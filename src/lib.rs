@@ -2,4 +2,9 @@
 
 pub mod config;
 pub mod describe;
+pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod model;
+pub mod serve;
+pub mod shutdown;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log);
     let outcome = match &cli.command {
         Command::Describe(args) => altimage::describe::run(args),
+        Command::Serve(args) => serve(args.clone()),
     };
     match outcome {
         Ok(code) => code,
@@ -21,6 +22,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: altimage::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(altimage::serve::run(args))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr so that `describe`'s records on stdout stay machine-readable.

@@ -1,6 +1,8 @@
 //! Shared test support: the project paths, the ONNX Runtime library and the tiny model.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use altimage::model::florence2::{Florence2, LoadOptions};

@@ -1,0 +1,310 @@
+//! One error type for every HTTP answer that is not a success, one table from it to status codes,
+//! and the JSON body `{"error": {"type", "code", "message"}}`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::image_url::ImageUrlError;
+use crate::engine::EngineError;
+use crate::model::preprocess::PreprocessError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, bad base64, missing image, invalid option.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error(
+        "unsupported content type `{0}`: send image/*, application/octet-stream, multipart/form-data or application/json"
+    )]
+    UnsupportedMediaType(String),
+    /// A size limit: body, image bytes, pixels, images per request.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
+    /// The bytes are not an image we can read.
+    #[error("{message}")]
+    BadImage { code: &'static str, message: String },
+    /// The image URL could not be fetched (host down, 404 there, timeout).
+    #[error("{message}")]
+    ImageUrlFailed { code: &'static str, message: String },
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The whole status table; a test walks it.
+pub fn status_of(error: &ApiError) -> (StatusCode, &'static str) {
+    match error {
+        ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        ApiError::UnsupportedMediaType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error")
+        }
+        ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+        ApiError::BadImage { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error"),
+        ApiError::ImageUrlFailed { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error")
+        }
+        ApiError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
+        ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
+        ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
+        ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+    }
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. }
+            | ApiError::TooLarge { code, .. }
+            | ApiError::BadImage { code, .. }
+            | ApiError::ImageUrlFailed { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Overloaded { retry_after, .. }
+            | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The body as a JSON value, for per-image errors inside a batch answer.
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind) = status_of(self);
+        ErrorBody {
+            error: ErrorDetail {
+                kind,
+                code: self.code(),
+                message: self.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = status_of(&self);
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let retry_after = self.retry_after();
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(after) = retry_after {
+            let seconds = after.as_secs().max(1).to_string();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds).expect("digits; this is a bug"),
+            );
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Overloaded { retry_after } => ApiError::Overloaded {
+                message: error.to_string(),
+                retry_after,
+            },
+            EngineError::Draining { retry_after } => ApiError::Unavailable {
+                code: "draining",
+                message: error.to_string(),
+                retry_after,
+            },
+            EngineError::QueueTimeout { retry_after } => ApiError::Unavailable {
+                code: "queue_timeout",
+                message: error.to_string(),
+                retry_after,
+            },
+            EngineError::Image(image) => image.into(),
+            EngineError::InvalidRequest(message) => {
+                ApiError::bad_request("invalid_option", message)
+            }
+            EngineError::Inference(message) => {
+                ApiError::Internal(format!("inference failed: {message}"))
+            }
+        }
+    }
+}
+
+impl From<PreprocessError> for ApiError {
+    fn from(error: PreprocessError) -> Self {
+        let code = error.code();
+        match error {
+            PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit => {
+                ApiError::too_large(code, error.to_string())
+            }
+            PreprocessError::InvalidConfig { .. } | PreprocessError::Internal(_) => {
+                ApiError::Internal(error.to_string())
+            }
+            _ => ApiError::BadImage {
+                code,
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+impl From<ImageUrlError> for ApiError {
+    fn from(error: ImageUrlError) -> Self {
+        let code = error.code();
+        match error {
+            ImageUrlError::InvalidUrl(_) | ImageUrlError::ForbiddenAddress(_) => {
+                ApiError::bad_request(code, error.to_string())
+            }
+            ImageUrlError::TooLarge { .. } => ApiError::too_large(code, error.to_string()),
+            _ => ApiError::ImageUrlFailed {
+                code,
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_status_type_and_code() {
+        let after = Duration::from_secs(2);
+        let table: Vec<(ApiError, u16, &str)> = vec![
+            (
+                ApiError::bad_request("invalid_json", "x"),
+                400,
+                "invalid_json",
+            ),
+            (
+                ApiError::UnsupportedMediaType("text/plain".into()),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::too_large("body_too_large", "x"),
+                413,
+                "body_too_large",
+            ),
+            (
+                ApiError::BadImage {
+                    code: "image_decode_failed",
+                    message: "x".into(),
+                },
+                422,
+                "image_decode_failed",
+            ),
+            (
+                ApiError::ImageUrlFailed {
+                    code: "upstream_status",
+                    message: "x".into(),
+                },
+                422,
+                "upstream_status",
+            ),
+            (
+                ApiError::Overloaded {
+                    message: "x".into(),
+                    retry_after: after,
+                },
+                429,
+                "overloaded",
+            ),
+            (
+                ApiError::Unavailable {
+                    code: "draining",
+                    message: "x".into(),
+                    retry_after: after,
+                },
+                503,
+                "draining",
+            ),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::Internal("x".into()), 500, "internal_error"),
+        ];
+        for (error, status, code) in table {
+            assert_eq!(status_of(&error).0.as_u16(), status, "{error:?}");
+            assert_eq!(error.code(), code);
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == 429 || status == 503
+            );
+        }
+    }
+
+    #[test]
+    fn engine_and_image_errors_map_to_client_or_server_faults() {
+        let after = Duration::from_secs(1);
+        assert_eq!(
+            status_of(&EngineError::Overloaded { retry_after: after }.into()).0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_of(&EngineError::QueueTimeout { retry_after: after }.into()).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(&EngineError::Inference("x".into()).into()).0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let bomb = PreprocessError::TooManyPixels {
+            width: 1,
+            height: 1,
+            limit: 0,
+        };
+        assert_eq!(status_of(&bomb.into()).0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            status_of(&PreprocessError::UnsupportedFormat.into()).0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The HTTP API: the axum router, shared state, request ids, request metrics, and the
+//! operations routes (health, info, metrics).
+
+pub mod descriptions;
+pub mod error;
+pub mod image_url;
+pub mod input;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::engine::Engine;
+use error::ApiError;
+use image_url::ImageFetcher;
+
+/// Request limits enforced by the HTTP layer (the engine enforces pixels).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_image_bytes: u64,
+    pub max_images_per_request: usize,
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub fetcher: Arc<ImageFetcher>,
+    pub limits: HttpLimits,
+    pub model_name: String,
+    /// The effective configuration shown at `/info` (no secrets).
+    pub info: Arc<Value>,
+}
+
+impl AppState {
+    /// Counts a refused request under its metric reason and turns it into a response.
+    pub fn reject(&self, error: ApiError) -> Response {
+        self.count_rejection(&error);
+        error.into_response()
+    }
+
+    pub fn count_rejection(&self, error: &ApiError) {
+        let reason = match error {
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BadImage { .. } => "bad_image",
+            ApiError::BadRequest { .. }
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::ImageUrlFailed { .. } => "bad_request",
+            // Counted where they happen (admission, queue).
+            ApiError::Overloaded { .. }
+            | ApiError::Unavailable { .. }
+            | ApiError::Internal(_)
+            | ApiError::NotFound(_) => return,
+        };
+        self.engine.metrics().reject(reason);
+    }
+}
+
+/// Routes with their success status, so their metric series exist before traffic.
+pub const ROUTES: [(&str, u16); 6] = [
+    ("/v1/descriptions", 201),
+    ("/v1/descriptions/batch", 200),
+    ("/health/live", 200),
+    ("/health/ready", 200),
+    ("/info", 200),
+    ("/metrics", 200),
+];
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/descriptions", post(descriptions::create))
+        .route("/v1/descriptions/batch", post(descriptions::create_batch))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health", get(ready))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id (the caller's `x-request-id` when it is sane, else a new one), request metrics and
+/// a log line per request.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    request.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
+    );
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    response.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
+    );
+    let metrics = state.engine.metrics();
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    if !route.starts_with("/health") && route != "/metrics" {
+        tracing::info!(%method, route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, request_id, "request");
+    }
+    response
+}
+
+async fn live() -> impl IntoResponse {
+    (StatusCode::OK, axum::Json(json!({"status": "live"})))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let engine = &state.engine;
+    engine.publish_readiness();
+    if engine.is_ready() {
+        return (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response();
+    }
+    let reason = if engine.is_draining() {
+        "draining"
+    } else {
+        "no healthy model worker"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "unavailable", "reason": reason})),
+    )
+        .into_response()
+}
+
+async fn info(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = (*state.info).clone();
+    body["healthy_workers"] = json!(state.engine.healthy_workers());
+    body["ready"] = json!(state.engine.is_ready());
+    axum::Json(body)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.engine.publish_readiness();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.engine.metrics().render(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

@@ -1,0 +1,129 @@
+//! `altimage serve`: start-up order (model, warm-up, engine, listener), then graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::ServeArgs;
+use crate::engine::{Engine, EngineConfig};
+use crate::http::image_url::{FetchPolicy, ImageFetcher};
+use crate::http::{AppState, HttpLimits, ROUTES, router};
+use crate::metrics::Metrics;
+use crate::model::preprocess::ImageLimits;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let load = args.model.load_options()?;
+    let prepare_threads = match args.prepare_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n,
+    };
+    let retry_after = Duration::from_secs(args.retry_after_secs.max(1));
+    let config = EngineConfig {
+        max_concurrent_images: args.max_concurrent_images.max(1),
+        max_batch_size: args.max_batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        max_batch_delay: Duration::from_millis(args.max_batch_delay_ms),
+        max_queue_time: Duration::from_millis(args.max_queue_time_ms),
+        workers: args.workers,
+        prepare_threads,
+        image_limits: ImageLimits {
+            max_pixels: args.max_image_pixels,
+        },
+        max_num_beams: args.max_num_beams.max(1),
+        retry_after,
+    };
+    let metrics = Arc::new(Metrics::new(args.max_batch_size, &ROUTES));
+    // Loading and warm-up block for seconds to minutes: keep them off the async workers.
+    let engine = {
+        let (config, load, metrics) = (config.clone(), load.clone(), metrics.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _guard = runtime.enter();
+            Engine::start(config, &load, metrics)
+        })
+        .await
+        .context("model start-up panicked")??
+    };
+    let fetcher = ImageFetcher::new(FetchPolicy {
+        max_bytes: args.max_image_bytes,
+        timeout: Duration::from_millis(args.image_url_timeout_ms),
+        allow_private: args.allow_private_image_urls,
+        ..FetchPolicy::default()
+    });
+    let model_name = args
+        .model
+        .model_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| args.model.model_dir.display().to_string());
+    let info = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": model_name,
+        "device": args.model.device.to_string(),
+        "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
+        "workers": args.workers,
+        "limits": {
+            "max_batch_size": config.max_batch_size,
+            "max_batch_tokens": config.max_batch_tokens,
+            "max_batch_delay_ms": args.max_batch_delay_ms,
+            "max_queue_time_ms": args.max_queue_time_ms,
+            "max_concurrent_images": config.max_concurrent_images,
+            "max_body_bytes": args.max_body_bytes,
+            "max_image_bytes": args.max_image_bytes,
+            "max_image_pixels": args.max_image_pixels,
+            "max_images_per_request": args.max_images_per_request,
+            "max_new_tokens": engine.max_new_tokens_limit(),
+            "max_num_beams": config.max_num_beams,
+        },
+    });
+    let state = AppState {
+        engine: engine.clone(),
+        fetcher: Arc::new(fetcher),
+        limits: HttpLimits {
+            max_body_bytes: args.max_body_bytes,
+            max_image_bytes: args.max_image_bytes,
+            max_images_per_request: args.max_images_per_request.max(1),
+        },
+        model_name,
+        info: Arc::new(info),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen, env ALTIMAGE_LISTEN)",
+                args.listen
+            )
+        })?;
+    tracing::info!(address = %listener.local_addr()?, "ready");
+
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
+    let drain_engine = engine.clone();
+    let (drained_sender, mut drained_receiver) = tokio::sync::watch::channel(false);
+    let drained = async move {
+        crate::shutdown::signal().await;
+        tracing::info!(
+            timeout_secs = shutdown_timeout.as_secs(),
+            "draining: new work refused, finishing in-flight work"
+        );
+        if !drain_engine.drain(shutdown_timeout).await {
+            tracing::warn!("shutdown timeout reached with work still in flight");
+        }
+        let _ = drained_sender.send(true);
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(drained);
+    // After the drain, connections that still hang (a client that never reads) must not keep
+    // the process alive past the timeout the operator chose.
+    let hard_stop = async move {
+        let _ = drained_receiver.wait_for(|done| *done).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        _ = hard_stop => tracing::warn!("connections still open after the drain; exiting"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Runs `altimage serve` as a real process on a free loopback port, for tests over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server on the tiny model with `extra` flags and waits until it listens.
+    pub fn start(extra: &[&str]) -> Server {
+        let model = super::tiny_model_dir();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_altimage"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--model-dir",
+                model.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("ORT_DYLIB_PATH", super::ort_library())
+            .env("ALTIMAGE_INTRA_THREADS", "1")
+            .env("ALTIMAGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start altimage serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_sender, address_receiver) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("\"message\":\"ready\"") {
+                        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        let _ = address_sender
+                            .send(value["fields"]["address"].as_str().unwrap().to_string());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = match address_receiver.recv_timeout(Duration::from_secs(120)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not become ready:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            base: format!("http://{address}"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,564 @@
+//! `altimage serve` over real HTTP on loopback with the tiny model: every input form, every limit,
+//! overload, client disconnect, metrics before traffic, and a graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::server::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn fixture(index: usize) -> Vec<u8> {
+    std::fs::read(&common::fixture_files()[index]).unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, value)
+}
+
+/// A BMP header claiming 50000×50000 pixels: a decompression bomb in 60 bytes.
+fn bomb() -> Vec<u8> {
+    let mut bytes = b"BM".to_vec();
+    for v in [60u32, 0, 54, 40] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&50_000i32.to_le_bytes());
+    bytes.extend_from_slice(&50_000i32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&24u16.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 30]);
+    bytes
+}
+
+/// Serves the fixtures on 127.0.0.1 for `image_url` requests.
+async fn image_host() -> String {
+    let png = fixture(2);
+    let app = axum::Router::new().route(
+        "/scene.png",
+        axum::routing::get(move || async move { png.clone() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_input_form_gives_a_description() {
+    let server = Server::start(&["--allow-private-image-urls"]);
+    let http = client();
+    let host = image_host().await;
+
+    let raw = http
+        .post(server.url("/v1/descriptions?detail=paragraph&max_chars=20&asset_id=sku-1"))
+        .header("content-type", "image/png")
+        .header("x-request-id", "trace-123")
+        .body(fixture(0))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, body) = json_of(raw).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(headers["x-request-id"], "trace-123");
+    assert!(headers.contains_key("x-queue-time-ms") && headers.contains_key("x-inference-time-ms"));
+    assert_eq!(body["object"], "description");
+    assert!(body["id"].as_str().unwrap().starts_with("desc_"));
+    assert_eq!(body["detail"], "paragraph");
+    assert_eq!(body["asset_id"], "sku-1");
+    assert!(body["text"].as_str().unwrap().chars().count() <= 20);
+    assert_eq!(body["image"]["width"], 768);
+    assert_eq!(body["image"]["format"], "png");
+    assert_eq!(body["image"]["sha256"].as_str().unwrap().len(), 64);
+
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(fixture(1)).file_name("a.png"),
+        )
+        .text("detail", "detailed")
+        .text("metadata", r#"{"sku": 7}"#);
+    let (status, _, body) = json_of(
+        http.post(server.url("/v1/descriptions"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["detail"], "detailed");
+    assert_eq!(body["metadata"], json!({"sku": 7}));
+
+    let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(1));
+    let request = json!({"image_base64": encoded, "detail": "detailed", "metadata": {"sku": 7}});
+    let (status, _, from_base64) = json_of(
+        http.post(server.url("/v1/descriptions"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{from_base64}");
+    assert_eq!(
+        from_base64["text"], body["text"],
+        "the same image and options give the same text, whatever the form"
+    );
+
+    let request = json!({"image_url": format!("{host}/scene.png")});
+    let (status, _, body) = json_of(
+        http.post(server.url("/v1/descriptions"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["detail"], "brief");
+
+    // The batch route: one result or one error per image, in order.
+    let request = json!({"images": [
+        {"image_base64": base64::engine::general_purpose::STANDARD.encode(fixture(3))},
+        {"image_base64": base64::engine::general_purpose::STANDARD.encode(b"not an image")},
+        {"image_url": format!("{host}/scene.png"), "detail": "paragraph"},
+    ]});
+    let (status, _, body) = json_of(
+        http.post(server.url("/v1/descriptions/batch"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[0]["object"], "description");
+    assert_eq!(data[1]["error"]["code"], "image_format_unsupported");
+    assert_eq!(data[2]["detail"], "paragraph");
+}
+
+/// Sends one request and checks its status, error code and Retry-After absence.
+async fn expect_error(
+    request: reqwest::RequestBuilder,
+    status: StatusCode,
+    code: &str,
+    case: &str,
+) {
+    let (got, _, body) = json_of(request.send().await.unwrap()).await;
+    assert_eq!(got, status, "{case}: {body}");
+    assert_eq!(body["error"]["code"], code, "{case}: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{case}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_inputs_get_their_4xx_and_the_server_stays_up() {
+    let server = Server::start(&[
+        "--max-body-bytes",
+        "300000",
+        "--max-image-bytes",
+        "200000",
+        "--max-images-per-request",
+        "2",
+        "--max-image-pixels",
+        "1000000",
+    ]);
+    let http = client();
+    let raw = |body: Vec<u8>, content_type: &str| {
+        http.post(server.url("/v1/descriptions"))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let json_body = |body: &str| {
+        http.post(server.url("/v1/descriptions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    let big_png = fixture(5);
+    assert!(
+        big_png.len() > 200_000 && big_png.len() < 300_000,
+        "fixture 5 sits between the two limits"
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(0));
+
+    expect_error(
+        raw(vec![0u8; 400_000], "image/png"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "body limit",
+    )
+    .await;
+    expect_error(
+        raw(big_png, "image/png"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "image_too_large",
+        "image bytes",
+    )
+    .await;
+    expect_error(
+        raw(bomb(), "image/bmp"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "image_too_many_pixels",
+        "pixels",
+    )
+    .await;
+    expect_error(
+        raw(fixture(2)[..3000].to_vec(), "image/png"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "image_decode_failed",
+        "truncated",
+    )
+    .await;
+    expect_error(
+        raw(Vec::new(), "image/jpeg"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "image_empty",
+        "empty",
+    )
+    .await;
+    expect_error(
+        raw(b"hello".to_vec(), "text/plain"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "content type",
+    )
+    .await;
+    expect_error(
+        raw(fixture(0), "image/png").query(&[("detail", "epic")]),
+        StatusCode::BAD_REQUEST,
+        "invalid_detail",
+        "detail",
+    )
+    .await;
+    expect_error(
+        raw(fixture(0), "image/png").query(&[("max_new_tokens", "5000")]),
+        StatusCode::BAD_REQUEST,
+        "invalid_option",
+        "tokens",
+    )
+    .await;
+    expect_error(
+        raw(fixture(0), "image/png").query(&[("num_beams", "99")]),
+        StatusCode::BAD_REQUEST,
+        "invalid_option",
+        "beams",
+    )
+    .await;
+    expect_error(
+        json_body("{\"image_base64\": "),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        "malformed JSON",
+    )
+    .await;
+    expect_error(
+        json_body(r#"{"image_base64": "%%%"}"#),
+        StatusCode::BAD_REQUEST,
+        "invalid_base64",
+        "bad base64",
+    )
+    .await;
+    expect_error(
+        json_body(r#"{"detail": "brief"}"#),
+        StatusCode::BAD_REQUEST,
+        "missing_image",
+        "no image",
+    )
+    .await;
+    expect_error(
+        json_body(&format!(r#"{{"image_base64": "{encoded}", "colour": 1}}"#)),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        "unknown field",
+    )
+    .await;
+    // SSRF: loopback, metadata and private targets are refused before any connection.
+    for url in [
+        "http://127.0.0.1:9/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/x.png",
+        "http://localhost/x.png",
+        "file:///etc/passwd",
+    ] {
+        let body = json!({"image_url": url}).to_string();
+        let (status, _, answer) = json_of(json_body(&body).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {answer}");
+    }
+    let three = json!({"images": [{"image_base64": encoded}, {"image_base64": encoded}, {"image_base64": encoded}]});
+    expect_error(
+        http.post(server.url("/v1/descriptions/batch")).json(&three),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_images",
+        "images per request",
+    )
+    .await;
+    expect_error(
+        http.get(server.url("/v2/nothing")),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "404",
+    )
+    .await;
+
+    let live = http.get(server.url("/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let ok = raw(fixture(0), "image/png").send().await.unwrap();
+    assert_eq!(
+        ok.status(),
+        StatusCode::CREATED,
+        "the server still describes after all that"
+    );
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["too_large", "bad_image", "bad_request"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("altimage_rejected_total{{reason=\"{reason}\"}}")))
+            .unwrap();
+        assert!(!line.ends_with(" 0"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_500_gets_only_201_and_429_and_the_server_still_answers() {
+    let server = Server::start(&[
+        "--max-concurrent-images",
+        "4",
+        "--max-batch-size",
+        "4",
+        "--retry-after-secs",
+        "3",
+    ]);
+    let http = client();
+    let image = fixture(0);
+    let requests = (0..500).map(|_| {
+        let request = http
+            .post(server.url("/v1/descriptions"))
+            .header("content-type", "image/png")
+            .body(image.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status(), retry_after)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(
+        created + refused.len(),
+        500,
+        "only 201 and 429: {answers:?}"
+    );
+    assert!(
+        created >= 4 && !refused.is_empty(),
+        "created {created}, refused {}",
+        refused.len()
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|(_, after)| after.as_deref() == Some("3")),
+        "429 carries Retry-After"
+    );
+    let after = http
+        .post(server.url("/v1/descriptions"))
+        .header("content-type", "image/png")
+        .body(image)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::CREATED);
+    let ready = http.get(server.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_exist_before_traffic() {
+    let server = Server::start(&[]);
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "altimage_requests_total{route=\"/v1/descriptions\",status=\"201\"} 0",
+        "altimage_request_duration_seconds_bucket",
+        "altimage_images_total{outcome=\"described\"} 0",
+        "altimage_batches_total 0",
+        "altimage_queue_seconds_bucket",
+        "altimage_prepare_seconds_bucket",
+        "altimage_batch_stage_seconds_bucket{stage=\"vision\"",
+        "altimage_batch_stage_seconds_bucket{stage=\"encoder\"",
+        "altimage_batch_stage_seconds_bucket{stage=\"decode\"",
+        "altimage_batch_size_bucket",
+        "altimage_generated_tokens_bucket",
+        "altimage_queue_depth 0",
+        "altimage_permits_in_use 0",
+        "altimage_rejected_total{reason=\"overloaded\"} 0",
+        "altimage_rejected_total{reason=\"expired\"} 0",
+        "altimage_rejected_total{reason=\"cancelled\"} 0",
+        "altimage_rejected_total{reason=\"unauthorized\"} 0",
+        "altimage_ready 1",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+}
+
+async fn counter(http: &reqwest::Client, server: &Server, series: &str) -> f64 {
+    let text = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(series))
+        .unwrap_or_else(|| panic!("{series} missing"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_costs_no_compute() {
+    // The batch delay holds the image in the queue long enough for its client to give up.
+    let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-batch-size", "8"]);
+    let http = client();
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(server.url("/v1/descriptions"))
+        .header("content-type", "image/png")
+        .body(fixture(0))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        counter(
+            &http,
+            &server,
+            "altimage_rejected_total{reason=\"cancelled\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        counter(&http, &server, "altimage_batches_total").await,
+        0.0,
+        "no batch ran for it"
+    );
+    assert_eq!(
+        counter(&http, &server, "altimage_permits_in_use").await,
+        0.0,
+        "its permit came back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_entries_get_503_with_retry_after() {
+    let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-queue-time-ms", "200"]);
+    let response = client()
+        .post(server.url("/v1/descriptions"))
+        .header("content-type", "image/png")
+        .body(fixture(0))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "queue_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_work_then_exits_zero() {
+    let mut server = Server::start(&[
+        "--max-batch-delay-ms",
+        "1500",
+        "--shutdown-timeout-secs",
+        "20",
+    ]);
+    let http = client();
+    let in_flight = {
+        let request = http
+            .post(server.url("/v1/descriptions"))
+            .header("content-type", "image/png")
+            .body(fixture(1));
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = http.get(server.url("/health/ready")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while draining"
+    );
+    let refused = http
+        .post(server.url("/v1/descriptions"))
+        .header("content-type", "image/png")
+        .body(fixture(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        in_flight.await.unwrap(),
+        StatusCode::CREATED,
+        "in-flight work finished"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(20));
+        (status, server.log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.and_then(|s| s.code()), Some(0), "{}", status.1);
+}
