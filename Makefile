@@ -7,11 +7,12 @@ TINY_MODEL := models/tiny-florence2
 REAL_MODEL := models/florence-2-base-ft
 BASE_MODEL := models/base-shaped
 SAMPLES := tests/conformance/fixtures
+LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help ort ort-cuda venv model model-base real-model build run test test-rust conformance-reference bench lint fmt clean
+.PHONY: help describe ort ort-cuda venv model model-base real-model build run test test-rust conformance-reference bench lint fmt clean
 
 help:
-	@echo "make run      set up (ONNX Runtime, model, build) and describe the sample images"
+	@echo "make run      set up (ONNX Runtime, model, build) and serve the API on $(LISTEN)"
 	@echo "make test     every test (unit, integration, conformance with transformers.js)"
 	@echo "make bench    benchmarks (preprocessing vs PIL, describe throughput vs transformers.js)"
 	@echo "make lint     rustfmt check and clippy"
@@ -40,6 +41,7 @@ build:
 	$(CARGO) build --release
 
 # Real model when the hub answers; otherwise the bundled tiny model, whose text is meaningless.
+# `make describe` runs the batch CLI over the sample images instead.
 run: ort build
 	@if scripts/fetch-model.sh $(REAL_MODEL); then \
 	  model=$(REAL_MODEL); \
@@ -47,11 +49,16 @@ run: ort build
 	  echo "WARNING: running on the bundled tiny test model: its descriptions are random words, not real captions." >&2; \
 	  model=$(TINY_MODEL); \
 	fi; \
-	set -x; target/release/altimage describe --model-dir $$model $(SAMPLES)
+	echo "Try: curl -s -X POST -H 'Content-Type: image/png' --data-binary @$(SAMPLES)/scene-0.png 'http://$(LISTEN)/v1/descriptions?detail=brief'" >&2; \
+	exec target/release/altimage serve --model-dir $$model --listen $(LISTEN)
+
+describe: ort build
+	target/release/altimage describe --model-dir $(TINY_MODEL) $(SAMPLES)
 
 test: ort venv
+	@scripts/install-test-browser.sh
 	@$(MAKE) --no-print-directory conformance-reference
-	$(CARGO) test
+	ALTIMAGE_REQUIRE_BROWSER=1 $(CARGO) test
 
 # transformers.js (the reference implementation) over the conformance fixtures.
 conformance-reference:

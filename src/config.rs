@@ -163,7 +163,8 @@ impl Dtype {
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Florence-2 export in the onnx-community layout (config.json, tokenizer.json, onnx/*.onnx).
-    /// `make model` writes the bundled test model's path; `scripts/fetch-model.sh` fetches the real one.
+    /// The bundled test model is models/tiny-florence2 (random weights); `scripts/fetch-model.sh`
+    /// fetches the real one.
     #[arg(long, env = "ALTIMAGE_MODEL_DIR")]
     pub model_dir: PathBuf,
 

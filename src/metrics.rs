@@ -79,9 +79,12 @@ impl Metrics {
             &["route", "status"],
         );
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("request_duration_seconds", "HTTP request duration by route")
-                .buckets(duration_buckets()),
-            &["route"],
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "HTTP request duration by route and status",
+            )
+            .buckets(duration_buckets()),
+            &["route", "status"],
         )
         .expect("valid metric; this is a bug");
         registry
@@ -156,7 +159,7 @@ impl Metrics {
         }
         for (route, status) in routes {
             requests.with_label_values(&[*route, status.to_string().as_str()]);
-            request_duration.with_label_values(&[route]);
+            request_duration.with_label_values(&[*route, status.to_string().as_str()]);
         }
         for outcome in ["described", "failed"] {
             images.with_label_values(&[outcome]);

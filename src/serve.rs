@@ -35,6 +35,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         retry_after,
     };
     let metrics = Arc::new(Metrics::new(args.max_batch_size, &ROUTES));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen, env ALTIMAGE_LISTEN)",
+                args.listen
+            )
+        })?;
+    // Until the model is loaded and warmed up, answer probes (live 200, ready 503) instead of
+    // refusing connections, so orchestrators can tell "starting" from "dead".
+    let (started_sender, started_receiver) = tokio::sync::oneshot::channel::<()>();
+    let starting = {
+        let std_listener = listener.into_std()?;
+        let early = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+        let router = crate::http::starting_router(metrics.clone(), retry_after);
+        let task = tokio::spawn(async move {
+            axum::serve(early, router)
+                .with_graceful_shutdown(async move {
+                    let _ = started_receiver.await;
+                })
+                .await
+        });
+        (task, std_listener)
+    };
+    tracing::info!(address = %starting.1.local_addr()?, "listening; loading the model");
     // Loading and warm-up block for seconds to minutes: keep them off the async workers.
     let engine = {
         let (config, load, metrics) = (config.clone(), load.clone(), metrics.clone());
@@ -89,14 +114,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         model_name,
         info: Arc::new(info),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let _ = started_sender.send(());
+    starting
+        .0
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--listen, env ALTIMAGE_LISTEN)",
-                args.listen
-            )
-        })?;
+        .context("start-up server panicked")?
+        .context("start-up server failed")?;
+    let listener = tokio::net::TcpListener::from_std(starting.1)?;
     tracing::info!(address = %listener.local_addr()?, "ready");
 
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);

@@ -72,3 +72,17 @@ fn describe_flags_in_the_readme_match_help() {
         "every flag has an ALTIMAGE_ env name: {code:?}"
     );
 }
+
+#[test]
+fn serve_flags_in_the_readme_match_help() {
+    let code = flags_of("serve");
+    let readme = readme_table("## Serve the API");
+    assert_eq!(
+        readme, code,
+        "README table (left) vs `altimage serve --help` (right)"
+    );
+    assert!(
+        code.values().all(|env| env.starts_with("ALTIMAGE_")),
+        "every flag has an ALTIMAGE_ env name: {code:?}"
+    );
+}

@@ -562,3 +562,48 @@ async fn sigterm_drains_in_flight_work_then_exits_zero() {
     .unwrap();
     assert_eq!(status.0.and_then(|s| s.code()), Some(0), "{}", status.1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_the_model_loads_live_is_200_and_ready_and_work_are_503() {
+    let metrics = std::sync::Arc::new(altimage::metrics::Metrics::new(8, &altimage::http::ROUTES));
+    let router = altimage::http::starting_router(metrics, Duration::from_secs(5));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = client();
+    assert_eq!(
+        http.get(format!("{base}/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("altimage_ready 0"), "{metrics}");
+    let response = http
+        .post(format!("{base}/v1/descriptions"))
+        .body(fixture(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "starting");
+}

@@ -67,10 +67,10 @@ impl Admission {
             });
         }
         if images > self.capacity {
-            return Err(EngineError::InvalidRequest(format!(
-                "{images} images exceed the server's capacity of {} concurrent images",
-                self.capacity
-            )));
+            return Err(EngineError::TooManyImages {
+                images,
+                capacity: self.capacity,
+            });
         }
         let permits = self
             .semaphore
@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(admission.in_use(), 0);
         assert!(matches!(
             admission.try_admit(4),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::TooManyImages {
+                images: 4,
+                capacity: 3
+            })
         ));
     }
 

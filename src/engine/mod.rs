@@ -38,6 +38,10 @@ pub enum EngineError {
     QueueTimeout { retry_after: Duration },
     #[error(transparent)]
     Image(#[from] PreprocessError),
+    #[error(
+        "{images} images in one request exceed the server's {capacity} concurrent images (--max-concurrent-images)"
+    )]
+    TooManyImages { images: usize, capacity: usize },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("inference failed: {0}")]
@@ -202,7 +206,7 @@ impl Engine {
         if let Err(error) = &admitted {
             match error {
                 EngineError::Overloaded { .. } => self.inner.metrics.reject("overloaded"),
-                EngineError::InvalidRequest(_) => self.inner.metrics.reject("too_large"),
+                EngineError::TooManyImages { .. } => self.inner.metrics.reject("too_large"),
                 _ => {}
             }
         }

@@ -116,16 +116,23 @@ impl ApiError {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Every error answer: `{"error": {"type", "code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// The class of error (`status_of`); its values are listed from the code in `openapi.rs`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "invalid_request_error")]
     pub kind: &'static str,
+    /// A stable machine-readable reason, e.g. `invalid_json`, `image_too_large`, `overloaded`.
+    #[schema(value_type = String, example = "invalid_detail")]
     pub code: &'static str,
+    /// For humans; may change between versions. Never contains image bytes.
+    #[schema(example = "unknown detail `epic`: expected brief, detailed or paragraph")]
     pub message: String,
 }
 
@@ -166,6 +173,9 @@ impl From<EngineError> for ApiError {
                 retry_after,
             },
             EngineError::Image(image) => image.into(),
+            EngineError::TooManyImages { .. } => {
+                ApiError::too_large("too_many_images", error.to_string())
+            }
             EngineError::InvalidRequest(message) => {
                 ApiError::bad_request("invalid_option", message)
             }

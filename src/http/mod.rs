@@ -5,6 +5,7 @@ pub mod descriptions;
 pub mod error;
 pub mod image_url;
 pub mod input;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,13 +66,15 @@ impl AppState {
 }
 
 /// Routes with their success status, so their metric series exist before traffic.
-pub const ROUTES: [(&str, u16); 6] = [
+pub const ROUTES: [(&str, u16); 8] = [
     ("/v1/descriptions", 201),
     ("/v1/descriptions/batch", 200),
     ("/health/live", 200),
     ("/health/ready", 200),
     ("/info", 200),
     ("/metrics", 200),
+    ("/openapi.json", 200),
+    ("/docs", 200),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -84,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ready))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -129,12 +134,54 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .inc();
     metrics
         .request_duration
-        .with_label_values(&[route.as_str()])
+        .with_label_values(&[route.as_str(), status.as_str()])
         .observe(started.elapsed().as_secs_f64());
     if !route.starts_with("/health") && route != "/metrics" {
         tracing::info!(%method, route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, request_id, "request");
     }
     response
+}
+
+/// The router served while the model loads: alive, not ready, every other route 503.
+pub fn starting_router(
+    metrics: Arc<crate::metrics::Metrics>,
+    retry_after: std::time::Duration,
+) -> Router {
+    let unavailable = move || async move {
+        ApiError::Unavailable {
+            code: "starting",
+            message: "the model is still loading; retry shortly".into(),
+            retry_after,
+        }
+    };
+    let render = move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                metrics.render(),
+            )
+        }
+    };
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(starting_ready))
+        .route("/health", get(starting_ready))
+        .route("/metrics", get(render))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
+        .fallback(unavailable)
+}
+
+async fn starting_ready() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "unavailable", "reason": "starting"})),
+    )
+        .into_response()
 }
 
 async fn live() -> impl IntoResponse {

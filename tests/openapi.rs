@@ -1,0 +1,828 @@
+//! The OpenAPI document matches the code.
+//!
+//! In process: per operation, the documented response statuses equal the statuses the handler
+//! can answer with (`openapi::handler_statuses`, which derives the description handlers' from the
+//! `ApiError` variants they return through `status_of`, plus what the start-up router answers);
+//! the JSON body fields are the fields the parser reads. Over real HTTP: every status that real
+//! requests produce is documented, bodies and headers fit what is documented, and `/docs` is
+//! self-contained and renders in a headless browser when one is installed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use altimage::http::ROUTES;
+use altimage::http::error::{ApiError, status_of};
+use altimage::http::openapi::{ApiDoc, DOCS_HTML, every_api_error, handler_statuses};
+use base64::Engine as _;
+use common::server::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+type Operation = (String, String);
+
+fn document() -> Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap()
+}
+
+/// `(method, path)` → documented response statuses. Ranges (`4XX`) and `default` are refused:
+/// they would make the check meaningless.
+fn documented_statuses(doc: &Value) -> BTreeMap<Operation, BTreeSet<u16>> {
+    let mut out = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let statuses = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|s| {
+                    s.parse::<u16>().unwrap_or_else(|_| {
+                        panic!("{method} {path}: response `{s}` is not a status")
+                    })
+                })
+                .collect();
+            out.insert((method.clone(), path.clone()), statuses);
+        }
+    }
+    out
+}
+
+/// Differences between the documented statuses and the ones the code can answer with.
+fn mismatches(
+    documented: &BTreeMap<Operation, BTreeSet<u16>>,
+    code: &BTreeMap<Operation, BTreeSet<u16>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for ((method, path), statuses) in code {
+        let Some(docs) = documented.get(&(method.clone(), path.clone())) else {
+            problems.push(format!("{method} {path} is served but not documented"));
+            continue;
+        };
+        for status in statuses.difference(docs) {
+            problems.push(format!(
+                "{method} {path} can answer {status}, which is not documented"
+            ));
+        }
+        for status in docs.difference(statuses) {
+            problems.push(format!(
+                "{method} {path} documents {status}, which the code never answers"
+            ));
+        }
+    }
+    for (method, path) in documented.keys() {
+        if !code.contains_key(&(method.clone(), path.clone())) {
+            problems.push(format!(
+                "{method} {path} is documented but has no entry in openapi::handler_statuses"
+            ));
+        }
+    }
+    problems
+}
+
+/// The router served while the model loads, called in process: what each documented operation
+/// answers then.
+async fn statuses_while_starting(doc: &Value) -> BTreeMap<Operation, u16> {
+    let metrics = std::sync::Arc::new(altimage::metrics::Metrics::new(8, &ROUTES));
+    let router = altimage::http::starting_router(metrics, Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = client();
+    let mut out = BTreeMap::new();
+    for (method, path) in documented_statuses(doc).into_keys() {
+        let request = match method.as_str() {
+            "get" => http.get(format!("{base}{path}")),
+            "post" => http
+                .post(format!("{base}{path}"))
+                .header("content-type", "image/png")
+                .body(fixture(0)),
+            other => panic!("no request for method {other}"),
+        };
+        let status = request.send().await.unwrap().status().as_u16();
+        out.insert((method, path), status);
+    }
+    out
+}
+
+/// The statuses each operation can answer with: its handler's, and the start-up router's.
+async fn code_statuses(doc: &Value) -> BTreeMap<Operation, BTreeSet<u16>> {
+    let mut code: BTreeMap<Operation, BTreeSet<u16>> = handler_statuses()
+        .into_iter()
+        .map(|(method, path, statuses)| ((method.to_string(), path.to_string()), statuses))
+        .collect();
+    for (operation, status) in statuses_while_starting(doc).await {
+        if let Some(statuses) = code.get_mut(&operation) {
+            statuses.insert(status);
+        }
+    }
+    code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documented_statuses_equal_what_the_code_answers() {
+    let doc = document();
+    let documented = documented_statuses(&doc);
+    let code = code_statuses(&doc).await;
+    let problems = mismatches(&documented, &code);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // Each route's success status (used for its metric series) is its one documented 2xx.
+    for (path, success) in ROUTES {
+        let successes: Vec<u16> = documented
+            .iter()
+            .filter(|((_, p), _)| p == path)
+            .flat_map(|(_, statuses)| statuses.iter().copied().filter(|s| (200..300).contains(s)))
+            .collect();
+        assert_eq!(successes, vec![success], "{path}");
+    }
+
+    // Error answers are the ApiError body, and those with Retry-After say so.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let status: u16 = status.parse().unwrap();
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if status >= 400 && path.starts_with("/v1/") {
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+                if schema == "#/components/schemas/ErrorBody" && (status == 429 || status == 503) {
+                    assert!(
+                        response["headers"].get("retry-after").is_some(),
+                        "{method} {path} {status} documents Retry-After"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undocumented_status_fails_the_check() {
+    let doc = document();
+    let code = code_statuses(&doc).await;
+    let mut documented = documented_statuses(&doc);
+    let create = ("post".to_string(), "/v1/descriptions".to_string());
+    documented.get_mut(&create).unwrap().remove(&422);
+    assert_eq!(
+        mismatches(&documented, &code),
+        vec!["post /v1/descriptions can answer 422, which is not documented".to_string()]
+    );
+    // And a handler that starts returning a variant whose status was not documented.
+    let mut code = code;
+    code.get_mut(&("get".to_string(), "/metrics".to_string()))
+        .unwrap()
+        .insert(status_of(&ApiError::Internal("x".into())).0.as_u16());
+    assert_eq!(
+        mismatches(&documented_statuses(&doc), &code),
+        vec!["get /metrics can answer 500, which is not documented".to_string()]
+    );
+}
+
+/// `every_api_error` has one value of each `ApiError` variant, so that the handlers' exhaustive
+/// `*_returns` matches see every status of the table.
+#[test]
+fn every_api_error_covers_every_variant() {
+    let source = std::fs::read_to_string(common::root().join("src/http/error.rs")).unwrap();
+    let body = source
+        .split("pub enum ApiError {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("pub enum ApiError in src/http/error.rs");
+    let variants: BTreeSet<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("    "))
+        .filter(|line| line.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(|line| {
+            line.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap()
+        })
+        .collect();
+    let examples = every_api_error();
+    let distinct: std::collections::HashSet<_> =
+        examples.iter().map(std::mem::discriminant).collect();
+    assert_eq!(distinct.len(), examples.len(), "one example per variant");
+    assert_eq!(
+        examples.len(),
+        variants.len(),
+        "every_api_error lacks a variant of {variants:?}"
+    );
+}
+
+/// Captures the field names a `Deserialize` struct reads.
+struct FieldNames<'a>(&'a mut Vec<&'static str>);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only structs"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.extend(fields);
+        Err(serde::de::Error::custom("captured"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[test]
+fn the_json_form_documents_the_fields_the_parser_reads() {
+    use serde::Deserialize;
+    let mut fields = Vec::new();
+    let _ = altimage::http::input::OptionFields::deserialize(FieldNames(&mut fields));
+    let read: BTreeSet<&str> = fields.into_iter().collect();
+    let doc = document();
+    let documented: BTreeSet<&str> = doc["components"]["schemas"]["DescriptionJson"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, read);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over real HTTP.
+
+fn fixture(index: usize) -> Vec<u8> {
+    std::fs::read(&common::fixture_files()[index]).unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// Whether `value` fits `schema`: types, enums, required fields, and no field that is not
+/// documented (objects without documented properties are free-form).
+fn fits(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(doc, schema);
+    if let Some(alternatives) = schema["oneOf"].as_array() {
+        let matching = alternatives
+            .iter()
+            .filter(|alt| fits(doc, alt, value, at).is_ok())
+            .count();
+        return match matching {
+            1 => Ok(()),
+            n => Err(format!("{at}: {n} alternatives of oneOf fit {value}")),
+        };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let type_ok = types.is_empty()
+        || types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "string" => value.is_string(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            other => panic!("type {other}"),
+        });
+    if !type_ok {
+        return Err(format!("{at}: {value} is not {types:?}"));
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {values:?}"));
+    }
+    if let (Some(object), Some(properties)) = (value.as_object(), schema["properties"].as_object())
+    {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let name = required.as_str().unwrap();
+            if !object.contains_key(name) {
+                return Err(format!("{at}: required `{name}` is missing"));
+            }
+        }
+        for (name, field) in object {
+            let Some(property) = properties.get(name) else {
+                return Err(format!("{at}: `{name}` is not documented"));
+            };
+            fits(doc, property, field, &format!("{at}.{name}"))?;
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            fits(doc, items, item, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a real answer against the document: its status is documented for the operation, its
+/// documented headers are present, and its JSON body fits the documented schema.
+async fn check(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    response: reqwest::Response,
+    seen: &mut BTreeSet<u16>,
+) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let operation = &doc["paths"][path][method];
+    let documented = &operation["responses"][status.to_string()];
+    assert!(
+        documented.is_object(),
+        "{method} {path} answered {status}, which is not documented: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    seen.insert(status);
+    for name in documented["headers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        assert!(
+            headers.contains_key(name.as_str()),
+            "{method} {path} {status}: documented header {name} is missing"
+        );
+    }
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let media = documented["content"].as_object().and_then(|c| {
+        c.iter()
+            .find(|(k, _)| content_type.starts_with(k.split(';').next().unwrap()))
+    });
+    let (media_type, media) = media.unwrap_or_else(|| {
+        panic!("{method} {path} {status}: content type {content_type} is not documented")
+    });
+    if media_type == "application/json" {
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        if let Err(problem) = fits(doc, &media["schema"], &body, "body") {
+            panic!("{method} {path} {status}: {problem}\n{body}");
+        }
+        return (status, body);
+    }
+    (status, Value::Null)
+}
+
+/// A value for a documented field or parameter: its example, else its first allowed value,
+/// else the smallest allowed number, else "x".
+fn sample(doc: &Value, schema: &Value) -> Value {
+    if let Some(example) = schema.get("example").or(schema["examples"].get(0)) {
+        return example.clone();
+    }
+    let alternatives = schema["oneOf"].as_array().cloned().unwrap_or_default();
+    let schema = alternatives
+        .iter()
+        .find(|a| a["type"] != "null")
+        .unwrap_or(schema);
+    let schema = resolve(doc, schema);
+    if let Some(example) = schema["examples"].get(0) {
+        return example.clone();
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        return values[0].clone();
+    }
+    let types = schema["type"].to_string();
+    if types.contains("integer") {
+        return json!(schema["minimum"].as_u64().unwrap_or(1));
+    }
+    json!("x")
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Serves a PNG slowly, so that a request for it holds its admission permit a while.
+async fn slow_image_host(delay: Duration) -> String {
+    let png = fixture(2);
+    let app = axum::Router::new().route(
+        "/slow.png",
+        axum::routing::get(move || async move {
+            tokio::time::sleep(delay).await;
+            png.clone()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_answers_are_documented() {
+    let server = Server::start(&[
+        "--allow-private-image-urls",
+        "--max-concurrent-images",
+        "2",
+        "--max-batch-size",
+        "2",
+        "--max-body-bytes",
+        "300000",
+        "--max-image-bytes",
+        "200000",
+        "--shutdown-timeout-secs",
+        "30",
+    ]);
+    let http = client();
+    let served = http.get(server.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert!(
+        served.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let doc: Value = served.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc,
+        document(),
+        "the served document is the one built from the code"
+    );
+    for (path, _) in ROUTES {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    // Every documented GET answers (the route exists); bodies fit.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_some() {
+            let response = http.get(server.url(path)).send().await.unwrap();
+            check(&doc, "get", path, response, &mut BTreeSet::new()).await;
+        }
+    }
+
+    let create = "/v1/descriptions";
+    let operation = &doc["paths"][create]["post"];
+    let mut seen = BTreeSet::new();
+
+    // 201 in each body form, with every documented option: the code accepts each of them.
+    let query: Vec<(String, String)> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| (text(&p["name"]), text(&sample(&doc, &p["schema"]))))
+        .collect();
+    assert!(
+        query.iter().any(|(name, _)| name == "max_chars"),
+        "{query:?}"
+    );
+    let raw = |body: Vec<u8>, content_type: &str| {
+        http.post(server.url(create))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let response = raw(fixture(0), "image/png")
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+    let response = raw(fixture(0), "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        201
+    );
+
+    let content = &operation["requestBody"]["content"];
+    let form_schema = resolve(&doc, &content["multipart/form-data"]["schema"]);
+    let mut form = reqwest::multipart::Form::new();
+    for (name, property) in form_schema["properties"].as_object().unwrap() {
+        form = if name == "image" {
+            form.part(
+                "image",
+                reqwest::multipart::Part::bytes(fixture(1)).file_name("a.png"),
+            )
+        } else {
+            form.text(name.clone(), text(&sample(&doc, property)))
+        };
+    }
+    let response = http
+        .post(server.url(create))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+
+    let json_schema = resolve(&doc, &content["application/json"]["schema"]);
+    let mut request = serde_json::Map::new();
+    for (name, property) in json_schema["properties"].as_object().unwrap() {
+        let value = match name.as_str() {
+            "image_base64" => json!(base64::engine::general_purpose::STANDARD.encode(fixture(1))),
+            "image_url" => continue,
+            _ => sample(&doc, property),
+        };
+        request.insert(name.clone(), value);
+    }
+    let response = http
+        .post(server.url(create))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["metadata"], request["metadata"]);
+
+    // The 4xx answers.
+    for (request, expected) in [
+        (
+            raw(fixture(0), "image/png").query(&[("detail", "epic")]),
+            400,
+        ),
+        (raw(vec![0u8; 400_000], "image/png"), 413),
+        (raw(b"hello".to_vec(), "text/plain"), 415),
+        (raw(fixture(2)[..3000].to_vec(), "image/png"), 422),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            check(&doc, "post", create, response, &mut seen).await.0,
+            expected
+        );
+    }
+
+    // The batch: a good image and a bad one give 200 with a description and an error.
+    let batch = "/v1/descriptions/batch";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(0));
+    let images = json!({"images": [{"image_base64": encoded}, {"image_base64": "aGVsbG8="}]});
+    let response = http
+        .post(server.url(batch))
+        .json(&images)
+        .send()
+        .await
+        .unwrap();
+    let mut batch_seen = BTreeSet::new();
+    let (status, body) = check(&doc, "post", batch, response, &mut batch_seen).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["object"], "description");
+    assert!(body["data"][1]["error"]["code"].is_string(), "{body}");
+    let response = http
+        .post(server.url(batch))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        415
+    );
+
+    // 429: two images slowly fetched hold both permits.
+    let host = slow_image_host(Duration::from_millis(3000)).await;
+    let slow = {
+        let url = format!("{host}/slow.png");
+        let request = http
+            .post(server.url(batch))
+            .json(&json!({"images": [{"image_url": url}, {"image_url": url}]}));
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let response = raw(fixture(0), "image/png").send().await.unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        429
+    );
+    let one = json!({"images": [{"image_base64": encoded}]});
+    let response = http
+        .post(server.url(batch))
+        .json(&one)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        429
+    );
+
+    // 503 while draining, with the slow request still in flight.
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = raw(fixture(0), "image/png").send().await.unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        503
+    );
+    let response = http
+        .post(server.url(batch))
+        .json(&images)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        503
+    );
+    let response = http.get(server.url("/health/ready")).send().await.unwrap();
+    assert_eq!(
+        check(&doc, "get", "/health/ready", response, &mut BTreeSet::new())
+            .await
+            .0,
+        503
+    );
+
+    // Every (route, status) the server counted is documented for that route.
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let documented = documented_statuses(&doc);
+    let mut counted = 0;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("altimage_requests_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap()
+                .to_string()
+        };
+        let (route, status) = (label("route"), label("status"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if count == 0.0 || route == "unmatched" {
+            continue;
+        }
+        counted += 1;
+        let status: u16 = status.parse().unwrap();
+        assert!(
+            documented
+                .iter()
+                .any(|((_, path), statuses)| *path == route && statuses.contains(&status)),
+            "{route} answered {status} {count} times, which is not documented"
+        );
+    }
+    assert!(counted >= 8, "{metrics}");
+
+    let slow = slow.await.unwrap();
+    let (status, body) = check(&doc, "post", batch, slow, &mut batch_seen).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][1]["object"], "description", "{body}");
+    assert_eq!(
+        seen,
+        BTreeSet::from([201, 400, 413, 415, 422, 429, 503]),
+        "the statuses exercised on {create}"
+    );
+    assert_eq!(batch_seen, BTreeSet::from([200, 415, 429, 503]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docs_page_is_self_contained_and_renders() {
+    for needle in ["http://", "https://", "<link", "@import", "url(", " src="] {
+        assert!(
+            !DOCS_HTML.to_ascii_lowercase().contains(needle),
+            "docs.html contains `{needle}`: it must load nothing from elsewhere"
+        );
+    }
+    let server = Server::start(&[]);
+    let response = client().get(server.url("/docs")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = response.text().await.unwrap();
+    assert_eq!(html, DOCS_HTML);
+
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        // `make test` installs it (scripts/install-test-browser.sh) and sets this, so CI cannot
+        // pass without the browser check; a bare `cargo test` elsewhere may skip it.
+        assert!(
+            std::env::var_os("ALTIMAGE_REQUIRE_BROWSER").is_none(),
+            "ALTIMAGE_REQUIRE_BROWSER is set but /usr/bin/chromium is missing: run scripts/install-test-browser.sh"
+        );
+        eprintln!("NOTE: /usr/bin/chromium is not installed; the rendering check is skipped");
+        return;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let url = server.url("/docs");
+    let dom = tokio::task::spawn_blocking(move || {
+        // To a file: the DOM is larger than a pipe's buffer.
+        let dom_path = profile.path().join("dom.html");
+        let mut child = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                profile.path().join("profile").display()
+            ))
+            .args(["--dump-dom", &url])
+            .stdout(std::fs::File::create(&dom_path).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chromium did not finish in 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read_to_string(&dom_path).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        dom.contains("data-state=\"ready\""),
+        "the page did not render the document:\n{dom}"
+    );
+    let doc = document();
+    let mut expected: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    expected.extend(
+        doc["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned(),
+    );
+    expected.extend(
+        [
+            "image/*",
+            "application/octet-stream",
+            "multipart/form-data",
+            "application/json",
+        ]
+        .map(String::from),
+    );
+    expected.extend(["max_chars", "Retry-After", "x-request-id"].map(String::from));
+    for needle in expected {
+        assert!(
+            dom.contains(&format!(">{needle}<")) || dom.contains(&needle),
+            "the page shows {needle}"
+        );
+    }
+    assert!(
+        dom.contains(">/v1/descriptions<"),
+        "the page lists /v1/descriptions"
+    );
+}
