@@ -260,17 +260,8 @@ fn the_json_form_documents_the_fields_the_parser_reads() {
 // ---------------------------------------------------------------------------------------------
 // Over real HTTP.
 
-fn fixture(index: usize) -> Vec<u8> {
-    std::fs::read(&common::fixture_files()[index]).unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
+use common::fixture;
+use common::server::http_client as client;
 
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema["$ref"].as_str() {

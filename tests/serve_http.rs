@@ -10,17 +10,8 @@ use common::server::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn fixture(index: usize) -> Vec<u8> {
-    std::fs::read(&common::fixture_files()[index]).unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
+use common::fixture;
+use common::server::http_client as client;
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let status = response.status();

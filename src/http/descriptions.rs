@@ -217,8 +217,8 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
             ("x-queue-time-ms" = u64, description = "The longest queue wait among the images."),
             ("x-inference-time-ms" = u64, description = "The longest model time among the images."),
         )),
-        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, an empty `images` list, an unknown field, an invalid option, more images than the server's capacity.", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 413, description = "Too large: the body (`--max-body-bytes`) or more images than `--max-images-per-request`.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, an empty `images` list, an unknown field, an invalid option.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 413, description = "Too large: the body (`--max-body-bytes`), more images than `--max-images-per-request`, or more than the server admits at once (`--max-concurrent-images`).", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 415, description = "Unsupported content type: send application/json, multipart/form-data, image/* or application/octet-stream.", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 429, description = "Not enough capacity for all the images at once; retry after `Retry-After` seconds.", body = ErrorBody, headers(
             ("x-request-id" = String),

@@ -63,6 +63,11 @@ pub fn fixture_files() -> Vec<PathBuf> {
     files
 }
 
+/// The bytes of conformance fixture `index` (sorted by name).
+pub fn fixture(index: usize) -> Vec<u8> {
+    std::fs::read(&fixture_files()[index]).unwrap()
+}
+
 pub fn pixels(model: &Florence2, file: &Path) -> Array3<f32> {
     let bytes = std::fs::read(file).unwrap();
     prepare_image(&bytes, model.preprocessor(), &ImageLimits::default())

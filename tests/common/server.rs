@@ -101,3 +101,12 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A client for tests: no proxies from the environment, a bound on every request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
