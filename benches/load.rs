@@ -6,15 +6,17 @@
 //! concurrency 1 against the raw in-process pipeline (`prepare_image` + `generate`) on the same
 //! image.
 //!
-//! `cargo bench --bench load` (env: BENCH_LOAD_MODEL=models/base-shaped,
-//! BENCH_LOAD_CONCURRENCY=1,4,16,64, BENCH_LOAD_REQUESTS=N per level (default max(2×concurrency,
-//! 8)), BENCH_LOAD_MAX_NEW_TOKENS=20, BENCH_LOAD_IMAGES=32, BENCH_LOAD_OVERHEAD_RUNS=5,
-//! BENCH_LOAD_LEVEL_SECONDS=600: no new request starts after this long in one level).
-//! `BENCH_LOAD_MODEL=models/tiny-florence2` makes a quick run.
+//! `cargo bench --bench load`. Env: BENCH_LOAD_MODEL (default models/base-shaped;
+//! models/tiny-florence2 makes a quick run), BENCH_LOAD_CONCURRENCY (default 1,4,16,64),
+//! BENCH_LOAD_REQUESTS (one count for every level or one per level; default max(2 × concurrency,
+//! 8)), BENCH_LOAD_MAX_NEW_TOKENS (20), BENCH_LOAD_IMAGES (32 distinct images, cycled),
+//! BENCH_LOAD_OVERHEAD_RUNS (5), BENCH_LOAD_LEVEL_SECONDS (600: no request starts after this long
+//! in one level). The images are `benches/describe.rs`'s, in target/bench-describe-images/.
+//! The server binary is the one Cargo builds for this bench (target/release/altimage).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,17 +40,52 @@ struct Settings {
     root: PathBuf,
     model_dir: PathBuf,
     library: PathBuf,
-    levels: Vec<usize>,
-    requests: Option<usize>,
+    /// (concurrency, requests) per level.
+    levels: Vec<(usize, usize)>,
     max_new_tokens: usize,
     overhead_runs: usize,
     level_time: Duration,
 }
 
-impl Settings {
-    fn requests_at(&self, concurrency: usize) -> usize {
-        self.requests.unwrap_or((2 * concurrency).max(8))
-    }
+/// A comma-separated list of positive counts.
+fn counts(name: &str, value: &str) -> Vec<usize> {
+    value
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|&c: &usize| c > 0)
+                .unwrap_or_else(|| panic!("{name}: `{v}` is not a positive count"))
+        })
+        .collect()
+}
+
+/// BENCH_LOAD_CONCURRENCY, with BENCH_LOAD_REQUESTS: one count for every level, one per level,
+/// or unset for max(2 × concurrency, 8).
+fn plan_levels() -> Vec<(usize, usize)> {
+    let concurrency = counts(
+        "BENCH_LOAD_CONCURRENCY",
+        &std::env::var("BENCH_LOAD_CONCURRENCY").unwrap_or_else(|_| "1,4,16,64".into()),
+    );
+    let requests = std::env::var("BENCH_LOAD_REQUESTS")
+        .ok()
+        .map(|v| counts("BENCH_LOAD_REQUESTS", &v));
+    concurrency
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let n = match requests.as_deref() {
+                None => (2 * c).max(8),
+                Some([n]) => *n,
+                Some(list) if list.len() == concurrency.len() => list[i],
+                Some(_) => {
+                    panic!("BENCH_LOAD_REQUESTS: give one count, or one per concurrency level")
+                }
+            };
+            (c, n)
+        })
+        .collect()
 }
 
 /// One answered (or failed) request.
@@ -84,6 +121,15 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+/// User + system CPU seconds of a process (Linux /proc; USER_HZ is 100).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses: state is field 3, utime 14.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -91,7 +137,8 @@ fn ms(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The raw pipeline, in this process.
 
-struct Raw {
+/// One image through the raw pipeline.
+struct RawRun {
     total_ms: f64,
     prepare_ms: f64,
     generate_ms: f64,
@@ -99,56 +146,41 @@ struct Raw {
     text: String,
 }
 
-/// `prepare_image` + `generate` on `bytes`, the way the server's worker runs one image: same
-/// model, same runtime options as `serve`'s defaults, greedy, `max_new_tokens`. One warm-up run,
-/// then the median of `runs`.
-fn raw_pipeline(settings: &Settings, bytes: &[u8]) -> Raw {
-    let mut model = Florence2::load(&LoadOptions {
+/// The model loaded in this process with the runtime options `serve` uses by default.
+fn load_raw_model(settings: &Settings) -> Florence2 {
+    Florence2::load(&LoadOptions {
         model_dir: settings.model_dir.clone(),
         library: settings.library.clone(),
         runtime: RuntimeOptions::default(),
         variant_suffix: String::new(),
         vision_batch_size: 0,
     })
-    .expect("load the model in-process");
-    let mut once = || {
-        let started = Instant::now();
-        let prepared = prepare_image(bytes, model.preprocessor(), &ImageLimits::default())
-            .expect("prepare the image");
-        let prepared_at = Instant::now();
-        let generated = model
-            .generate(&[GenerationRequest {
-                pixel_values: prepared.pixel_values,
-                detail: Detail::Brief,
-                max_new_tokens: Some(settings.max_new_tokens),
-                num_beams: Some(1),
-            }])
-            .expect("generate")
-            .remove(0);
-        let done = Instant::now();
-        (
-            ms(done - started),
-            ms(prepared_at - started),
-            ms(done - prepared_at),
-            generated,
-        )
-    };
-    let (_, _, _, warm) = once();
-    let mut totals = Vec::new();
-    let mut prepares = Vec::new();
-    let mut generates = Vec::new();
-    for _ in 0..settings.overhead_runs {
-        let (total, prepare, generate, _) = once();
-        totals.push(total);
-        prepares.push(prepare);
-        generates.push(generate);
-    }
-    Raw {
-        total_ms: median(totals),
-        prepare_ms: median(prepares),
-        generate_ms: median(generates),
-        tokens: warm.generated_tokens(),
-        text: warm.text,
+    .expect("load the model in-process")
+}
+
+/// `prepare_image` + `generate` on `bytes`, the way the server's worker runs one image alone:
+/// greedy, `<CAPTION>`, `max_new_tokens`.
+fn raw_once(model: &mut Florence2, bytes: &[u8], max_new_tokens: usize) -> RawRun {
+    let started = Instant::now();
+    let prepared = prepare_image(bytes, model.preprocessor(), &ImageLimits::default())
+        .expect("prepare the image");
+    let prepared_at = Instant::now();
+    let generated = model
+        .generate(&[GenerationRequest {
+            pixel_values: prepared.pixel_values,
+            detail: Detail::Brief,
+            max_new_tokens: Some(max_new_tokens),
+            num_beams: Some(1),
+        }])
+        .expect("generate")
+        .remove(0);
+    let done = Instant::now();
+    RawRun {
+        total_ms: ms(done - started),
+        prepare_ms: ms(prepared_at - started),
+        generate_ms: ms(done - prepared_at),
+        tokens: generated.generated_tokens(),
+        text: generated.text,
     }
 }
 
@@ -297,6 +329,9 @@ struct Level {
     planned: usize,
     samples: Vec<Sample>,
     wall: Duration,
+    /// CPU time the server process used during the level, in cores (CPU seconds / wall
+    /// seconds). On this shared machine it shows how much of the CPU the server actually got.
+    server_cores: Option<f64>,
 }
 
 impl Level {
@@ -306,6 +341,13 @@ impl Level {
 
     fn throughput(&self) -> f64 {
         self.ok() as f64 / self.wall.as_secs_f64()
+    }
+
+    /// Images per CPU-second the server used: less sensitive than images/s to other work
+    /// taking CPU from the server, though not immune (a starved thread pool also spins).
+    fn per_cpu_second(&self) -> f64 {
+        self.server_cores
+            .map_or(f64::NAN, |cores| self.throughput() / cores)
     }
 
     fn latencies(&self) -> Vec<f64> {
@@ -365,38 +407,125 @@ async fn run_level(
         planned: requests,
         samples,
         wall: started.elapsed(),
+        server_cores: None,
     }
 }
 
 struct Overhead {
-    latency_ms: f64,
+    runs: usize,
+    server_ms: f64,
+    raw_ms: f64,
+    raw_prepare_ms: f64,
+    raw_generate_ms: f64,
+    /// Median over rounds of (server latency − the raw run next to it in time).
+    paired_ms: f64,
+    /// The fastest of each: interference from other work only ever adds time.
+    server_min_ms: f64,
+    raw_min_ms: f64,
+    /// Median of (latency − x-inference-time-ms): what the server adds outside the model call
+    /// (HTTP, hashing, decoding and resizing, queueing, JSON).
+    outside_inference_ms: f64,
     queue_ms: Option<f64>,
     inference_ms: Option<f64>,
     failures: usize,
-    tokens: Option<usize>,
-    text: Option<String>,
+    /// `None` when the first server answer had the raw pipeline's text and token count.
+    mismatch: Option<String>,
 }
 
-/// Concurrency 1 on the raw pipeline's image: one warm-up request, then the median of `runs`.
-async fn overhead(client: &reqwest::Client, url: &str, image: &Bytes, runs: usize) -> Overhead {
-    let warm = send(client, url, image.clone()).await;
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        samples.push(send(client, url, image.clone()).await);
+/// Concurrency 1 on one image, for every server in `urls`: server requests and raw-pipeline runs
+/// alternate, in an order that rotates each round, so that all see the same machine (other work
+/// on a shared box comes and goes). One warm-up each, then the medians of `runs`. A pause after
+/// each lets the previous side's ONNX Runtime threads stop spinning.
+fn overhead(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    urls: &[String],
+    model: &mut Florence2,
+    image: &Bytes,
+    settings: &Settings,
+) -> Vec<Overhead> {
+    let pause = Duration::from_millis(100);
+    let raw_warm = raw_once(model, image, settings.max_new_tokens);
+    let server_warm: Vec<Sample> = urls
+        .iter()
+        .map(|url| {
+            std::thread::sleep(pause);
+            runtime.block_on(send(client, url, image.clone()))
+        })
+        .collect();
+    let mut raw = Vec::with_capacity(settings.overhead_runs);
+    let mut server: Vec<Vec<Sample>> = urls.iter().map(|_| Vec::new()).collect();
+    // Slot 0 is the raw pipeline, slot i + 1 the server urls[i].
+    let slots = urls.len() + 1;
+    for round in 0..settings.overhead_runs {
+        for step in 0..slots {
+            std::thread::sleep(pause);
+            match (round + step) % slots {
+                0 => raw.push(raw_once(model, image, settings.max_new_tokens)),
+                i => {
+                    server[i - 1].push(runtime.block_on(send(client, &urls[i - 1], image.clone())))
+                }
+            }
+        }
     }
-    let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok()).collect();
-    Overhead {
-        latency_ms: if ok.is_empty() {
-            f64::NAN
-        } else {
-            median(ok.iter().map(|s| ms(s.latency)).collect())
-        },
-        queue_ms: mean(ok.iter().filter_map(|s| s.queue_ms)),
-        inference_ms: mean(ok.iter().filter_map(|s| s.inference_ms)),
-        failures: samples.len() - ok.len() + usize::from(!warm.ok()),
-        tokens: warm.tokens,
-        text: warm.text,
-    }
+    let raw_ms = median(raw.iter().map(|r| r.total_ms).collect());
+    let raw_min_ms = raw.iter().map(|r| r.total_ms).fold(f64::INFINITY, f64::min);
+    let raw_prepare_ms = median(raw.iter().map(|r| r.prepare_ms).collect());
+    let raw_generate_ms = median(raw.iter().map(|r| r.generate_ms).collect());
+    server
+        .iter()
+        .zip(&server_warm)
+        .map(|(samples, warm)| {
+            let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok()).collect();
+            let mismatch = match (&warm.text, warm.tokens) {
+                (Some(text), Some(tokens))
+                    if *text == raw_warm.text && tokens == raw_warm.tokens =>
+                {
+                    None
+                }
+                (text, tokens) => Some(format!(
+                    "server {tokens:?} tokens {text:?}, raw {} tokens {:?}",
+                    raw_warm.tokens, raw_warm.text
+                )),
+            };
+            let or_nan = |values: Vec<f64>| {
+                if values.is_empty() {
+                    f64::NAN
+                } else {
+                    median(values)
+                }
+            };
+            let paired = samples
+                .iter()
+                .zip(&raw)
+                .filter(|(s, _)| s.ok())
+                .map(|(s, r)| ms(s.latency) - r.total_ms)
+                .collect();
+            let outside = ok
+                .iter()
+                .filter_map(|s| s.inference_ms.map(|i| ms(s.latency) - i))
+                .collect();
+            Overhead {
+                runs: settings.overhead_runs,
+                paired_ms: or_nan(paired),
+                server_min_ms: ok.iter().map(|s| ms(s.latency)).fold(f64::NAN, f64::min),
+                raw_min_ms,
+                outside_inference_ms: or_nan(outside),
+                server_ms: if ok.is_empty() {
+                    f64::NAN
+                } else {
+                    median(ok.iter().map(|s| ms(s.latency)).collect())
+                },
+                raw_ms,
+                raw_prepare_ms,
+                raw_generate_ms,
+                queue_ms: mean(ok.iter().filter_map(|s| s.queue_ms)),
+                inference_ms: mean(ok.iter().filter_map(|s| s.inference_ms)),
+                failures: samples.len() - ok.len() + usize::from(!warm.ok()),
+                mismatch,
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,9 +535,9 @@ fn print_table(batch_size: usize, levels: &[Level]) {
     println!();
     println!("--max-batch-size {batch_size}:");
     println!(
-        "| concurrency | requests | 201 | non-201 | wall s | images/s | p50 ms | p95 ms | mean x-queue-time-ms | mean x-inference-time-ms |"
+        "| concurrency | requests | 201 | non-201 | wall s | images/s | p50 ms | p95 ms | mean x-queue-time-ms | mean x-inference-time-ms | server CPU cores |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for level in levels {
         let latencies = level.latencies();
         let (p50, p95) = if latencies.is_empty() {
@@ -425,7 +554,7 @@ fn print_table(batch_size: usize, levels: &[Level]) {
             String::new()
         };
         println!(
-            "| {} | {}{capped} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {}{capped} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
             level.concurrency,
             level.samples.len(),
             level.ok(),
@@ -436,6 +565,7 @@ fn print_table(batch_size: usize, levels: &[Level]) {
             p95,
             queue,
             inference,
+            level.server_cores.unwrap_or(f64::NAN),
         );
     }
     let statuses: Vec<String> = levels
@@ -449,29 +579,35 @@ fn print_table(batch_size: usize, levels: &[Level]) {
     }
 }
 
-fn print_overhead(batch_size: usize, raw: &Raw, server: &Overhead) {
-    let overhead = server.latency_ms - raw.total_ms;
+fn print_overhead(batch_size: usize, o: &Overhead) {
+    let overhead = o.server_ms - o.raw_ms;
+    let min_overhead = o.server_min_ms - o.raw_min_ms;
     println!(
-        "overhead at concurrency 1 (--max-batch-size {batch_size}): server p50 {:.0} ms - raw {:.0} ms = {:+.0} ms ({:+.1} %); mean x-inference-time-ms {:.0} (raw generate {:.0} ms), mean x-queue-time-ms {:.1}{}{}",
-        server.latency_ms,
-        raw.total_ms,
+        "overhead at concurrency 1, --max-batch-size {batch_size} ({} alternating rounds): server median {:.0} ms - raw pipeline median {:.0} ms (prepare {:.1} + generate {:.0}) = {:+.0} ms ({:+.1} %); paired median {:+.0} ms ({:+.1} %); fastest {:.0} - {:.0} = {:+.0} ms ({:+.1} %); latency - x-inference-time-ms median {:.0} ms; mean x-inference-time-ms {:.0}, mean x-queue-time-ms {:.1}{}; {}",
+        o.runs,
+        o.server_ms,
+        o.raw_ms,
+        o.raw_prepare_ms,
+        o.raw_generate_ms,
         overhead,
-        100.0 * overhead / raw.total_ms,
-        server.inference_ms.unwrap_or(f64::NAN),
-        raw.generate_ms,
-        server.queue_ms.unwrap_or(f64::NAN),
-        if server.failures > 0 {
-            format!(", {} non-201", server.failures)
+        100.0 * overhead / o.raw_ms,
+        o.paired_ms,
+        100.0 * o.paired_ms / o.raw_ms,
+        o.server_min_ms,
+        o.raw_min_ms,
+        min_overhead,
+        100.0 * min_overhead / o.raw_min_ms,
+        o.outside_inference_ms,
+        o.inference_ms.unwrap_or(f64::NAN),
+        o.queue_ms.unwrap_or(f64::NAN),
+        if o.failures > 0 {
+            format!(", {} non-201", o.failures)
         } else {
             String::new()
         },
-        match (&server.text, server.tokens) {
-            (Some(text), Some(tokens)) if *text == raw.text && tokens == raw.tokens =>
-                ", same text and tokens as the raw pipeline".to_string(),
-            (text, tokens) => format!(
-                ", OUTPUT DIFFERS from the raw pipeline: server {tokens:?} tokens {text:?}, raw {} tokens {:?}",
-                raw.tokens, raw.text
-            ),
+        match &o.mismatch {
+            None => "same text and tokens as the raw pipeline".to_string(),
+            Some(m) => format!("OUTPUT DIFFERS from the raw pipeline: {m}"),
         }
     );
 }
@@ -487,17 +623,6 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let levels: Vec<usize> = std::env::var("BENCH_LOAD_CONCURRENCY")
-        .unwrap_or_else(|_| "1,4,16,64".into())
-        .split(',')
-        .map(|v| {
-            v.trim()
-                .parse()
-                .ok()
-                .filter(|&c: &usize| c > 0)
-                .unwrap_or_else(|| panic!("BENCH_LOAD_CONCURRENCY: `{v}` is not a count"))
-        })
-        .collect();
     let env_path = std::env::var_os("ORT_DYLIB_PATH")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
@@ -507,14 +632,10 @@ fn main() {
     let settings = Settings {
         model_dir,
         library,
-        requests: std::env::var("BENCH_LOAD_REQUESTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n: &usize| n > 0),
         max_new_tokens: env_or("BENCH_LOAD_MAX_NEW_TOKENS", 20),
         overhead_runs: env_or("BENCH_LOAD_OVERHEAD_RUNS", 5usize).max(1),
         level_time: Duration::from_secs(env_or("BENCH_LOAD_LEVEL_SECONDS", 600)),
-        levels,
+        levels: plan_levels(),
         root,
     };
     let image_count: usize = env_or("BENCH_LOAD_IMAGES", 32usize).max(1);
@@ -529,7 +650,7 @@ fn main() {
     let plan: Vec<String> = settings
         .levels
         .iter()
-        .map(|&c| format!("{c}×{}", settings.requests_at(c)))
+        .map(|&(c, n)| format!("{c}×{n}"))
         .collect();
     println!(
         "load benchmark: {}, {} distinct 768×768 PNGs, <CAPTION> greedy max_new_tokens {}, CPU; concurrency×requests {}; --max-batch-size {:?}",
@@ -539,126 +660,128 @@ fn main() {
         plan.join(", "),
         BATCH_SIZES,
     );
-    for &c in &settings.levels {
-        if settings.requests_at(c) < c {
-            println!(
-                "note: {} requests at concurrency {c}: only {} clients will be busy",
-                settings.requests_at(c),
-                settings.requests_at(c)
-            );
+    for &(c, n) in &settings.levels {
+        if n < c {
+            println!("note: {n} requests at concurrency {c}: only {n} clients will be busy");
         }
     }
 
-    // The raw pipeline first, alone on the machine (no server running yet).
-    let raw = raw_pipeline(&settings, &images[0]);
-    println!(
-        "raw pipeline (in-process, {}): {:.0} ms per image (prepare {:.1} ms + generate {:.0} ms), median of {}, {} tokens",
-        file_name(&files[0]),
-        raw.total_ms,
-        raw.prepare_ms,
-        raw.generate_ms,
-        settings.overhead_runs,
-        raw.tokens
-    );
+    // Loaded before any server runs; idle while the load levels run.
+    let mut model = load_raw_model(&settings);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let max_level = settings.levels.iter().copied().max().unwrap_or(1);
+    let max_level = settings.levels.iter().map(|&(c, _)| c).max().unwrap_or(1);
     let query = format!("?max_new_tokens={}&num_beams=1", settings.max_new_tokens);
-    let mut results: Vec<(usize, Vec<Level>)> = Vec::new();
-    let mut overheads: Vec<(usize, Overhead)> = Vec::new();
+    // Both servers run side by side (the idle one costs memory, not CPU), so that each level can
+    // be measured on both back to back: on a shared machine the load from other work drifts
+    // over minutes, and only measurements taken close together compare.
+    let mut servers = Vec::new();
     for batch_size in BATCH_SIZES {
         let started = Instant::now();
-        let mut server = Server::start(&settings, batch_size, (4 * max_level).max(256));
+        let server = Server::start(&settings, batch_size, (4 * max_level).max(256));
         println!(
-            "\nserver --max-batch-size {batch_size} ready in {:.1} s (load + warm-up)",
+            "server --max-batch-size {batch_size} ready in {:.1} s (load + warm-up)",
             started.elapsed().as_secs_f64()
         );
-        let url = format!("{}{query}", server.url);
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(max_level)
-            .timeout(settings.level_time + Duration::from_secs(600))
-            .build()
-            .expect("HTTP client");
-        let server_overhead =
-            runtime.block_on(overhead(&client, &url, &images[0], settings.overhead_runs));
-        print_overhead(batch_size, &raw, &server_overhead);
-        let mut levels = Vec::new();
-        for &concurrency in &settings.levels {
-            let level = runtime.block_on(run_level(
+        servers.push(server);
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{}{query}", s.url))
+        .collect();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(max_level)
+        .timeout(settings.level_time + Duration::from_secs(600))
+        .build()
+        .expect("HTTP client");
+
+    let overheads = overhead(&runtime, &client, &urls, &mut model, &images[0], &settings);
+    for (batch_size, o) in BATCH_SIZES.iter().zip(&overheads) {
+        print_overhead(*batch_size, o);
+    }
+    let mut results: Vec<Vec<Level>> = BATCH_SIZES.iter().map(|_| Vec::new()).collect();
+    for (index, &(concurrency, requests)) in settings.levels.iter().enumerate() {
+        // Alternate which configuration goes first, so that neither always follows the other.
+        let mut order: Vec<usize> = (0..BATCH_SIZES.len()).collect();
+        if index % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let pid = servers[i].child.id();
+            let cpu_before = cpu_seconds(pid);
+            let mut level = runtime.block_on(run_level(
                 &client,
-                &url,
+                &urls[i],
                 &images,
                 concurrency,
-                settings.requests_at(concurrency),
+                requests,
                 settings.level_time,
             ));
+            level.server_cores = cpu_before
+                .zip(cpu_seconds(pid))
+                .map(|(before, after)| (after - before) / level.wall.as_secs_f64());
             eprintln!(
-                "  --max-batch-size {batch_size}, concurrency {concurrency}: {} of {} answered 201 in {:.1} s",
+                "  --max-batch-size {}, concurrency {concurrency}: {} of {} answered 201 in {:.1} s, server CPU {:.2} cores",
+                BATCH_SIZES[i],
                 level.ok(),
                 level.samples.len(),
-                level.wall.as_secs_f64()
+                level.wall.as_secs_f64(),
+                level.server_cores.unwrap_or(f64::NAN)
             );
-            levels.push(level);
+            results[i].push(level);
         }
+    }
+    for (server, batch_size) in servers.iter_mut().zip(BATCH_SIZES) {
         if let Ok(Some(status)) = server.child.try_wait() {
             println!(
-                "the server exited during the run ({status}):\n{}",
+                "the --max-batch-size {batch_size} server exited during the run ({status}):\n{}",
                 server.log_tail()
             );
         }
-        drop(server);
-        print_table(batch_size, &levels);
-        results.push((batch_size, levels));
-        overheads.push((batch_size, server_overhead));
     }
+    drop(servers);
 
     println!();
     println!(
-        "## summary: {}, max_new_tokens {}",
+        "## results: {}, max_new_tokens {}",
         settings.model_dir.display(),
         settings.max_new_tokens
     );
-    for (batch_size, levels) in &results {
+    for (batch_size, levels) in BATCH_SIZES.iter().zip(&results) {
         print_table(*batch_size, levels);
     }
     println!();
     println!(
-        "| concurrency | images/s batch 16 | images/s batch 1 | throughput ratio 16 / 1 | p50 ms batch 16 | p50 ms batch 1 |"
+        "| concurrency | images/s batch 16 | images/s batch 1 | throughput ratio 16 / 1 | per server CPU-second ratio 16 / 1 | p50 ms batch 16 | p50 ms batch 1 |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
-    let (batched, unbatched) = (&results[0].1, &results[1].1);
-    for (a, b) in batched.iter().zip(unbatched) {
-        let p50 = |l: &Level| {
-            let latencies = l.latencies();
-            if latencies.is_empty() {
-                f64::NAN
-            } else {
-                percentile(&latencies, 50.0)
-            }
-        };
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let p50 = |l: &Level| {
+        let latencies = l.latencies();
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            percentile(&latencies, 50.0)
+        }
+    };
+    for (a, b) in results[0].iter().zip(&results[1]) {
         println!(
-            "| {} | {:.3} | {:.3} | **{:.2}×** | {:.0} | {:.0} |",
+            "| {} | {:.3} | {:.3} | **{:.2}×** | {:.2}× | {:.0} | {:.0} |",
             a.concurrency,
             a.throughput(),
             b.throughput(),
             a.throughput() / b.throughput(),
+            a.per_cpu_second() / b.per_cpu_second(),
             p50(a),
             p50(b),
         );
     }
     println!();
-    for (batch_size, server) in &overheads {
-        print_overhead(*batch_size, &raw, server);
+    for (batch_size, o) in BATCH_SIZES.iter().zip(&overheads) {
+        print_overhead(*batch_size, o);
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
