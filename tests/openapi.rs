@@ -428,10 +428,7 @@ async fn slow_image_host(delay: Duration) -> String {
             png.clone()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{address}")
+    common::server::serve_on_loopback(app).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
