@@ -14,7 +14,11 @@ pub struct Server {
 impl Server {
     /// Starts the server on the tiny model with `extra` flags and waits until it listens.
     pub fn start(extra: &[&str]) -> Server {
-        let model = super::tiny_model_dir();
+        Self::start_with_model(&super::tiny_model_dir(), extra)
+    }
+
+    /// As `start`, on the model in `model`.
+    pub fn start_with_model(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_altimage"))
             .args([
                 "serve",
