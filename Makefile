@@ -57,6 +57,7 @@ describe: ort build
 
 test: ort venv
 	@scripts/install-test-browser.sh
+	@scripts/install-deploy-tools.sh >/dev/null
 	@$(MAKE) --no-print-directory conformance-reference
 	ALTIMAGE_REQUIRE_BROWSER=1 $(CARGO) test
 
