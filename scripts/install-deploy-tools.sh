@@ -41,8 +41,8 @@ fi
 # service user); the package index is refreshed only when the download fails.
 if [ ! -x "$tools/promtool" ]; then
   work=$(mktemp -d)
-  # apt downloads as the _apt user, which must be able to write here.
-  chmod 0755 "$work"
+  # apt downloads as the _apt user when it can write here (else it warns and downloads as root).
+  chown _apt "$work" 2>/dev/null || true
   if ! (cd "$work" && apt-get download -qq prometheus >&2); then
     if [ "$(id -u)" != 0 ]; then
       echo "cannot download Debian's prometheus package and this is not root to run apt-get update" >&2
