@@ -492,6 +492,8 @@ def referenced_exprs(gpu_objects):
     for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
         for title, expr in dashboard_exprs(json.loads(path.read_text())):
             yield f"{path.name} panel {title}", expr
+    # The operator's guide names metrics too; a renamed metric must not leave it behind.
+    yield "deploy/README.md", (DEPLOY / "README.md").read_text()
     for hpa in by_kind(gpu_objects, "HorizontalPodAutoscaler"):
         for metric in hpa["spec"].get("metrics", []):
             if metric.get("type") == "Pods":
