@@ -45,6 +45,112 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Run the HTTP API with dynamic batching.
     Serve(ServeArgs),
+    /// Apply the database migrations and exit (serve also applies them at start-up).
+    Migrate(StoreArgs),
+    /// Manage accounts in the database directly (the admin API does the same over HTTP).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys in the database directly.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Where the database is. Shared by `serve`, `migrate`, `accounts` and `keys`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Folder for the SQLite database and the bootstrap key file; created (owner-only) when
+    /// missing. Back it up: it holds accounts, descriptions and usage.
+    #[arg(long, env = "ALTIMAGE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://user:pass@host/db` to share one database between replicas; unset, a SQLite
+    /// file in --data-dir (one replica only).
+    #[arg(long, env = "ALTIMAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Database connections per process. PostgreSQL's max_connections must cover every
+    /// replica's pool.
+    #[arg(long, env = "ALTIMAGE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account and print it (JSON).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// The Stripe customer billed for the account's usage.
+        #[arg(long)]
+        stripe_customer_id: Option<String>,
+        /// Requests per minute for this account (default: the server's --rate-limit-per-minute).
+        #[arg(long)]
+        rate_limit_per_minute: Option<i64>,
+    },
+    /// List accounts (JSON Lines), newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one account with its keys (JSON).
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+    },
+    /// Restrict an account's processing (new descriptions refused), or lift it with --lift.
+    Restrict {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        #[arg(long)]
+        lift: bool,
+    },
+    /// Delete an account: keys revoked at once, data purged after the grace period.
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        /// Days before the purge (at most 30).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=30))]
+        grace_days: u64,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret once (it is stored only as a hash).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The account the key belongs to.
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Comma-separated: describe, read, manage.
+        #[arg(long, value_delimiter = ',', default_value = "describe,read,manage")]
+        scopes: Vec<String>,
+    },
+    /// List an account's keys (JSON Lines; never the secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key; the next request with it is refused.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        account: String,
+        key_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -55,6 +161,34 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Token for the /v1/admin/ routes (`Authorization: Bearer TOKEN`). Unset: the admin routes
+    /// do not exist; use `altimage accounts` and `altimage keys` instead.
+    #[arg(long, env = "ALTIMAGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Do not create a first account and key on an empty database. On: a newcomer's first
+    /// start writes a ready key to <data-dir>/bootstrap-api-key (owner-only).
+    #[arg(long, env = "ALTIMAGE_NO_BOOTSTRAP")]
+    pub no_bootstrap: bool,
+
+    /// Requests per minute per account (burst of the same size), unless the account has its own
+    /// limit; 0 = no limit. Counted per replica.
+    #[arg(long, env = "ALTIMAGE_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u64,
+
+    /// Days between an account's deletion request and the purge of its data (at most 30, the
+    /// privacy policy's promise). Keys are revoked at once either way.
+    #[arg(long, env = "ALTIMAGE_DELETION_GRACE_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub deletion_grace_days: u64,
+
+    /// How often the retention job runs (purges due accounts, old usage rows, expired
+    /// idempotency records). Safe on every replica.
+    #[arg(long, env = "ALTIMAGE_PURGE_INTERVAL_SECS", default_value_t = 3600)]
+    pub purge_interval_secs: u64,
 
     /// Model instances, each on its own thread with its own sessions (e.g. 2 on one GPU to
     /// overlap transfers with compute). Each holds a full copy of the weights.
@@ -208,6 +342,15 @@ pub struct ModelArgs {
     /// Cap of the CUDA memory arena in MiB (0 = no cap). Lets two instances share one GPU.
     #[arg(long, env = "ALTIMAGE_CUDA_MEMORY_LIMIT_MB", default_value_t = 0)]
     pub cuda_memory_limit_mb: usize,
+}
+
+impl StoreArgs {
+    pub fn options(&self) -> crate::store::StoreOptions {
+        let mut options =
+            crate::store::StoreOptions::resolve(self.database_url.as_deref(), &self.data_dir);
+        options.max_connections = self.database_max_connections.max(1);
+        options
+    }
 }
 
 impl ModelArgs {

@@ -1,4 +1,4 @@
-//! altimage command line: `describe` (and, as they land, `serve`, `accounts`, `keys`, `migrate`).
+//! altimage command line: `serve`, `describe`, `migrate`, `accounts`, `keys`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Describe(args) => altimage::describe::run(args),
         Command::Serve(args) => serve(args.clone()),
+        Command::Migrate(args) => altimage::manage::migrate(args).map(|()| ExitCode::SUCCESS),
+        Command::Accounts(command) => {
+            altimage::manage::accounts(command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Keys(command) => altimage::manage::keys(command).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

@@ -7,7 +7,7 @@ use prometheus::{
 };
 
 /// Why a request was turned away or abandoned; the `reason` label of `rejected_total`.
-pub const REJECT_REASONS: [&str; 7] = [
+pub const REJECT_REASONS: [&str; 8] = [
     "too_large",
     "bad_image",
     "bad_request",
@@ -15,6 +15,7 @@ pub const REJECT_REASONS: [&str; 7] = [
     "expired",
     "cancelled",
     "unauthorized",
+    "rate_limited",
 ];
 
 /// Inference stages timed per batch; the `stage` label of `batch_stage_seconds`.

@@ -1,4 +1,5 @@
-//! `altimage serve`: start-up order (model, warm-up, engine, listener), then graceful shutdown.
+//! `altimage serve`: start-up order (listener, database, model, warm-up, engine), then graceful
+//! shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,11 @@ use serde_json::json;
 use crate::config::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::image_url::{FetchPolicy, ImageFetcher};
-use crate::http::{AppState, HttpLimits, ROUTES, router};
+use crate::http::ratelimit::RateLimiter;
+use crate::http::{Access, AppState, HttpLimits, ROUTES, router};
 use crate::metrics::Metrics;
 use crate::model::preprocess::ImageLimits;
+use crate::store::retention::{RetentionPolicy, purge_loop};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let load = args.model.load_options()?;
@@ -59,7 +62,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         (task, std_listener)
     };
-    tracing::info!(address = %starting.1.local_addr()?, "listening; loading the model");
+    let address = starting.1.local_addr()?;
+    // The database first: a wrong URL should fail in a second, not after the model loaded.
+    let store = crate::manage::open_store(&args.store).await?;
+    if !args.no_bootstrap {
+        crate::manage::bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
+    }
+    tracing::info!(%address, database = store.backend().name(), "listening; loading the model");
     // Loading and warm-up block for seconds to minutes: keep them off the async workers.
     let engine = {
         let (config, load, metrics) = (config.clone(), load.clone(), metrics.clone());
@@ -89,6 +98,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "device": args.model.device.to_string(),
         "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
         "workers": args.workers,
+        "database": store.backend().name(),
+        "admin_api": args.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
         "limits": {
             "max_batch_size": config.max_batch_size,
             "max_batch_tokens": config.max_batch_tokens,
@@ -101,10 +112,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "max_images_per_request": args.max_images_per_request,
             "max_new_tokens": engine.max_new_tokens_limit(),
             "max_num_beams": config.max_num_beams,
+            "rate_limit_per_minute": args.rate_limit_per_minute,
         },
     });
+    let access = Access {
+        rate_limiter: RateLimiter::new(),
+        rate_limit_per_minute: args.rate_limit_per_minute,
+        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        idempotency_window_ms: 24 * 60 * 60 * 1000,
+        deletion_grace: Duration::from_secs(args.deletion_grace_days.min(30) * 86_400),
+    };
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let purge = tokio::spawn(purge_loop(
+        store.clone(),
+        // Billing is not wired in yet: nothing is ever reported, so the 2-year rule applies to
+        // every ledger row.
+        RetentionPolicy::standard(false),
+        Duration::from_secs(args.purge_interval_secs.max(1)),
+        jobs_stopped,
+    ));
     let state = AppState {
         engine: engine.clone(),
+        store: store.clone(),
+        access: Arc::new(access),
         fetcher: Arc::new(fetcher),
         limits: HttpLimits {
             max_body_bytes: args.max_body_bytes,
@@ -148,6 +178,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         result = server => result.context("HTTP server failed")?,
         _ = hard_stop => tracing::warn!("connections still open after the drain; exiting"),
     }
+    let _ = stop_jobs.send(true);
+    let _ = purge.await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -446,7 +446,7 @@ async fn real_answers_are_documented() {
         "--shutdown-timeout-secs",
         "30",
     ]);
-    let http = client();
+    let http = server.client();
     let served = http.get(server.url("/openapi.json")).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
     assert!(

@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use common::fixture;
-use common::server::http_client as client;
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let status = response.status();
@@ -49,7 +48,7 @@ async fn image_host() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_input_form_gives_a_description() {
     let server = Server::start(&["--allow-private-image-urls"]);
-    let http = client();
+    let http = server.client();
     let host = image_host().await;
 
     let raw = http
@@ -172,7 +171,7 @@ async fn hostile_inputs_get_their_4xx_and_the_server_stays_up() {
         "--max-image-pixels",
         "1000000",
     ]);
-    let http = client();
+    let http = server.client();
     let raw = |body: Vec<u8>, content_type: &str| {
         http.post(server.url("/v1/descriptions"))
             .header("content-type", content_type)
@@ -344,7 +343,7 @@ async fn a_burst_of_500_gets_only_201_and_429_and_the_server_still_answers() {
         "--retry-after-secs",
         "3",
     ]);
-    let http = client();
+    let http = server.client();
     let image = fixture(0);
     let requests = (0..500).map(|_| {
         let request = http
@@ -400,7 +399,8 @@ async fn a_burst_of_500_gets_only_201_and_429_and_the_server_still_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_exist_before_traffic() {
     let server = Server::start(&[]);
-    let text = client()
+    let text = server
+        .client()
         .get(server.url("/metrics"))
         .send()
         .await
@@ -452,7 +452,7 @@ async fn counter(http: &reqwest::Client, server: &Server, series: &str) -> f64 {
 async fn a_client_that_leaves_costs_no_compute() {
     // The batch delay holds the image in the queue long enough for its client to give up.
     let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-batch-size", "8"]);
-    let http = client();
+    let http = server.client();
     let impatient = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(300))
@@ -460,6 +460,7 @@ async fn a_client_that_leaves_costs_no_compute() {
         .unwrap();
     let result = impatient
         .post(server.url("/v1/descriptions"))
+        .bearer_auth(server.key.as_deref().unwrap())
         .header("content-type", "image/png")
         .body(fixture(0))
         .send()
@@ -490,7 +491,8 @@ async fn a_client_that_leaves_costs_no_compute() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_entries_get_503_with_retry_after() {
     let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-queue-time-ms", "200"]);
-    let response = client()
+    let response = server
+        .client()
         .post(server.url("/v1/descriptions"))
         .header("content-type", "image/png")
         .body(fixture(0))
@@ -511,7 +513,7 @@ async fn sigterm_drains_in_flight_work_then_exits_zero() {
         "--shutdown-timeout-secs",
         "20",
     ]);
-    let http = client();
+    let http = server.client();
     let in_flight = {
         let request = http
             .post(server.url("/v1/descriptions"))
@@ -558,7 +560,7 @@ async fn while_the_model_loads_live_is_200_and_ready_and_work_are_503() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let http = client();
+    let http = common::server::http_client();
     assert_eq!(
         http.get(format!("{base}/health/live"))
             .send()

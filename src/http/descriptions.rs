@@ -1,77 +1,33 @@
 //! `POST /v1/descriptions` and `POST /v1/descriptions/batch`: admission, image fetch, the engine,
-//! and the answer with its timing headers.
+//! the description and its usage row stored in one transaction, `Idempotency-Key` replays, and
+//! the answer with its timing headers.
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input::{ImageRequest, ImageSource, ResponseOptions, read_images, truncate_at_word};
 use super::openapi::{
     DescriptionForm, DescriptionJson, DescriptionList, DescriptionsBatchForm,
     DescriptionsBatchJson, RawImage, RawImageQuery,
 };
-use crate::engine::{Described, Permits};
-use crate::model::Detail;
-use crate::model::generate::FinishReason;
-
-/// The description resource as returned to clients.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DescriptionBody {
-    /// Always `description`.
-    #[schema(value_type = String, example = "description")]
-    pub object: &'static str,
-    /// Unique id of this answer.
-    #[schema(example = "desc_3f1c2a9e8b7d4c6a9e0f1a2b3c4d5e6f")]
-    pub id: String,
-    /// The description, cut at a word boundary when `max_chars` was given.
-    #[schema(example = "A red leather shoe on a white background.")]
-    pub text: String,
-    /// The detail level used.
-    #[schema(value_type = crate::model::Detail)]
-    pub detail: &'static str,
-    /// The model directory's name.
-    #[schema(example = "florence-2-base")]
-    pub model: String,
-    /// The caller's `asset_id`, echoed back; absent when none was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asset_id: Option<String>,
-    /// The caller's `metadata` object, echoed back; absent when none was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<super::openapi::Metadata>)]
-    pub metadata: Option<Value>,
-    pub image: ImageBody,
-    /// Tokens the model generated for `text` (before any `max_chars` cut).
-    pub generated_tokens: usize,
-    pub finish_reason: FinishReason,
-    /// Whether `max_chars` shortened the text.
-    pub truncated: bool,
-}
-
-/// Facts about the image as read from its bytes; the bytes themselves are never kept.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ImageBody {
-    pub width: u32,
-    pub height: u32,
-    /// The container format sniffed from the bytes (not the declared content type).
-    #[schema(value_type = crate::model::preprocess::ImageKind)]
-    pub format: &'static str,
-    pub byte_size: usize,
-    /// SHA-256 of the image bytes, hex.
-    #[schema(example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
-    pub sha256: String,
-}
+use crate::engine::{DescribeOptions, Described, Permits};
+use crate::store::descriptions::{Description, ImageFacts, Provenance};
+use crate::store::idempotency::{Claim, Completion};
+use crate::store::keys::Scope;
+use crate::store::now_ms;
 
 struct Timed {
-    body: DescriptionBody,
+    body: Description,
     queue_ms: u128,
     inference_ms: u128,
 }
@@ -93,8 +49,14 @@ pub fn create_returns(error: &ApiError) -> bool {
         | ApiError::Overloaded { .. }
         // Draining at admission, queue timeout.
         | ApiError::Unavailable { .. }
-        // Inference failed.
-        | ApiError::Internal(_) => true,
+        // Inference failed, or the database failed (503 when it did not answer in time).
+        | ApiError::Internal(_)
+        // No key or a bad one; the `describe` scope missing or processing restricted.
+        | ApiError::Unauthorized { .. }
+        | ApiError::Forbidden { .. }
+        // An Idempotency-Key reused with another request, or still running.
+        | ApiError::Conflict { .. }
+        | ApiError::RateLimited { .. } => true,
         ApiError::NotFound(_) => false,
     }
 }
@@ -125,7 +87,7 @@ pub fn create_returns(error: &ApiError) -> bool {
         ),
     ),
     responses(
-        (status = 201, description = "The description.", body = DescriptionBody, headers(
+        (status = 201, description = "The description.", body = Description, headers(
             ("x-request-id" = String, description = "The caller's `x-request-id` when it is sane (1-128 of `A-Za-z0-9-_.:`), else a new one."),
             ("x-queue-time-ms" = u64, description = "Milliseconds the image waited for a batch."),
             ("x-inference-time-ms" = u64, description = "Milliseconds of model time for the image's batch."),
@@ -145,9 +107,26 @@ pub fn create_returns(error: &ApiError) -> bool {
         )),
     ),
 )]
-pub async fn create(State(state): State<AppState>, request: Request) -> Response {
+pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
+    if let Err(error) = caller
+        .require(Scope::Describe)
+        .and_then(|()| caller.require_unrestricted())
+    {
+        return state.reject(error);
+    }
+    let request_id = request_id(request.headers());
+    let idempotency_key = match idempotency_key(request.headers()) {
+        Ok(key) => key,
+        Err(error) => return state.reject(error),
+    };
     let images = match read_images(request, false).await {
         Ok(images) => images,
+        Err(error) => return state.reject(error),
+    };
+    let guard = match Idempotency::claim(&state, &caller, idempotency_key, "create", &images).await
+    {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(replay)) => return replay,
         Err(error) => return state.reject(error),
     };
     let image = images
@@ -156,16 +135,34 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
         .expect("read_images returns at least one; this is a bug");
     let permits = match state.engine.try_admit(1) {
         Ok(permits) => permits,
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => return guard.fail(ApiError::from(error)).await,
     };
-    match describe_one(&state, permits, image).await {
-        Ok(timed) => {
-            let mut response = (StatusCode::CREATED, Json(timed.body)).into_response();
-            timing_headers(response.headers_mut(), timed.queue_ms, timed.inference_ms);
-            response
-        }
-        Err(error) => state.reject(error),
+    let timed = match describe_one(&state, permits, image).await {
+        Ok(timed) => timed,
+        Err(error) => return guard.fail(state.reject(error)).await,
+    };
+    let body = serde_json::to_string(&timed.body).expect("serialisable; this is a bug");
+    let saved = state
+        .store
+        .save_created(
+            caller.account_id(),
+            &request_id,
+            std::slice::from_ref(&timed.body),
+            guard.completion(caller.account_id(), StatusCode::CREATED, &body),
+        )
+        .await;
+    if let Err(error) = saved {
+        // Not stored, so not billed: the caller gets an error and may retry.
+        return guard.fail(ApiError::from(error)).await;
     }
+    let mut response = (
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    timing_headers(response.headers_mut(), timed.queue_ms, timed.inference_ms);
+    response
 }
 
 /// Whether `create_batch` answers the whole request with `error` (per-image errors are inside
@@ -179,11 +176,15 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
         | ApiError::TooLarge { .. }
         // Admission: at capacity, draining.
         | ApiError::Overloaded { .. }
-        | ApiError::Unavailable { .. } => true,
+        | ApiError::Unavailable { .. }
+        // Storing the results failed.
+        | ApiError::Internal(_)
+        | ApiError::Unauthorized { .. }
+        | ApiError::Forbidden { .. }
+        | ApiError::Conflict { .. }
+        | ApiError::RateLimited { .. } => true,
         // Per image, inside the 200 list.
-        ApiError::BadImage { .. } | ApiError::ImageUrlFailed { .. } | ApiError::Internal(_) => {
-            false
-        }
+        ApiError::BadImage { .. } | ApiError::ImageUrlFailed { .. } => false,
         ApiError::NotFound(_) => false,
     }
 }
@@ -230,7 +231,22 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
         )),
     ),
 )]
-pub async fn create_batch(State(state): State<AppState>, request: Request) -> Response {
+pub async fn create_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Response {
+    if let Err(error) = caller
+        .require(Scope::Describe)
+        .and_then(|()| caller.require_unrestricted())
+    {
+        return state.reject(error);
+    }
+    let request_id = request_id(request.headers());
+    let idempotency_key = match idempotency_key(request.headers()) {
+        Ok(key) => key,
+        Err(error) => return state.reject(error),
+    };
     let images = match read_images(request, true).await {
         Ok(images) => images,
         Err(error) => return state.reject(error),
@@ -245,10 +261,15 @@ pub async fn create_batch(State(state): State<AppState>, request: Request) -> Re
             ),
         ));
     }
+    let guard = match Idempotency::claim(&state, &caller, idempotency_key, "batch", &images).await {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(replay)) => return replay,
+        Err(error) => return state.reject(error),
+    };
     // All permits at once: a batch request is admitted whole or refused whole, like single ones.
     let mut permits = match state.engine.try_admit(images.len()) {
         Ok(permits) => permits,
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => return guard.fail(ApiError::from(error)).await,
     };
     let tasks = images.into_iter().map(|image| {
         let permit = permits
@@ -258,13 +279,16 @@ pub async fn create_batch(State(state): State<AppState>, request: Request) -> Re
     });
     let results = join_all(tasks).await;
     let (mut queue_ms, mut inference_ms) = (0, 0);
+    let mut described = Vec::new();
     let data: Vec<Value> = results
         .into_iter()
         .map(|result| match result {
             Ok(timed) => {
                 queue_ms = queue_ms.max(timed.queue_ms);
                 inference_ms = inference_ms.max(timed.inference_ms);
-                serde_json::to_value(timed.body).expect("serialisable; this is a bug")
+                let value = serde_json::to_value(&timed.body).expect("serialisable; this is a bug");
+                described.push(timed.body);
+                value
             }
             Err(error) => {
                 state.count_rejection(&error);
@@ -272,13 +296,180 @@ pub async fn create_batch(State(state): State<AppState>, request: Request) -> Re
             }
         })
         .collect();
+    let body = json!({"object": "list", "data": data}).to_string();
+    // When no image succeeded there is nothing to replay: a retry should run again.
+    let completion = if described.is_empty() {
+        None
+    } else {
+        guard.completion(caller.account_id(), StatusCode::OK, &body)
+    };
+    let stored = completion.is_some();
+    if let Err(error) = state
+        .store
+        .save_created(caller.account_id(), &request_id, &described, completion)
+        .await
+    {
+        return guard.fail(ApiError::from(error)).await;
+    }
+    if !stored {
+        guard.release().await;
+    }
     let mut response = (
         StatusCode::OK,
-        Json(serde_json::json!({"object": "list", "data": data})),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
     )
         .into_response();
     timing_headers(response.headers_mut(), queue_ms, inference_ms);
     response
+}
+
+/// The request id the `observe` middleware put on the request.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The `Idempotency-Key` header, when sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// A hash of what the request asks for (image bytes or URLs, and options), not of its wire form,
+/// so that a retry with another multipart boundary or JSON spacing is still the same request.
+fn fingerprint(route: &str, images: &[ImageRequest]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    for image in images {
+        match &image.source {
+            ImageSource::Bytes(bytes) => {
+                hasher.update(b"\0bytes\0");
+                hasher.update(Sha256::digest(bytes));
+            }
+            ImageSource::Url(url) => {
+                hasher.update(b"\0url\0");
+                hasher.update(url.as_bytes());
+            }
+        }
+        let options = json!({
+            "detail": image.describe.detail.as_str(),
+            "max_new_tokens": image.describe.max_new_tokens,
+            "num_beams": image.describe.num_beams,
+            "max_chars": image.response.max_chars,
+            "asset_id": image.response.asset_id,
+            "metadata": image.response.metadata,
+        });
+        hasher.update(options.to_string().as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// A claimed `Idempotency-Key` (or none): completed by the transaction that stores the work, or
+/// released when the request fails so that a retry runs again.
+struct Idempotency<'a> {
+    state: &'a AppState,
+    account_id: &'a str,
+    key: Option<String>,
+}
+
+impl<'a> Idempotency<'a> {
+    /// `Ok(Ok(guard))` to go ahead, `Ok(Err(answer))` to answer at once (a replay).
+    async fn claim(
+        state: &'a AppState,
+        caller: &'a Caller,
+        key: Option<String>,
+        route: &str,
+        images: &[ImageRequest],
+    ) -> Result<Result<Idempotency<'a>, Response>, ApiError> {
+        let guard = Idempotency {
+            state,
+            account_id: caller.account_id(),
+            key,
+        };
+        let Some(key) = guard.key.as_deref() else {
+            return Ok(Ok(guard));
+        };
+        let claim = state
+            .store
+            .claim_idempotency_key(
+                caller.account_id(),
+                key,
+                route,
+                &fingerprint(route, images),
+                state.access.idempotency_window_ms,
+            )
+            .await?;
+        match claim {
+            Claim::Fresh => Ok(Ok(guard)),
+            Claim::Replay { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let mut response = (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(Err(response))
+            }
+            Claim::Mismatch => Err(ApiError::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used with a different request in the last 24 hours; use a new key".into(),
+            }),
+            Claim::InProgress => Err(ApiError::Conflict {
+                code: "idempotency_key_in_use",
+                message: "a request with this Idempotency-Key is still running; retry after it finishes".into(),
+            }),
+        }
+    }
+
+    fn completion<'b>(
+        &'b self,
+        account_id: &'b str,
+        status: StatusCode,
+        body: &'b str,
+    ) -> Option<Completion<'b>> {
+        self.key.as_deref().map(|key| Completion {
+            account_id,
+            key,
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    async fn release(&self) {
+        if let Some(key) = &self.key
+            && let Err(error) = self
+                .state
+                .store
+                .release_idempotency_key(self.account_id, key)
+                .await
+        {
+            // The claim then lapses by itself after ten minutes.
+            tracing::warn!(%error, "could not release an idempotency key");
+        }
+    }
+
+    /// Releases the key and answers with `error`.
+    async fn fail(self, error: impl IntoResponse) -> Response {
+        self.release().await;
+        error.into_response()
+    }
 }
 
 async fn describe_one(
@@ -308,7 +499,7 @@ async fn describe_one(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "described"
     );
-    Ok(body_of(state, described, describe.detail, response))
+    Ok(body_of(state, described, describe, response))
 }
 
 async fn fetch(state: &AppState, source: ImageSource) -> Result<Bytes, ApiError> {
@@ -321,7 +512,7 @@ async fn fetch(state: &AppState, source: ImageSource) -> Result<Bytes, ApiError>
 fn body_of(
     state: &AppState,
     described: Described,
-    detail: Detail,
+    describe: DescribeOptions,
     options: ResponseOptions,
 ) -> Timed {
     let Described {
@@ -339,25 +530,41 @@ fn body_of(
         }
         None => (generated.text.clone(), false),
     };
+    let mut asked = serde_json::Map::new();
+    if let Some(max) = options.max_chars {
+        asked.insert("max_chars".into(), max.into());
+    }
+    if let Some(max) = describe.max_new_tokens {
+        asked.insert("max_new_tokens".into(), max.into());
+    }
+    if let Some(beams) = describe.num_beams {
+        asked.insert("num_beams".into(), beams.into());
+    }
+    let now = now_ms();
     Timed {
-        body: DescriptionBody {
+        body: Description {
             object: "description",
-            id: format!("desc_{}", uuid::Uuid::new_v4().simple()),
+            id: crate::store::new_id("desc"),
             text,
-            detail: detail.as_str(),
+            provenance: Provenance::Ai,
+            version: 1,
+            detail: describe.detail.as_str().to_string(),
             model: state.model_name.clone(),
             asset_id: options.asset_id,
             metadata: options.metadata,
-            image: ImageBody {
+            image: ImageFacts {
                 width: facts.width,
                 height: facts.height,
-                format: facts.format.as_str(),
-                byte_size: facts.byte_size,
+                format: facts.format.as_str().to_string(),
+                byte_size: facts.byte_size as u64,
                 sha256: facts.sha256,
             },
-            generated_tokens: generated.generated_tokens(),
-            finish_reason: generated.finish_reason,
+            options: Value::Object(asked),
+            generated_tokens: generated.generated_tokens() as u64,
+            finish_reason: generated.finish_reason.as_str().to_string(),
             truncated,
+            created_at: now,
+            updated_at: now,
         },
         queue_ms: queue_time.as_millis(),
         inference_ms: inference_time.as_millis(),

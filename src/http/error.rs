@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::image_url::ImageUrlError;
 use crate::engine::EngineError;
 use crate::model::preprocess::PreprocessError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,6 +42,21 @@ pub enum ApiError {
         message: String,
         retry_after: Duration,
     },
+    /// No API key, or one that is unknown, revoked or whose account is deleted.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// The key lacks the scope, or the account's processing is restricted.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// An `Idempotency-Key` reused with another request, or still in use.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The account's requests per minute are used up.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -61,6 +77,10 @@ pub fn status_of(error: &ApiError) -> (StatusCode, &'static str) {
         }
         ApiError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
         ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
+        ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "authentication_error"),
+        ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_error"),
+        ApiError::Conflict { .. } => (StatusCode::CONFLICT, "idempotency_error"),
+        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
         ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
     }
@@ -87,7 +107,11 @@ impl ApiError {
             | ApiError::TooLarge { code, .. }
             | ApiError::BadImage { code, .. }
             | ApiError::ImageUrlFailed { code, .. }
-            | ApiError::Unavailable { code, .. } => code,
+            | ApiError::Unavailable { code, .. }
+            | ApiError::Unauthorized { code, .. }
+            | ApiError::Forbidden { code, .. }
+            | ApiError::Conflict { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotFound(_) => "not_found",
@@ -98,7 +122,8 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Overloaded { retry_after, .. }
-            | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
+            | ApiError::Unavailable { retry_after, .. }
+            | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -143,7 +168,14 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let retry_after = self.retry_after();
+        let unauthorized = status == StatusCode::UNAUTHORIZED;
         let mut response = (status, Json(self.body())).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"altimage\""),
+            );
+        }
         if let Some(after) = retry_after {
             let seconds = after.as_secs().max(1).to_string();
             response.headers_mut().insert(
@@ -182,6 +214,25 @@ impl From<EngineError> for ApiError {
             EngineError::Inference(message) => {
                 ApiError::Internal(format!("inference failed: {message}"))
             }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
+            StoreError::Invalid(message) => ApiError::bad_request("invalid_request", message),
+            StoreError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                message,
+            },
+            StoreError::Unavailable(message) => ApiError::Unavailable {
+                code: "database_unavailable",
+                message: format!("the database did not answer in time: {message}"),
+                retry_after: Duration::from_secs(2),
+            },
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -276,6 +327,38 @@ mod tests {
                 503,
                 "draining",
             ),
+            (
+                ApiError::Unauthorized {
+                    code: "invalid_api_key",
+                    message: "x".into(),
+                },
+                401,
+                "invalid_api_key",
+            ),
+            (
+                ApiError::Forbidden {
+                    code: "missing_scope",
+                    message: "x".into(),
+                },
+                403,
+                "missing_scope",
+            ),
+            (
+                ApiError::Conflict {
+                    code: "idempotency_key_reused",
+                    message: "x".into(),
+                },
+                409,
+                "idempotency_key_reused",
+            ),
+            (
+                ApiError::RateLimited {
+                    message: "x".into(),
+                    retry_after: after,
+                },
+                429,
+                "rate_limited",
+            ),
             (ApiError::NotFound("x".into()), 404, "not_found"),
             (ApiError::Internal("x".into()), 500, "internal_error"),
         ];
@@ -287,6 +370,10 @@ mod tests {
             assert_eq!(
                 response.headers().contains_key(header::RETRY_AFTER),
                 status == 429 || status == 503
+            );
+            assert_eq!(
+                response.headers().contains_key(header::WWW_AUTHENTICATE),
+                status == 401
             );
         }
     }

@@ -1,11 +1,16 @@
 //! The HTTP API: the axum router, shared state, request ids, request metrics, and the
 //! operations routes (health, info, metrics).
 
+pub mod account;
+pub mod admin;
+pub mod auth;
 pub mod descriptions;
 pub mod error;
 pub mod image_url;
 pub mod input;
+pub mod library;
 pub mod openapi;
+pub mod ratelimit;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,12 +20,27 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
+use crate::store::Store;
 use error::ApiError;
 use image_url::ImageFetcher;
+use ratelimit::RateLimiter;
+
+/// Who may do what, and how often.
+pub struct Access {
+    pub rate_limiter: RateLimiter,
+    /// Requests per minute per account unless the account overrides it (0 = no limit).
+    pub rate_limit_per_minute: u64,
+    /// `None`: the admin routes are not mounted.
+    pub admin_token: Option<String>,
+    /// How long an `Idempotency-Key` answer is replayed.
+    pub idempotency_window_ms: i64,
+    /// Between an account's deletion request and the purge of its data.
+    pub deletion_grace: std::time::Duration,
+}
 
 /// Request limits enforced by the HTTP layer (the engine enforces pixels).
 #[derive(Debug, Clone)]
@@ -34,6 +54,8 @@ pub struct HttpLimits {
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub store: Store,
+    pub access: Arc<Access>,
     pub fetcher: Arc<ImageFetcher>,
     pub limits: HttpLimits,
     pub model_name: String,
@@ -55,6 +77,10 @@ impl AppState {
             ApiError::BadRequest { .. }
             | ApiError::UnsupportedMediaType(_)
             | ApiError::ImageUrlFailed { .. } => "bad_request",
+            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
+            // Not a refusal of work: the request was answered from or against stored state.
+            ApiError::Conflict { .. } => return,
             // Counted where they happen (admission, queue).
             ApiError::Overloaded { .. }
             | ApiError::Unavailable { .. }
@@ -65,10 +91,25 @@ impl AppState {
     }
 }
 
-/// Routes with their success status, so their metric series exist before traffic.
-pub const ROUTES: [(&str, u16); 8] = [
+/// Routes with each of their success statuses, so their metric series exist before traffic.
+pub const ROUTES: [(&str, u16); 23] = [
     ("/v1/descriptions", 201),
+    ("/v1/descriptions", 200),
     ("/v1/descriptions/batch", 200),
+    ("/v1/descriptions/export", 200),
+    ("/v1/descriptions/{id}", 200),
+    ("/v1/descriptions/{id}/versions", 200),
+    ("/v1/usage", 200),
+    ("/v1/account", 200),
+    ("/v1/account", 202),
+    ("/v1/account/export", 200),
+    ("/v1/admin/accounts", 201),
+    ("/v1/admin/accounts", 200),
+    ("/v1/admin/accounts/{id}", 200),
+    ("/v1/admin/accounts/{id}", 202),
+    ("/v1/admin/accounts/{id}/keys", 201),
+    ("/v1/admin/accounts/{id}/keys", 200),
+    ("/v1/admin/accounts/{id}/keys/{key_id}", 200),
     ("/health/live", 200),
     ("/health/ready", 200),
     ("/info", 200),
@@ -79,10 +120,60 @@ pub const ROUTES: [(&str, u16); 8] = [
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    Router::new()
-        .route("/v1/descriptions", post(descriptions::create))
+    let account_routes = Router::new()
+        .route(
+            "/v1/descriptions",
+            post(descriptions::create).get(library::list),
+        )
         .route("/v1/descriptions/batch", post(descriptions::create_batch))
-        .route("/health/live", get(live))
+        .route("/v1/descriptions/export", get(library::export))
+        .route(
+            "/v1/descriptions/{id}",
+            get(library::retrieve)
+                .patch(library::edit)
+                .delete(library::delete),
+        )
+        .route("/v1/descriptions/{id}/versions", get(library::versions))
+        .route("/v1/usage", get(account::usage))
+        .route(
+            "/v1/account",
+            get(account::show)
+                .patch(account::update)
+                .delete(account::delete),
+        )
+        .route("/v1/account/export", get(account::export))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let mut app = Router::new().merge(account_routes);
+    if state.access.admin_token.is_some() {
+        let admin_routes = Router::new()
+            .route(
+                "/v1/admin/accounts",
+                post(admin::create_account).get(admin::list_accounts),
+            )
+            .route(
+                "/v1/admin/accounts/{id}",
+                get(admin::show_account)
+                    .patch(admin::update_account)
+                    .delete(admin::delete_account),
+            )
+            .route(
+                "/v1/admin/accounts/{id}/keys",
+                post(admin::create_key).get(admin::list_keys),
+            )
+            .route(
+                "/v1/admin/accounts/{id}/keys/{key_id}",
+                delete(admin::revoke_key),
+            )
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_admin,
+            ));
+        app = app.merge(admin_routes);
+    }
+    app.route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health", get(ready))
         .route("/info", get(info))

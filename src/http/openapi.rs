@@ -19,11 +19,12 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::descriptions::{self, DescriptionBody, ImageBody};
+use super::descriptions;
 use super::error::{ApiError, ErrorBody, ErrorDetail, status_of};
 use crate::model::Detail;
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageKind;
+use crate::store::descriptions::{Description, ImageFacts};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,8 +48,8 @@ use crate::model::preprocess::ImageKind;
         docs,
     ),
     components(schemas(
-        DescriptionBody,
-        ImageBody,
+        Description,
+        ImageFacts,
         FinishReason,
         Detail,
         ImageKind,
@@ -511,7 +512,7 @@ pub struct DescriptionList {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum DescriptionOrError {
-    Description(DescriptionBody),
+    Description(Description),
     Error(ErrorBody),
 }
 

@@ -27,6 +27,16 @@ pub enum FinishReason {
     Cancelled,
 }
 
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// A request's result: the chosen sequence, start token included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupResult {

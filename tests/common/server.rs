@@ -9,16 +9,41 @@ pub struct Server {
     child: Child,
     pub base: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// The API key the server bootstrapped on its empty database (`None` with --no-bootstrap or
+    /// a database that already had accounts).
+    pub key: Option<String>,
+    /// Its data directory (its SQLite database unless --database-url says otherwise).
+    pub data_dir: std::path::PathBuf,
+    /// Removed when the server is dropped, unless the caller chose the folder.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts the server on the tiny model with `extra` flags and waits until it listens.
+    /// Starts the server on the tiny model with `extra` flags and waits until it listens. Each
+    /// server gets its own data directory (its own SQLite database) unless `extra` names one.
     pub fn start(extra: &[&str]) -> Server {
         Self::start_with_model(&super::tiny_model_dir(), extra)
     }
 
     /// As `start`, on the model in `model`.
     pub fn start_with_model(model: &std::path::Path, extra: &[&str]) -> Server {
+        Self::start_with(model, extra, &[])
+    }
+
+    /// The full form: model directory, flags and extra environment variables.
+    pub fn start_with(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let (temp, data_dir) = match extra.iter().position(|a| *a == "--data-dir") {
+            Some(i) => (None, std::path::PathBuf::from(extra[i + 1])),
+            None => {
+                let temp = tempfile::tempdir().unwrap();
+                let path = temp.path().to_path_buf();
+                (Some(temp), path)
+            }
+        };
+        let data_flag: Vec<&str> = match &temp {
+            Some(_) => vec!["--data-dir", data_dir.to_str().unwrap()],
+            None => vec![],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_altimage"))
             .args([
                 "serve",
@@ -29,7 +54,9 @@ impl Server {
                 "--log-format",
                 "json",
             ])
+            .args(&data_flag)
             .args(extra)
+            .envs(env.iter().copied())
             .env("ORT_DYLIB_PATH", super::ort_library())
             .env("ALTIMAGE_INTRA_THREADS", "1")
             .env("ALTIMAGE_LOG", "info")
@@ -63,11 +90,46 @@ impl Server {
                 );
             }
         };
+        let key = std::fs::read_to_string(data_dir.join("bootstrap-api-key"))
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|_| {
+                log.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("created a first account"))
+            });
         Server {
             child,
             base: format!("http://{address}"),
             log,
+            key,
+            data_dir,
+            _data_dir: temp,
         }
+    }
+
+    /// A client that sends the bootstrap key on every request.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_with_key(
+            self.key
+                .as_deref()
+                .expect("this server bootstrapped no key"),
+        )
+    }
+
+    pub fn client_with_key(&self, key: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

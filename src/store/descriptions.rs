@@ -1,0 +1,428 @@
+//! Stored descriptions: written with their usage row in one transaction, read (a billable
+//! retrieval), listed, edited with versions kept, deleted. Every query is scoped by account.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::idempotency::Completion;
+use super::{Result, Store, StoreError, now_ms};
+
+/// Who wrote the current text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// The model's text, untouched.
+    Ai,
+    /// Written by a person.
+    Human,
+    /// The model's text, edited by a person.
+    AiEdited,
+}
+
+impl Provenance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Ai => "ai",
+            Provenance::Human => "human",
+            Provenance::AiEdited => "ai_edited",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "ai" => Ok(Provenance::Ai),
+            "human" => Ok(Provenance::Human),
+            "ai_edited" => Ok(Provenance::AiEdited),
+            other => Err(StoreError::Invalid(format!("stored provenance `{other}`"))),
+        }
+    }
+}
+
+/// Facts about the image read from its bytes; the bytes themselves are never kept.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImageFacts {
+    pub width: u32,
+    pub height: u32,
+    /// The container format sniffed from the bytes (not the declared content type).
+    #[schema(value_type = crate::model::preprocess::ImageKind)]
+    pub format: String,
+    pub byte_size: u64,
+    /// SHA-256 of the image bytes, hex.
+    #[schema(example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    pub sha256: String,
+}
+
+/// The description resource, as stored and as returned to clients.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Description {
+    /// Always `description`.
+    #[schema(value_type = String, example = "description")]
+    pub object: &'static str,
+    #[schema(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// The current text: the model's (cut at a word boundary when `max_chars` was given) or a
+    /// person's edit.
+    #[schema(example = "A red leather shoe on a white background.")]
+    pub text: String,
+    pub provenance: Provenance,
+    /// 1 for the model's text; each edit adds one.
+    pub version: i64,
+    /// The detail level used.
+    #[schema(value_type = crate::model::Detail)]
+    pub detail: String,
+    /// The model directory's name.
+    #[schema(example = "florence-2-base")]
+    pub model: String,
+    /// The caller's `asset_id`, echoed back; absent when none was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_id: Option<String>,
+    /// The caller's `metadata` object, echoed back; absent when none was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::http::openapi::Metadata>)]
+    pub metadata: Option<Value>,
+    pub image: ImageFacts,
+    /// The generation options the request asked for (`max_chars`, `max_new_tokens`, `num_beams`).
+    #[schema(value_type = Object)]
+    pub options: Value,
+    /// Tokens the model generated (before any `max_chars` cut).
+    pub generated_tokens: u64,
+    /// Why generation stopped: `eos` or `length`.
+    #[schema(value_type = crate::model::generate::FinishReason)]
+    pub finish_reason: String,
+    /// Whether `max_chars` shortened the model's text.
+    pub truncated: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at";
+
+fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
+    let text: Option<String> = row.try_get(name)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Invalid(format!("stored {name} is not JSON: {e}")))
+    })
+    .transpose()
+}
+
+fn from_row(row: &AnyRow) -> Result<Description> {
+    let provenance: String = row.try_get("provenance")?;
+    Ok(Description {
+        object: "description",
+        id: row.try_get("id")?,
+        text: row.try_get("text")?,
+        provenance: Provenance::parse(&provenance)?,
+        version: row.try_get("version")?,
+        detail: row.try_get("detail")?,
+        options: json_column(row, "options")?.unwrap_or(Value::Null),
+        model: row.try_get("model")?,
+        asset_id: row.try_get("asset_id")?,
+        metadata: json_column(row, "metadata")?,
+        image: ImageFacts {
+            width: row.try_get::<i64, _>("image_width")? as u32,
+            height: row.try_get::<i64, _>("image_height")? as u32,
+            format: row.try_get("image_format")?,
+            byte_size: row.try_get::<i64, _>("image_byte_size")? as u64,
+            sha256: row.try_get("image_sha256")?,
+        },
+        generated_tokens: row.try_get::<i64, _>("generated_tokens")? as u64,
+        finish_reason: row.try_get("finish_reason")?,
+        truncated: row.try_get::<i64, _>("truncated")? != 0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One earlier or current text of a description.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Version {
+    pub version: i64,
+    pub text: String,
+    pub provenance: Provenance,
+    pub created_at: i64,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub descriptions: Vec<Description>,
+    pub has_more: bool,
+}
+
+impl Store {
+    /// Stores new descriptions, one `created` ledger row each, and (when given) the idempotency
+    /// record's answer, all in one transaction: either all of it exists or none does.
+    pub async fn save_created(
+        &self,
+        account_id: &str,
+        request_id: &str,
+        descriptions: &[Description],
+        completion: Option<Completion<'_>>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for description in descriptions {
+            sqlx::query(&format!(
+                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            ))
+            .bind(account_id)
+            .bind(request_id)
+            .bind(&description.id)
+            .bind(&description.text)
+            .bind(description.provenance.as_str())
+            .bind(description.version)
+            .bind(&description.detail)
+            .bind(description.options.to_string())
+            .bind(&description.model)
+            .bind(&description.asset_id)
+            .bind(description.metadata.as_ref().map(Value::to_string))
+            .bind(description.image.width as i64)
+            .bind(description.image.height as i64)
+            .bind(&description.image.format)
+            .bind(description.image.byte_size as i64)
+            .bind(&description.image.sha256)
+            .bind(description.generated_tokens as i64)
+            .bind(&description.finish_reason)
+            .bind(description.truncated as i64)
+            .bind(description.created_at)
+            .bind(description.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&description.id)
+            .bind(account_id)
+            .bind(description.version)
+            .bind(&description.text)
+            .bind(description.provenance.as_str())
+            .bind(description.created_at)
+            .execute(&mut *tx)
+            .await?;
+            self.record_usage(&mut tx, account_id, "created", &description.id, request_id)
+                .await?;
+        }
+        if let Some(completion) = completion {
+            completion.write(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One description; with `request_id`, the read is a billable retrieval recorded in the
+    /// same transaction.
+    pub async fn retrieve_description(
+        &self,
+        account_id: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<Description> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("description"))?;
+        let description = from_row(&row)?;
+        self.record_usage(&mut tx, account_id, "retrieved", id, request_id)
+            .await?;
+        tx.commit().await?;
+        Ok(description)
+    }
+
+    /// A description without billing (the answer to an edit, for instance).
+    pub async fn description(&self, account_id: &str, id: &str) -> Result<Description> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("description"))?;
+        from_row(&row)
+    }
+
+    /// Newest first; `starting_after` is the last id of the previous page.
+    pub async fn list_descriptions(
+        &self,
+        account_id: &str,
+        asset_id: Option<&str>,
+        starting_after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page> {
+        let mut sql = format!("SELECT {COLUMNS} FROM descriptions WHERE account_id = $1");
+        let mut next = 2;
+        if asset_id.is_some() {
+            sql.push_str(&format!(" AND asset_id = ${next}"));
+            next += 1;
+        }
+        if starting_after.is_some() {
+            sql.push_str(&format!(" AND id < ${next}"));
+            next += 1;
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${next}"));
+        let mut query = sqlx::query(&sql).bind(account_id);
+        if let Some(asset_id) = asset_id {
+            query = query.bind(asset_id);
+        }
+        if let Some(cursor) = starting_after {
+            query = query.bind(cursor);
+        }
+        let rows = query.bind(limit + 1).fetch_all(self.pool()).await?;
+        let has_more = rows.len() as i64 > limit;
+        let descriptions = rows
+            .iter()
+            .take(limit as usize)
+            .map(from_row)
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            descriptions,
+            has_more,
+        })
+    }
+
+    /// A person's edit: the text is replaced, the previous versions stay.
+    pub async fn edit_description(
+        &self,
+        account_id: &str,
+        id: &str,
+        text: &str,
+        provenance: Option<Provenance>,
+    ) -> Result<Description> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT version, provenance FROM descriptions WHERE id = $1 AND account_id = $2",
+        )
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("description"))?;
+        let version: i64 = row.try_get("version")?;
+        let current = Provenance::parse(&row.try_get::<String, _>("provenance")?)?;
+        // Editing the model's words keeps it `ai_edited`; a person may say they rewrote it.
+        let provenance = provenance.unwrap_or(match current {
+            Provenance::Human => Provenance::Human,
+            Provenance::Ai | Provenance::AiEdited => Provenance::AiEdited,
+        });
+        if provenance == Provenance::Ai {
+            return Err(StoreError::Invalid(
+                "an edit's provenance is `human` or `ai_edited`".into(),
+            ));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(version + 1)
+        .bind(text)
+        .bind(provenance.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4 WHERE id = $5 AND account_id = $6",
+        )
+        .bind(text)
+        .bind(provenance.as_str())
+        .bind(version + 1)
+        .bind(now)
+        .bind(id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.description(account_id, id).await
+    }
+
+    /// Every version of a description, oldest first.
+    pub async fn description_versions(&self, account_id: &str, id: &str) -> Result<Vec<Version>> {
+        let rows = sqlx::query(
+            "SELECT version, text, provenance, created_at FROM description_versions WHERE description_id = $1 AND account_id = $2 ORDER BY version",
+        )
+        .bind(id)
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound("description"));
+        }
+        rows.iter()
+            .map(|row| {
+                Ok(Version {
+                    version: row.try_get("version")?,
+                    text: row.try_get("text")?,
+                    provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a description and its versions. Its usage rows stay: they are billing records.
+    pub async fn delete_description(&self, account_id: &str, id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "DELETE FROM description_versions WHERE description_id = $1 AND account_id = $2",
+        )
+        .bind(id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM descriptions WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound("description"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The versions of several descriptions of one account (for exports), oldest first.
+    pub async fn versions_of(
+        &self,
+        account_id: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Version>>> {
+        let mut by_description: std::collections::HashMap<String, Vec<Version>> =
+            std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_description);
+        }
+        let placeholders = (0..ids.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT description_id, version, text, provenance, created_at FROM description_versions WHERE account_id = $1 AND description_id IN ({placeholders}) ORDER BY description_id, version"
+        );
+        let mut query = sqlx::query(&sql).bind(account_id);
+        for id in ids {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(self.pool()).await? {
+            let id: String = row.try_get("description_id")?;
+            by_description.entry(id).or_default().push(Version {
+                version: row.try_get("version")?,
+                text: row.try_get("text")?,
+                provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
+                created_at: row.try_get("created_at")?,
+            });
+        }
+        Ok(by_description)
+    }
+}

@@ -1,0 +1,277 @@
+//! API keys: created with a recognisable prefix and shown once, stored only as a SHA-256 hash,
+//! scoped, revocable at once; and the lookup that authenticates a request.
+
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::accounts::RestrictedBy;
+use super::{Result, Store, StoreError, new_id, now_ms};
+
+/// Every secret starts with this, so leaked keys are easy to spot (secret scanners, logs).
+pub const KEY_PREFIX: &str = "altk_";
+
+/// Characters of the secret kept in clear for listings: the prefix and 8 more.
+const SHOWN_CHARS: usize = KEY_PREFIX.len() + 8;
+
+/// `last_used_at` is written at most this often per key, so that authentication stays a read.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Create descriptions.
+    Describe,
+    /// Read descriptions, usage, the account and its export.
+    Read,
+    /// Edit and delete descriptions, restrict or delete the account.
+    Manage,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Describe, Scope::Read, Scope::Manage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Describe => "describe",
+            Scope::Read => "read",
+            Scope::Manage => "manage",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "describe" => Ok(Scope::Describe),
+            "read" => Ok(Scope::Read),
+            "manage" => Ok(Scope::Manage),
+            other => Err(StoreError::Invalid(format!(
+                "unknown scope `{other}`: expected describe, read or manage"
+            ))),
+        }
+    }
+}
+
+fn parse_scopes(stored: &str) -> Vec<Scope> {
+    stored
+        .split_whitespace()
+        .filter_map(|s| Scope::parse(s).ok())
+        .collect()
+}
+
+/// A key as listed: never the secret.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    #[schema(example = "key_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    /// The first characters of the secret, to recognise it.
+    #[schema(example = "altk_Q2xhc3Np")]
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+const KEY_COLUMNS: &str =
+    "id, account_id, name, prefix, scopes, created_at, last_used_at, revoked_at";
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        scopes: parse_scopes(&scopes),
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A key just created, with its secret: the only time the secret exists outside the caller.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+/// The account and key behind an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub account_id: String,
+    pub key_id: String,
+    pub scopes: Vec<Scope>,
+    pub restricted_by: Option<RestrictedBy>,
+    pub rate_limit_per_minute: Option<i64>,
+}
+
+fn hash_secret(secret: &str) -> String {
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+}
+
+/// 256 random bits, URL-safe: a hash of it cannot be brute-forced, so SHA-256 suffices (a slow
+/// password hash is for low-entropy secrets).
+fn new_secret() -> String {
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).expect("the OS random source failed");
+    format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    )
+}
+
+impl Store {
+    pub async fn create_key(
+        &self,
+        account_id: &str,
+        name: &str,
+        scopes: &[Scope],
+    ) -> Result<CreatedKey> {
+        let account = self.account(account_id).await?;
+        if account.deleted_at.is_some() {
+            return Err(StoreError::NotFound("account"));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 {
+            return Err(StoreError::Invalid(
+                "a key's `name` must be 1 to 100 characters".into(),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(StoreError::Invalid(
+                "a key needs at least one scope: describe, read or manage".into(),
+            ));
+        }
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        let stored_scopes = scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let secret = new_secret();
+        let id = new_id("key");
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(account_id)
+        .bind(name)
+        .bind(&secret[..SHOWN_CHARS])
+        .bind(hash_secret(&secret))
+        .bind(&stored_scopes)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        let key = self.key(account_id, &id).await?;
+        Ok(CreatedKey { key, secret })
+    }
+
+    pub async fn key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(key_id)
+        .bind(account_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("key"))?;
+        key_from_row(&row)
+    }
+
+    pub async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>> {
+        self.account(account_id).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id"
+        ))
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes a key; the next request with it is refused (no cache stands in the way).
+    pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(key_id)
+        .bind(account_id)
+        .execute(self.pool())
+        .await?;
+        self.key(account_id, key_id).await
+    }
+
+    /// The principal for a presented secret, or `None` when it is unknown, revoked, or its
+    /// account is deleted. Looked up by hash, so the comparison leaks nothing about stored keys.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>> {
+        if !secret.starts_with(KEY_PREFIX) || secret.len() > 200 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT k.id AS key_id, k.account_id, k.scopes, k.last_used_at, a.restricted_by, a.rate_limit_per_minute \
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND a.deleted_at IS NULL AND a.purged_at IS NULL",
+        )
+        .bind(hash_secret(secret))
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let key_id: String = row.try_get("key_id")?;
+        let last_used: Option<i64> = row.try_get("last_used_at")?;
+        let now = now_ms();
+        if last_used.is_none_or(|at| now - at >= LAST_USED_RESOLUTION_MS) {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&key_id)
+                .execute(self.pool())
+                .await?;
+        }
+        let scopes: String = row.try_get("scopes")?;
+        let restricted_by: Option<String> = row.try_get("restricted_by")?;
+        Ok(Some(Principal {
+            account_id: row.try_get("account_id")?,
+            key_id,
+            scopes: parse_scopes(&scopes),
+            restricted_by: restricted_by.as_deref().and_then(RestrictedBy::parse),
+            rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_random_and_hashed() {
+        let a = new_secret();
+        let b = new_secret();
+        assert!(a.starts_with(KEY_PREFIX));
+        assert_eq!(a.len(), KEY_PREFIX.len() + 43);
+        assert_ne!(a, b);
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert_ne!(hash_secret(&a), hash_secret(&b));
+    }
+
+    #[test]
+    fn scopes_round_trip_and_unknown_ones_are_refused() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()).unwrap(), scope);
+        }
+        assert!(Scope::parse("admin").is_err());
+        assert_eq!(
+            parse_scopes("describe read"),
+            vec![Scope::Describe, Scope::Read]
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Retention: purges deleted accounts after their grace period, ledger rows past 2 years, the
+//! anonymous billing aggregates past 7 years, and expired idempotency records. Every step is
+//! safe on several replicas at once: rows are rolled up from what a `DELETE … RETURNING` took,
+//! so two replicas never count the same row twice.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+use super::usage::MS_PER_DAY;
+use super::{Result, Store, now_ms};
+
+/// What the data-retention rules keep, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionPolicy {
+    /// Ledger rows are kept this long (after they were reported to billing).
+    pub usage_ms: i64,
+    /// Rolled-up billing aggregates are kept this long.
+    pub aggregates_ms: i64,
+    /// Whether unreported ledger rows may be purged too: true when billing is off, since they
+    /// will never be reported.
+    pub purge_unreported: bool,
+}
+
+impl RetentionPolicy {
+    pub const YEAR_MS: i64 = 365 * MS_PER_DAY;
+
+    pub fn standard(billing_enabled: bool) -> Self {
+        RetentionPolicy {
+            usage_ms: 2 * Self::YEAR_MS,
+            aggregates_ms: 7 * Self::YEAR_MS,
+            purge_unreported: !billing_enabled,
+        }
+    }
+}
+
+/// What one purge run removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    pub accounts: u64,
+    pub descriptions: u64,
+    pub usage_rows: u64,
+    pub aggregates: u64,
+    pub idempotency_keys: u64,
+}
+
+impl Store {
+    /// One pass of every retention rule, as of `now` (Unix ms).
+    pub async fn purge(&self, now: i64, policy: RetentionPolicy) -> Result<PurgeReport> {
+        let mut report = PurgeReport::default();
+        let due = sqlx::query(
+            "SELECT id FROM accounts WHERE purge_after IS NOT NULL AND purge_after <= $1 AND purged_at IS NULL",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        for row in due {
+            let id: String = row.try_get("id")?;
+            let (descriptions, usage_rows) = self.purge_account(&id, now).await?;
+            report.accounts += 1;
+            report.descriptions += descriptions;
+            report.usage_rows += usage_rows;
+        }
+
+        let mut tx = self.begin_write().await?;
+        let old = now - policy.usage_ms;
+        let sql = if policy.purge_unreported {
+            "DELETE FROM usage_events WHERE occurred_at < $1 RETURNING account_id, kind, quantity, occurred_at"
+        } else {
+            "DELETE FROM usage_events WHERE occurred_at < $1 AND reported_at IS NOT NULL RETURNING account_id, kind, quantity, occurred_at"
+        };
+        let taken = sqlx::query(sql).bind(old).fetch_all(&mut *tx).await?;
+        report.usage_rows += archive(&mut tx, &taken).await?;
+        let cutoff_day = (now - policy.aggregates_ms).div_euclid(MS_PER_DAY);
+        report.aggregates = sqlx::query("DELETE FROM usage_archive WHERE day < $1")
+            .bind(cutoff_day)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        report.idempotency_keys =
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Deletes one account's data in one transaction and leaves an anonymous row behind as the
+    /// anchor of its billing aggregates. Returns (descriptions, ledger rows) removed.
+    async fn purge_account(&self, account_id: &str, now: i64) -> Result<(u64, u64)> {
+        let mut tx = self.begin_write().await?;
+        // Another replica may have purged it since the SELECT: then there is nothing to do.
+        let claimed = sqlx::query(
+            "UPDATE accounts SET name = NULL, email = NULL, stripe_customer_id = NULL, rate_limit_per_minute = NULL, restricted_by = NULL, restricted_at = NULL, purged_at = $1 WHERE id = $2 AND purged_at IS NULL",
+        )
+        .bind(now)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok((0, 0));
+        }
+        sqlx::query("DELETE FROM description_versions WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        let descriptions = sqlx::query("DELETE FROM descriptions WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM api_keys WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        let taken = sqlx::query(
+            "DELETE FROM usage_events WHERE account_id = $1 RETURNING account_id, kind, quantity, occurred_at",
+        )
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let usage_rows = archive(&mut tx, &taken).await?;
+        tx.commit().await?;
+        tracing::info!(
+            account_id,
+            descriptions,
+            usage_rows,
+            "purged a deleted account"
+        );
+        Ok((descriptions, usage_rows))
+    }
+}
+
+/// Adds deleted ledger rows to the per-day aggregates. Returns how many rows were archived.
+async fn archive(tx: &mut Transaction<'static, Any>, taken: &[sqlx::any::AnyRow]) -> Result<u64> {
+    let mut totals: BTreeMap<(String, i64, String), i64> = BTreeMap::new();
+    for row in taken {
+        let account: String = row.try_get("account_id")?;
+        let kind: String = row.try_get("kind")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        let occurred_at: i64 = row.try_get("occurred_at")?;
+        *totals
+            .entry((account, occurred_at.div_euclid(MS_PER_DAY), kind))
+            .or_default() += quantity;
+    }
+    for ((account, day, kind), quantity) in totals {
+        sqlx::query(
+            "INSERT INTO usage_archive (account_id, day, kind, quantity) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, day, kind) DO UPDATE SET quantity = usage_archive.quantity + excluded.quantity",
+        )
+        .bind(account)
+        .bind(day)
+        .bind(kind)
+        .bind(quantity)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(taken.len() as u64)
+}
+
+/// Runs `purge` every `interval` until `stop` fires; errors are logged and retried next tick.
+pub async fn purge_loop(
+    store: Store,
+    policy: RetentionPolicy,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.purge(now_ms(), policy).await {
+            Ok(report) if report != PurgeReport::default() => {
+                tracing::info!(?report, "retention purge")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention purge failed; retrying next time"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
