@@ -1,6 +1,7 @@
 //! Shared test support: the project paths, the ONNX Runtime library and the tiny model.
 #![allow(dead_code)]
 
+pub mod db;
 pub mod server;
 
 use std::path::{Path, PathBuf};
