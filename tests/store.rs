@@ -1,0 +1,453 @@
+//! The store on real SQLite and PostgreSQL (when TEST_POSTGRES_URL is set): keys, descriptions
+//! with their usage rows, idempotency records, versions, tenant scoping and the retention purge,
+//! including two purges racing on one database.
+
+mod common;
+
+use std::time::Duration;
+
+use altimage::store::descriptions::{Description, ImageFacts, Provenance};
+use altimage::store::idempotency::{Claim, Completion};
+use altimage::store::keys::Scope;
+use altimage::store::retention::RetentionPolicy;
+use altimage::store::usage::MS_PER_DAY;
+use altimage::store::{Store, StoreError, accounts::NewAccount, new_id, now_ms};
+use common::db::TestDatabase;
+use serde_json::json;
+use sqlx::Row;
+
+async fn account(store: &Store, name: &str) -> String {
+    store
+        .create_account(NewAccount {
+            name: name.into(),
+            email: format!("{name}@example.com"),
+            ..NewAccount::default()
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn description(text: &str, asset_id: Option<&str>) -> Description {
+    let now = now_ms();
+    Description {
+        object: "description",
+        id: new_id("desc"),
+        text: text.into(),
+        provenance: Provenance::Ai,
+        version: 1,
+        detail: "brief".into(),
+        model: "tiny-florence2".into(),
+        asset_id: asset_id.map(str::to_string),
+        metadata: Some(json!({"sku": "A-1"})),
+        image: ImageFacts {
+            width: 10,
+            height: 20,
+            format: "png".into(),
+            byte_size: 123,
+            sha256: "ab".repeat(32),
+        },
+        options: json!({"max_chars": 50}),
+        generated_tokens: 4,
+        finish_reason: "eos".into(),
+        truncated: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn count(store: &Store, sql: &str, account_id: &str) -> i64 {
+    sqlx::query(sql)
+        .bind(account_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+}
+
+async fn ledger(store: &Store, account_id: &str, kind: &str) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM usage_events WHERE account_id = $1 AND kind = $2")
+        .bind(account_id)
+        .bind(kind)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_authenticate_until_revoked_and_are_stored_only_as_hashes() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let account_id = account(&store, "shop").await;
+        let created = store
+            .create_key(&account_id, "ci", &[Scope::Read, Scope::Describe])
+            .await
+            .unwrap();
+        assert!(created.secret.starts_with("altk_"), "{}", db.backend);
+        assert!(created.secret.starts_with(&created.key.prefix));
+        let principal = store.authenticate(&created.secret).await.unwrap().unwrap();
+        assert_eq!(principal.account_id, account_id);
+        assert_eq!(principal.scopes, vec![Scope::Describe, Scope::Read]);
+        // The secret is nowhere in the table.
+        let stored: Vec<String> = sqlx::query("SELECT * FROM api_keys")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                (0..row.len())
+                    .filter_map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(!stored.iter().any(|v| v.contains(&created.secret)));
+        assert!(store.authenticate("altk_wrong").await.unwrap().is_none());
+        assert!(store.authenticate("").await.unwrap().is_none());
+        store.revoke_key(&account_id, &created.key.id).await.unwrap();
+        assert!(store.authenticate(&created.secret).await.unwrap().is_none());
+        // Another account cannot revoke or see this account's keys.
+        let other = account(&store, "other").await;
+        assert!(matches!(
+            store.revoke_key(&other, &created.key.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.list_keys(&other).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptions_are_stored_with_one_usage_row_and_scoped_by_account() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let b = account(&store, "b").await;
+        let first = description("A red shoe.", Some("sku-1"));
+        let second = description("A blue hat.", Some("sku-2"));
+        store
+            .save_created(&a, "req_1", &[first.clone(), second.clone()], None)
+            .await
+            .unwrap();
+        assert_eq!(ledger(&store, &a, "created").await, 2, "{}", db.backend);
+
+        let read = store
+            .retrieve_description(&a, &first.id, "req_2")
+            .await
+            .unwrap();
+        assert_eq!(read.text, "A red shoe.");
+        assert_eq!(read.metadata, Some(json!({"sku": "A-1"})));
+        assert_eq!(ledger(&store, &a, "retrieved").await, 1);
+
+        // B sees nothing of A's, and a failed read is not billed.
+        assert!(matches!(
+            store.retrieve_description(&b, &first.id, "req_3").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(ledger(&store, &b, "retrieved").await, 0);
+        assert!(matches!(
+            store.edit_description(&b, &first.id, "x", None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.delete_description(&b, &first.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(
+            store
+                .list_descriptions(&b, None, None, 10)
+                .await
+                .unwrap()
+                .descriptions
+                .is_empty()
+        );
+
+        // Newest first, filter by asset, cursor pagination.
+        let page = store.list_descriptions(&a, None, None, 1).await.unwrap();
+        assert_eq!(page.descriptions[0].id, second.id);
+        assert!(page.has_more);
+        let next = store
+            .list_descriptions(&a, None, Some(&second.id), 1)
+            .await
+            .unwrap();
+        assert_eq!(next.descriptions[0].id, first.id);
+        assert!(!next.has_more);
+        let filtered = store
+            .list_descriptions(&a, Some("sku-1"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(filtered.descriptions.len(), 1);
+
+        // A description id is billed as created once, whatever happens.
+        assert!(
+            store
+                .save_created(&a, "req_4", std::slice::from_ref(&first), None)
+                .await
+                .is_err()
+        );
+        assert_eq!(ledger(&store, &a, "created").await, 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_keep_every_version_and_deletes_remove_them() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let original = description("A shoe.", None);
+        store
+            .save_created(&a, "req", std::slice::from_ref(&original), None)
+            .await
+            .unwrap();
+        let edited = store
+            .edit_description(&a, &original.id, "A red leather shoe.", None)
+            .await
+            .unwrap();
+        assert_eq!(edited.version, 2, "{}", db.backend);
+        assert_eq!(edited.provenance, Provenance::AiEdited);
+        let rewritten = store
+            .edit_description(&a, &original.id, "Shoe.", Some(Provenance::Human))
+            .await
+            .unwrap();
+        assert_eq!(rewritten.provenance, Provenance::Human);
+        let versions = store.description_versions(&a, &original.id).await.unwrap();
+        let texts: Vec<&str> = versions.iter().map(|v| v.text.as_str()).collect();
+        assert_eq!(texts, ["A shoe.", "A red leather shoe.", "Shoe."]);
+        assert!(
+            store
+                .edit_description(&a, &original.id, "x", Some(Provenance::Ai))
+                .await
+                .is_err()
+        );
+        store.delete_description(&a, &original.id).await.unwrap();
+        assert!(matches!(
+            store.description_versions(&a, &original.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM description_versions WHERE account_id = $1",
+                &a
+            )
+            .await,
+            0
+        );
+        // The usage row stays: it is a billing record.
+        assert_eq!(ledger(&store, &a, "created").await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let b = account(&store, "b").await;
+        let day = MS_PER_DAY;
+        let claim = |account: String, hash: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_idempotency_key(&account, "key-1", "create", hash, day)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(claim(a.clone(), "h1").await, Claim::Fresh, "{}", db.backend);
+        assert_eq!(claim(a.clone(), "h1").await, Claim::InProgress);
+        assert_eq!(claim(a.clone(), "h2").await, Claim::Mismatch);
+        // Keys are per account.
+        assert_eq!(claim(b.clone(), "h2").await, Claim::Fresh);
+        // A failure gives the key back.
+        store.release_idempotency_key(&a, "key-1").await.unwrap();
+        assert_eq!(claim(a.clone(), "h1").await, Claim::Fresh);
+        // Completed in the transaction that stores the work: then it replays.
+        let stored = description("A shoe.", None);
+        store
+            .save_created(
+                &a,
+                "req",
+                std::slice::from_ref(&stored),
+                Some(Completion {
+                    account_id: &a,
+                    key: "key-1",
+                    status: 201,
+                    body: "{\"id\":\"x\"}",
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(a.clone(), "h1").await,
+            Claim::Replay {
+                status: 201,
+                body: "{\"id\":\"x\"}".into()
+            }
+        );
+        // Releasing a completed key does nothing: the answer stays replayable.
+        store.release_idempotency_key(&a, "key-1").await.unwrap();
+        assert!(matches!(claim(a.clone(), "h1").await, Claim::Replay { .. }));
+        // After the window, the key is free again.
+        let expired = store
+            .claim_idempotency_key(&a, "key-2", "create", "h", -1)
+            .await
+            .unwrap();
+        assert_eq!(expired, Claim::Fresh);
+        assert_eq!(
+            store
+                .claim_idempotency_key(&a, "key-2", "create", "other", day)
+                .await
+                .unwrap(),
+            Claim::Fresh
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let gone = account(&store, "gone").await;
+        let kept = account(&store, "kept").await;
+        let key = store.create_key(&gone, "k", &Scope::ALL).await.unwrap();
+        for id in [&gone, &kept] {
+            let stored = description("A shoe.", None);
+            store
+                .save_created(id, "req", std::slice::from_ref(&stored), None)
+                .await
+                .unwrap();
+            store
+                .retrieve_description(id, &stored.id, "req2")
+                .await
+                .unwrap();
+        }
+        let deleted = store
+            .request_deletion(&gone, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(deleted.deleted_at.is_some(), "{}", db.backend);
+        assert!(store.authenticate(&key.secret).await.unwrap().is_none());
+        // Within the grace period nothing is purged.
+        let report = store
+            .purge(now_ms(), RetentionPolicy::standard(false))
+            .await
+            .unwrap();
+        assert_eq!(report.accounts, 0);
+        // After it, everything personal goes; the billing aggregates stay, anonymous.
+        let later = now_ms() + 2 * 3600 * 1000;
+        let report = store
+            .purge(later, RetentionPolicy::standard(false))
+            .await
+            .unwrap();
+        assert_eq!(report.accounts, 1);
+        assert_eq!(report.descriptions, 1);
+        assert_eq!(report.usage_rows, 2);
+        for table in ["descriptions", "description_versions", "api_keys", "usage_events"] {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE account_id = $1");
+            assert_eq!(count(&store, &sql, &gone).await, 0, "{table}");
+            assert_eq!(
+                count(&store, &sql, &kept).await,
+                if table == "api_keys" { 0 } else { 1 + i64::from(table == "usage_events") },
+                "{table} of the other account"
+            );
+        }
+        let row = sqlx::query("SELECT name, email FROM accounts WHERE id = $1")
+            .bind(&gone)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<Option<String>, _>("name").unwrap(), None);
+        assert_eq!(row.try_get::<Option<String>, _>("email").unwrap(), None);
+        let archived = store.archived_usage(&gone).await.unwrap();
+        let total: i64 = archived.iter().map(|a| a.quantity).sum();
+        assert_eq!(total, 2);
+        assert!(matches!(
+            store.account(&gone).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Running it again changes nothing.
+        let again = store
+            .purge(later, RetentionPolicy::standard(false))
+            .await
+            .unwrap();
+        assert_eq!(again.accounts, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_usage_is_rolled_up_once_even_when_purges_race() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let stored: Vec<Description> = (0..40)
+            .map(|i| description(&format!("Item {i}."), None))
+            .collect();
+        store.save_created(&a, "req", &stored, None).await.unwrap();
+        // Three years on, with billing off, every row is past the 2-year rule.
+        let later = now_ms() + 3 * RetentionPolicy::YEAR_MS;
+        let policy = RetentionPolicy::standard(false);
+        let replicas = (0..4).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.purge(later, policy).await.unwrap() })
+        });
+        let reports = futures_util::future::join_all(replicas).await;
+        let purged: u64 = reports.into_iter().map(|r| r.unwrap().usage_rows).sum();
+        assert_eq!(purged, 40, "{}", db.backend);
+        let archived: i64 = store
+            .archived_usage(&a)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.quantity)
+            .sum();
+        assert_eq!(archived, 40, "no row counted twice or lost");
+        // Usage reports still see it, from the archive.
+        let today = now_ms().div_euclid(MS_PER_DAY);
+        let days = store.usage_by_day(&a, today, today).await.unwrap();
+        assert_eq!(days[0].created, 40);
+        // With billing on, unreported rows wait for billing.
+        let b = account(&store, "b").await;
+        store
+            .save_created(&b, "req", &[description("x", None)], None)
+            .await
+            .unwrap();
+        let report = store
+            .purge(later, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert_eq!(report.usage_rows, 0);
+        assert_eq!(ledger(&store, &b, "created").await, 1);
+        // Aggregates older than 7 years go.
+        let much_later = now_ms() + 8 * RetentionPolicy::YEAR_MS;
+        let report = store.purge(much_later, policy).await.unwrap();
+        assert!(report.aggregates >= 1);
+        assert!(store.archived_usage(&a).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_is_counted_per_day_with_empty_days_listed() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let stored = description("x", None);
+        store
+            .save_created(&a, "r", std::slice::from_ref(&stored), None)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .retrieve_description(&a, &stored.id, &format!("r{i}"))
+                .await
+                .unwrap();
+        }
+        let today = now_ms().div_euclid(MS_PER_DAY);
+        let days = store.usage_by_day(&a, today - 2, today).await.unwrap();
+        assert_eq!(days.len(), 3, "{}", db.backend);
+        assert_eq!((days[0].created, days[0].retrieved), (0, 0));
+        assert_eq!((days[2].created, days[2].retrieved), (1, 3));
+        assert!(store.usage_by_day(&a, today, today - 1).await.is_err());
+    }
+}
