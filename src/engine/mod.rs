@@ -355,11 +355,35 @@ impl Engine {
 }
 
 /// One batch at the maximum size before the server says ready, so that a batch size the machine
-/// cannot hold fails at start-up, not under traffic.
+/// (or the export) cannot hold fails at start-up, not under traffic. When it fails, one image is
+/// tried alone, so that the message says whether lowering `--max-batch-size` can help.
 fn warm_up(model: &mut Florence2, max_batch_size: usize) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    match warm_up_batch(model, max_batch_size) {
+        Ok(()) => {
+            tracing::info!(
+                batch = max_batch_size,
+                seconds = started.elapsed().as_secs_f64(),
+                "warm-up done"
+            );
+            Ok(())
+        }
+        Err(error) if max_batch_size > 1 && warm_up_batch(model, 1).is_ok() => {
+            anyhow::bail!(
+                "warm-up at --max-batch-size {max_batch_size} failed, while a single image runs: \
+                 {error}; lower --max-batch-size (env ALTIMAGE_MAX_BATCH_SIZE)"
+            )
+        }
+        Err(error) => anyhow::bail!(
+            "warm-up failed even on a single image, so the batch size is not the cause: {error}"
+        ),
+    }
+}
+
+fn warm_up_batch(model: &mut Florence2, images: usize) -> Result<(), crate::model::ModelError> {
     let (width, height) = model.preprocessor().output_size();
     let blank = ndarray::Array3::<f32>::zeros((3, height as usize, width as usize));
-    let requests: Vec<GenerationRequest> = (0..max_batch_size)
+    let requests: Vec<GenerationRequest> = (0..images)
         .map(|_| GenerationRequest {
             pixel_values: blank.clone(),
             detail: Detail::Paragraph,
@@ -367,18 +391,7 @@ fn warm_up(model: &mut Florence2, max_batch_size: usize) -> anyhow::Result<()> {
             num_beams: Some(1),
         })
         .collect();
-    let started = std::time::Instant::now();
-    model.generate(&requests).map_err(|e| {
-        anyhow::anyhow!(
-            "warm-up at --max-batch-size {max_batch_size} failed: {e}; lower --max-batch-size"
-        )
-    })?;
-    tracing::info!(
-        batch = max_batch_size,
-        seconds = started.elapsed().as_secs_f64(),
-        "warm-up done"
-    );
-    Ok(())
+    model.generate(&requests).map(drop)
 }
 
 fn hex(bytes: &[u8]) -> String {
