@@ -83,7 +83,7 @@ impl RateLimiter {
 }
 
 fn ceil_secs(micros: u64) -> u64 {
-    Duration::from_micros(micros).as_secs() + u64::from(micros % 1_000_000 != 0)
+    Duration::from_micros(micros).as_secs() + u64::from(!micros.is_multiple_of(1_000_000))
 }
 
 #[cfg(test)]
