@@ -913,3 +913,57 @@ fn the_first_start_writes_a_key_only_the_owner_can_read_and_logs_how_to_use_it()
     assert!(none.key.is_none());
     assert!(!fresh.data_dir.path().join("bootstrap-api-key").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_share_one_postgresql_database() {
+    let Some(postgres) = common::db::postgres_url() else {
+        eprintln!("TEST_POSTGRES_URL is not set: this test needs PostgreSQL");
+        return;
+    };
+    let db = TestDatabase::postgres(&postgres).await;
+    // Both start at once against an empty database: migrations take a lock, so both succeed.
+    let (first, second) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| start(&db, &["--no-bootstrap"]));
+        let b = scope.spawn(|| start(&db, &["--no-bootstrap"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (account, key) = account_with_key(&first, "shared", &["describe", "read", "manage"]).await;
+    let on_first = first.client_with_key(&key);
+    let on_second = second.client_with_key(&key);
+    let (status, created) = describe(&on_first, &first, "asset_id=both").await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, _, read) = json_of(
+        on_second
+            .get(second.url(&format!("/v1/descriptions/{id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, created);
+    let (status, other) = describe(&on_second, &second, "asset_id=both").await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    assert_eq!(usage_totals(&on_first, &first).await, (2, 1));
+    assert_eq!(usage_totals(&on_second, &second).await, (2, 1));
+    // A key revoked through one replica is refused by the other on the next request.
+    let (_, _, keys) = json_of(
+        admin(&second)
+            .get(second.url(&format!("/v1/admin/accounts/{account}/keys")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let key_id = keys["data"][0]["id"].as_str().unwrap();
+    admin(&second)
+        .delete(second.url(&format!("/v1/admin/accounts/{account}/keys/{key_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        on_first.get(first.url("/v1/account")).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
