@@ -59,7 +59,7 @@ test: ort venv
 	@scripts/install-test-browser.sh
 	@scripts/install-deploy-tools.sh >/dev/null
 	@$(MAKE) --no-print-directory conformance-reference
-	ALTIMAGE_REQUIRE_BROWSER=1 $(CARGO) test
+	url="$$(scripts/test-postgres-url.sh)" && ALTIMAGE_REQUIRE_BROWSER=1 TEST_POSTGRES_URL="$$url" $(CARGO) test
 
 # transformers.js (the reference implementation) over the conformance fixtures.
 conformance-reference:
