@@ -49,7 +49,7 @@ run: ort build
 	  echo "WARNING: running on the bundled tiny test model: its descriptions are random words, not real captions." >&2; \
 	  model=$(TINY_MODEL); \
 	fi; \
-	echo "Try: curl -s -X POST -H 'Content-Type: image/png' --data-binary @$(SAMPLES)/scene-0.png 'http://$(LISTEN)/v1/descriptions?detail=brief'" >&2; \
+	echo "Try: curl -s -X POST -H \"Authorization: Bearer \$$(cat data/bootstrap-api-key)\" -H 'Content-Type: image/png' --data-binary @$(SAMPLES)/scene-0.png 'http://$(LISTEN)/v1/descriptions?detail=brief'" >&2; \
 	exec target/release/altimage serve --model-dir $$model --listen $(LISTEN)
 
 describe: ort build
