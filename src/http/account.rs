@@ -13,9 +13,10 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::library::{json_body, query};
-use crate::store::accounts::RestrictedBy;
+use super::openapi::{AccountExport, ApiKeyErrors, Usage};
+use crate::store::accounts::{Account, RestrictedBy};
 use crate::store::keys::Scope;
 use crate::store::usage::{MS_PER_DAY, parse_day};
 use crate::store::{Store, now_ms};
@@ -23,6 +24,57 @@ use crate::store::{Store, now_ms};
 /// Rows per step of the export stream.
 const EXPORT_PAGE: i64 = 500;
 
+/// The operations of this module, for [`account_returns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountOperation {
+    Show,
+    Update,
+    Delete,
+    Usage,
+    Export,
+}
+
+/// Whether `operation` can answer with `error`; checked against the annotations below by
+/// tests/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
+pub fn account_returns(operation: AccountOperation, error: &ApiError) -> bool {
+    use AccountOperation::*;
+    match error {
+        // The API-key layer (`auth::require_api_key`): no key or a bad one; the rate limit.
+        ApiError::Unauthorized { .. } | ApiError::RateLimited { .. } => true,
+        // The key lacks `read` (`manage` for update and delete).
+        ApiError::Forbidden { .. } => true,
+        // The database did not answer in time (here or in the API-key layer), or failed.
+        ApiError::Unavailable { .. } | ApiError::Internal(_) => true,
+        // Update: the JSON body, or lifting a restriction the operator set. Usage: the query
+        // string, a date that is not YYYY-MM-DD, `from` after `to` or more than 366 days.
+        ApiError::BadRequest { .. } => matches!(operation, Update | Usage),
+        // Update: the account's deletion was requested while the request ran (`set_restricted`
+        // refuses a deleted account). The other operations read an account that authentication
+        // just found, which only its purge removes, long after its keys were revoked.
+        ApiError::NotFound(_) => operation == Update,
+        ApiError::Conflict { .. }
+        | ApiError::UnsupportedMediaType(_)
+        | ApiError::TooLarge { .. }
+        | ApiError::BadImage { .. }
+        | ApiError::ImageUrlFailed { .. }
+        | ApiError::Overloaded { .. } => false,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    operation_id = "showAccount",
+    tag = "account",
+    summary = "The caller's account",
+    description = "The profile of the account the API key belongs to, with its restriction and \
+        deletion state. Scope: `read`.",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account.", body = Account),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn show(State(state): State<AppState>, caller: Caller) -> Response {
     let run = async {
         caller.require(Scope::Read)?;
@@ -40,6 +92,25 @@ pub struct AccountPatch {
     pub restricted: bool,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/account",
+    operation_id = "updateAccount",
+    tag = "account",
+    summary = "Restrict processing, or lift the restriction",
+    description = "Restricted processing (a privacy right): while `restricted` is true, new \
+        descriptions are refused with 403 `account_restricted`; reads, edits, deletion and \
+        exports still work. The account can lift only a restriction it set itself. Scope: \
+        `manage`.",
+    request_body(content = AccountPatch, content_type = "application/json"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account, as it is now.", body = Account),
+        (status = 400, description = "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, or lifting a restriction the operator set.", body = ErrorBody),
+        (status = 404, description = "The account's deletion was requested while this request ran.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,6 +130,23 @@ pub async fn update(
 }
 
 /// Deletion: keys revoked and data hidden at once; purged after `--deletion-grace-days`.
+#[utoipa::path(
+    delete,
+    path = "/v1/account",
+    operation_id = "deleteAccount",
+    tag = "account",
+    summary = "Delete the account",
+    description = "Every key is revoked and the account's data is hidden at once (this key \
+        stops working with this request); the purge job deletes the data after \
+        `--deletion-grace-days` (at most 30; `purge_after` says when). Billing aggregates are \
+        kept with personal identifiers removed. Export first if you want a copy. Scope: \
+        `manage`.",
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Deletion accepted; the account as it is now, with `deleted_at` and `purge_after`.", body = Account),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> Response {
     let run = async {
         caller.require(Scope::Manage)?;
@@ -73,15 +161,38 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Response {
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
+    /// The first day, `YYYY-MM-DD` UTC, inclusive (default: 29 days before `to`).
+    #[param(example = "2026-11-01")]
     from: Option<String>,
+    /// The last day, `YYYY-MM-DD` UTC, inclusive (default: today). At most 366 days after `from`.
+    #[param(example = "2026-11-30")]
     to: Option<String>,
 }
 
 /// Counts per UTC day and meter; `from` and `to` are `YYYY-MM-DD`, inclusive (default: the last
 /// 30 days).
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    operation_id = "usage",
+    tag = "account",
+    summary = "Usage per day",
+    description = "Billable events per UTC day and meter: `created` (descriptions made) and \
+        `retrieved` (`GET /v1/descriptions/{id}`), every day of the range listed (zeros \
+        included), with totals. Replays of an `Idempotency-Key` and exports are not counted. \
+        Scope: `read`.",
+    params(UsageQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Counts per day, oldest first, and totals.", body = Usage),
+        (status = 400, description = "Invalid query: an unknown parameter, a date that is not `YYYY-MM-DD`, `from` after `to`, or more than 366 days.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn usage(State(state): State<AppState>, caller: Caller, uri: Uri) -> Response {
     let run = async {
         caller.require(Scope::Read)?;
@@ -118,6 +229,25 @@ pub async fn usage(State(state): State<AppState>, caller: Caller, uri: Uri) -> R
 
 /// The account's profile, key metadata, every description with its versions, and its usage
 /// history, as one JSON document streamed as it is read (memory stays bounded).
+#[utoipa::path(
+    get,
+    path = "/v1/account/export",
+    operation_id = "exportAccount",
+    tag = "account",
+    summary = "Export all the account's data",
+    description = "A privacy right: the account's profile, its keys' metadata (never secrets), \
+        every description with its versions, its usage events and its archived usage, as one \
+        JSON document (`Content-Disposition: attachment`), streamed as it is read. A database \
+        failure after the answer started cuts the stream short, so the document does not \
+        parse. Not billed. Scope: `read`.",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account's data.", body = AccountExport, headers(
+            ("content-disposition" = String, description = "`attachment; filename=\"account-export.json\"`."),
+        )),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn export(State(state): State<AppState>, caller: Caller) -> Response {
     if let Err(error) = caller.require(Scope::Read) {
         return state.reject(error);

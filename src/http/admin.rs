@@ -2,17 +2,18 @@
 //! `--admin-token`. The same operations exist in the CLI (`altimage accounts`, `altimage keys`).
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
-use super::library::{json_body, query};
-use crate::store::accounts::{AccountUpdate, NewAccount, RestrictedBy};
+use super::error::{ApiError, ErrorBody};
+use super::library::{PathParams, json_body, query};
+use super::openapi::{AccountList, AdminErrors, KeyList};
+use crate::store::accounts::{Account, AccountUpdate, NewAccount, RestrictedBy};
 use crate::store::keys::{ApiKey, Scope};
 
 /// Distinguishes an absent field (`None`: leave it) from `null` (`Some(None)`: clear it).
@@ -22,6 +23,48 @@ where
     D: Deserializer<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The operations of this module, for [`admin_returns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOperation {
+    CreateAccount,
+    ListAccounts,
+    ShowAccount,
+    UpdateAccount,
+    DeleteAccount,
+    CreateKey,
+    ListKeys,
+    RevokeKey,
+}
+
+/// Whether `operation` can answer with `error`; checked against the annotations below by
+/// tests/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
+pub fn admin_returns(operation: AdminOperation, error: &ApiError) -> bool {
+    use AdminOperation::*;
+    match error {
+        // The admin-token layer (`auth::require_admin`).
+        ApiError::Unauthorized { .. } => true,
+        // The database did not answer in time, or failed.
+        ApiError::Unavailable { .. } | ApiError::Internal(_) => true,
+        // Every admin route: not mounted without `--admin-token` (the fallback answers). With
+        // an id: no such account (or key), or, for keys, an account being deleted.
+        ApiError::NotFound(_) => true,
+        // The JSON body (malformed, unknown field), the store's checks (name, email, rate
+        // limit, scopes, key name, an account being deleted), the query string, or an id that
+        // is not UTF-8 (`PathParams`): every operation.
+        ApiError::BadRequest { .. } => true,
+        // The `stripe_customer_id` belongs to another account.
+        ApiError::Conflict { .. } => matches!(operation, CreateAccount | UpdateAccount),
+        // No API key, so no scopes, no restriction and no rate limit on admin routes.
+        ApiError::Forbidden { .. }
+        | ApiError::RateLimited { .. }
+        | ApiError::UnsupportedMediaType(_)
+        | ApiError::TooLarge { .. }
+        | ApiError::BadImage { .. }
+        | ApiError::ImageUrlFailed { .. }
+        | ApiError::Overloaded { .. } => false,
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -35,6 +78,24 @@ pub struct CreateAccount {
     pub rate_limit_per_minute: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts",
+    operation_id = "adminCreateAccount",
+    tag = "admin",
+    summary = "Create an account",
+    description = "A new account without keys; create one with \
+        `POST /v1/admin/accounts/{id}/keys`.",
+    request_body(content = CreateAccount, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The account.", body = Account),
+        (status = 400, description = "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, a `name` that is empty or over 200 characters, an `email` without `@`, or `rate_limit_per_minute` outside 1 to 1000000.", body = ErrorBody),
+        (status = 404, description = "The admin API is off: the server runs without `--admin-token`.", body = ErrorBody),
+        (status = 409, description = "The `stripe_customer_id` belongs to another account (code `conflict`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
 pub async fn create_account(
     State(state): State<AppState>,
     body: Result<Json<CreateAccount>, JsonRejection>,
@@ -57,13 +118,35 @@ pub async fn create_account(
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Accounts per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// A cursor: the `id` of the last account of the previous page.
+    #[param(example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     starting_after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    operation_id = "adminListAccounts",
+    tag = "admin",
+    summary = "List accounts",
+    description = "Every account that is not purged (deleted ones included, with `deleted_at`), \
+        newest first, a page at a time.",
+    params(ListQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "A page of accounts.", body = AccountList),
+        (status = 400, description = "Invalid query: an unknown parameter, or `limit` outside 1 to 100.", body = ErrorBody),
+        (status = 404, description = "The admin API is off: the server runs without `--admin-token`.", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
 pub async fn list_accounts(State(state): State<AppState>, uri: Uri) -> Response {
     let run = async {
         let query: ListQuery = query(&uri)?;
@@ -86,7 +169,26 @@ pub async fn list_accounts(State(state): State<AppState>, uri: Uri) -> Response 
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
-pub async fn show_account(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts/{id}",
+    operation_id = "adminShowAccount",
+    tag = "admin",
+    summary = "Show an account",
+    description = "Any account that is not purged, deleted or not.",
+    params(("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The account.", body = Account),
+        (status = 400, description = "An `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such account (purged or never created), or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
+pub async fn show_account(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     let run = async { Ok::<_, ApiError>(Json(state.store.account(&id).await?)) };
     run.await
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
@@ -109,9 +211,30 @@ pub struct UpdateAccount {
     pub restricted: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/accounts/{id}",
+    operation_id = "adminUpdateAccount",
+    tag = "admin",
+    summary = "Change an account",
+    description = "Name, email, Stripe customer, rate limit, restriction: absent fields stay as \
+        they are; `null` clears `stripe_customer_id` or `rate_limit_per_minute`. `restricted` \
+        restricts processing (by the operator: the account cannot lift it) or lifts any \
+        restriction.",
+    params(("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    request_body(content = UpdateAccount, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The account, as it is now.", body = Account),
+        (status = 400, description = "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, an invalid `name`, `email` or `rate_limit_per_minute`, an account being deleted, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such account (purged or never created), or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        (status = 409, description = "The `stripe_customer_id` belongs to another account (code `conflict`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
 pub async fn update_account(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     body: Result<Json<UpdateAccount>, JsonRejection>,
 ) -> Response {
     let run = async {
@@ -140,7 +263,27 @@ pub async fn update_account(
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
-pub async fn delete_account(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/accounts/{id}",
+    operation_id = "adminDeleteAccount",
+    tag = "admin",
+    summary = "Delete an account",
+    description = "As `DELETE /v1/account`: keys revoked and data hidden at once, purged after \
+        `--deletion-grace-days`. Asking again keeps the first dates.",
+    params(("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "Deletion accepted; the account with `deleted_at` and `purge_after`.", body = Account),
+        (status = 400, description = "An `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such account (purged or never created), or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     let run = async {
         let account = state
             .store
@@ -183,9 +326,27 @@ pub fn parse_scopes(scopes: Option<&[String]>) -> Result<Vec<Scope>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/keys",
+    operation_id = "adminCreateKey",
+    tag = "admin",
+    summary = "Create an API key",
+    description = "A new key for the account. The secret (`key`) is in this answer only: just \
+        its hash is stored.",
+    params(("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    request_body(content = CreateKey, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The key, with its secret.", body = CreatedKeyBody),
+        (status = 400, description = "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, an unknown or empty list of scopes, a `name` that is empty or over 100 characters, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such account, or it is being deleted; or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
 pub async fn create_key(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    PathParams(account_id): PathParams<String>,
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Response {
     let run = async {
@@ -210,7 +371,26 @@ pub async fn create_key(
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
-pub async fn list_keys(State(state): State<AppState>, Path(account_id): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts/{id}/keys",
+    operation_id = "adminListKeys",
+    tag = "admin",
+    summary = "List an account's keys",
+    description = "Every key of the account, revoked ones included; never the secrets.",
+    params(("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The keys (`has_more` is always false).", body = KeyList),
+        (status = 400, description = "An `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such account (purged or never created), or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    PathParams(account_id): PathParams<String>,
+) -> Response {
     let run = async {
         let keys = state.store.list_keys(&account_id).await?;
         Ok::<_, ApiError>(Json(
@@ -221,9 +401,29 @@ pub async fn list_keys(State(state): State<AppState>, Path(account_id): Path<Str
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/accounts/{id}/keys/{key_id}",
+    operation_id = "adminRevokeKey",
+    tag = "admin",
+    summary = "Revoke an API key",
+    description = "The next request with the key is refused with 401. Revoking again changes \
+        nothing.",
+    params(
+        ("id" = String, Path, description = "The account's id.", example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f"),
+        ("key_id" = String, Path, description = "The key's id.", example = "key_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key, with `revoked_at`.", body = ApiKey),
+        (status = 400, description = "An `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such key in this account, or the admin API is off (no `--admin-token`).", body = ErrorBody),
+        AdminErrors,
+    ),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    Path((account_id, key_id)): Path<(String, String)>,
+    PathParams((account_id, key_id)): PathParams<(String, String)>,
 ) -> Response {
     let run = async {
         let key = state.store.revoke_key(&account_id, &key_id).await?;

@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input::{ImageRequest, ImageSource, ResponseOptions, read_images, truncate_at_word};
 use super::openapi::{
     DescriptionForm, DescriptionJson, DescriptionList, DescriptionsBatchForm,
-    DescriptionsBatchJson, RawImage, RawImageQuery,
+    DescriptionsBatchJson, IdempotencyKey, RawImage, RawImageQuery,
 };
 use crate::engine::{DescribeOptions, Described, Permits};
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
@@ -75,8 +75,12 @@ pub fn create_returns(error: &ApiError) -> bool {
         (a JSON object as text). Query options are accepted too; form fields win.\n\
         * **JSON** (`application/json`): exactly one of `image_base64` (a data URL is accepted) \
         and `image_url` (http or https, fetched by the server), plus the options.\n\n\
-        The format is sniffed from the bytes: JPEG, PNG, WebP, GIF, BMP or TIFF.",
-    params(RawImageQuery),
+        The format is sniffed from the bytes: JPEG, PNG, WebP, GIF, BMP or TIFF.\n\n\
+        The description is stored with the image's facts (never its bytes) and billed once (the \
+        `created` meter of `GET /v1/usage`). Scope: `describe`; refused while the account's \
+        processing is restricted.",
+    params(RawImageQuery, IdempotencyKey),
+    security(("api_key" = [])),
     request_body(
         description = "The image, in one of three forms.",
         content(
@@ -91,17 +95,21 @@ pub fn create_returns(error: &ApiError) -> bool {
             ("x-request-id" = String, description = "The caller's `x-request-id` when it is sane (1-128 of `A-Za-z0-9-_.:`), else a new one."),
             ("x-queue-time-ms" = u64, description = "Milliseconds the image waited for a batch."),
             ("x-inference-time-ms" = u64, description = "Milliseconds of model time for the image's batch."),
+            ("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key` (then not billed again, and without the timing headers)."),
         )),
-        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, no image or two, an unknown field or option, an invalid option value, or a refused image URL (scheme, private address).", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, no image or two, an unknown field or option, an invalid option value, a refused image URL (scheme, private address), or an invalid `Idempotency-Key`.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 401, description = "No API key, or one that is unknown or revoked, or whose account is deleted (`missing_api_key`, `invalid_api_key`).", body = ErrorBody),
+        (status = 403, description = "The key lacks the `describe` scope (`missing_scope`), or the account's processing is restricted (`account_restricted`).", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` was used with a different request in the last 24 hours (`idempotency_key_reused`), or a request with it is still running (`idempotency_key_in_use`).", body = ErrorBody),
         (status = 413, description = "Too large: the body (`--max-body-bytes`), the image bytes (`--max-image-bytes`, sent or fetched) or its pixels (`--max-image-pixels`).", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 415, description = "Unsupported content type: send image/*, application/octet-stream, multipart/form-data or application/json.", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 422, description = "The bytes are not an image that can be read (empty, truncated, unknown format), or the image URL could not be fetched (unreachable, upstream error status, timeout, too many redirects).", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 429, description = "At capacity (`--max-concurrent-images`); retry after `Retry-After` seconds.", body = ErrorBody, headers(
+        (status = 429, description = "At capacity (`--max-concurrent-images`, code `overloaded`), or the account's requests per minute are used up (`rate_limited`); retry after `Retry-After` seconds.", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),
-        (status = 500, description = "Inference failed; the worker is marked unhealthy until a run succeeds.", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 503, description = "Not available: the model is still loading (`starting`), the server is draining (`draining`), or the image waited longer than `--max-queue-time-ms` (`queue_timeout`).", body = ErrorBody, headers(
+        (status = 500, description = "Inference failed (the worker is marked unhealthy until a run succeeds), or the database failed; nothing was stored or billed.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 503, description = "Not available: the model is still loading (`starting`), the server is draining (`draining`), the image waited longer than `--max-queue-time-ms` (`queue_timeout`), or the database did not answer in time (`database_unavailable`).", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),
@@ -201,8 +209,11 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
         the others.\n\n\
         * **JSON**: `{\"images\": [...]}`, each item as the JSON body of `POST /v1/descriptions`.\n\
         * **Multipart**: several `image` file fields; the option fields apply to all of them.\n\
-        * **Raw image**: as for `POST /v1/descriptions`, a batch of one.",
-    params(RawImageQuery),
+        * **Raw image**: as for `POST /v1/descriptions`, a batch of one.\n\n\
+        Each description is stored and billed as by `POST /v1/descriptions`; failed images are \
+        neither. Scope: `describe`; refused while the account's processing is restricted.",
+    params(RawImageQuery, IdempotencyKey),
+    security(("api_key" = [])),
     request_body(
         description = "The images, in one of three forms.",
         content(
@@ -217,15 +228,20 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
             ("x-request-id" = String, description = "The caller's `x-request-id` when it is sane, else a new one."),
             ("x-queue-time-ms" = u64, description = "The longest queue wait among the images."),
             ("x-inference-time-ms" = u64, description = "The longest model time among the images."),
+            ("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key` (then not billed again, and without the timing headers)."),
         )),
-        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, an empty `images` list, an unknown field, an invalid option.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 400, description = "Invalid request: malformed JSON or multipart, bad base64, an empty `images` list, an unknown field, an invalid option, or an invalid `Idempotency-Key`.", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 401, description = "No API key, or one that is unknown or revoked, or whose account is deleted (`missing_api_key`, `invalid_api_key`).", body = ErrorBody),
+        (status = 403, description = "The key lacks the `describe` scope (`missing_scope`), or the account's processing is restricted (`account_restricted`).", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` was used with a different request in the last 24 hours (`idempotency_key_reused`), or a request with it is still running (`idempotency_key_in_use`).", body = ErrorBody),
         (status = 413, description = "Too large: the body (`--max-body-bytes`), more images than `--max-images-per-request`, or more than the server admits at once (`--max-concurrent-images`).", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 415, description = "Unsupported content type: send application/json, multipart/form-data, image/* or application/octet-stream.", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 429, description = "Not enough capacity for all the images at once; retry after `Retry-After` seconds.", body = ErrorBody, headers(
+        (status = 429, description = "Not enough capacity for all the images at once (`overloaded`), or the account's requests per minute are used up (`rate_limited`); retry after `Retry-After` seconds.", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),
-        (status = 503, description = "Not available: the model is still loading (`starting`) or the server is draining (`draining`).", body = ErrorBody, headers(
+        (status = 500, description = "Storing the results failed; nothing was stored or billed.", body = ErrorBody),
+        (status = 503, description = "Not available: the model is still loading (`starting`), the server is draining (`draining`), or the database did not answer in time (`database_unavailable`).", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -13,12 +14,32 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{ApiKeyErrors, DeletedDescription, DescriptionPage, VersionList};
 use crate::store::descriptions::{Description, Provenance};
 use crate::store::keys::Scope;
 
 /// Rows fetched per step of an export: bounds memory whatever the account's size.
 const EXPORT_PAGE: i64 = 500;
+
+/// Path parameters, or a 400 with the JSON error body when they cannot be read (an id that is
+/// not UTF-8 once percent-decoded): axum's own `Path` rejection is plain text.
+pub struct PathParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParams(value)),
+            Err(rejection) => {
+                let error = ApiError::bad_request("invalid_path", rejection.body_text());
+                state.count_rejection(&error);
+                Err(error)
+            }
+        }
+    }
+}
 
 /// Parses the query string into `T`, answering 400 with a JSON error when it does not fit.
 pub fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
@@ -46,11 +67,18 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Descriptions per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// A cursor: the `id` of the last description of the previous page.
+    #[param(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     starting_after: Option<String>,
+    /// Only the descriptions sent with this `asset_id`.
+    #[param(example = "sku-1042")]
     asset_id: Option<String>,
 }
 
@@ -65,6 +93,64 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// The operations of this module, for [`library_returns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibraryOperation {
+    List,
+    Retrieve,
+    Edit,
+    Delete,
+    Versions,
+    Export,
+}
+
+/// Whether `operation` can answer with `error`. tests/openapi.rs turns this into statuses
+/// through `status_of` and checks them against the `responses` of the annotations below.
+/// Exhaustive on purpose, like `descriptions::create_returns`.
+pub fn library_returns(operation: LibraryOperation, error: &ApiError) -> bool {
+    use LibraryOperation::*;
+    match error {
+        // The API-key layer (`auth::require_api_key`): no key or a bad one; the account's rate
+        // limit.
+        ApiError::Unauthorized { .. } | ApiError::RateLimited { .. } => true,
+        // The key lacks `read` (`manage` for edit and delete).
+        ApiError::Forbidden { .. } => true,
+        // The database did not answer in time (here or in the API-key layer), or failed.
+        ApiError::Unavailable { .. } | ApiError::Internal(_) => true,
+        // The query string (unknown parameter, `limit` out of range, unknown `format`), the
+        // edit's JSON body (malformed, unknown field, empty text, provenance `ai`), or an id that
+        // is not UTF-8 (`PathParams`). Not counted: the store's `Invalid` for a stored row it
+        // cannot read, which only a corrupt database gives.
+        ApiError::BadRequest { .. } => true,
+        // Not one of the account's descriptions.
+        ApiError::NotFound(_) => matches!(operation, Retrieve | Edit | Delete | Versions),
+        // Two edits of one description at once (PostgreSQL): the later one's version is taken.
+        ApiError::Conflict { .. } => operation == Edit,
+        ApiError::UnsupportedMediaType(_)
+        | ApiError::TooLarge { .. }
+        | ApiError::BadImage { .. }
+        | ApiError::ImageUrlFailed { .. }
+        | ApiError::Overloaded { .. } => false,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions",
+    operation_id = "listDescriptions",
+    tag = "descriptions",
+    summary = "List stored descriptions",
+    description = "The account's descriptions, newest first, a page at a time: pass the last \
+        `id` as `starting_after` for the next page while `has_more` is true. Not billed. Scope: \
+        `read`.",
+    params(ListQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of descriptions, newest first.", body = DescriptionPage),
+        (status = 400, description = "Invalid query: an unknown parameter, or `limit` outside 1 to 100.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Response {
     let run = async {
         caller.require(Scope::Read)?;
@@ -89,10 +175,27 @@ pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Re
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions/{id}",
+    operation_id = "retrieveDescription",
+    tag = "descriptions",
+    summary = "Retrieve a description",
+    description = "One stored description with its current text. Each retrieval is billed (the \
+        `retrieved` meter of `GET /v1/usage`). Scope: `read`.",
+    params(("id" = String, Path, description = "The description's id.", example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The description.", body = Description),
+        (status = 400, description = "The `id` is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such description in this account.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn retrieve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let run = async {
@@ -116,10 +219,31 @@ pub struct EditRequest {
     pub provenance: Option<Provenance>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/descriptions/{id}",
+    operation_id = "editDescription",
+    tag = "descriptions",
+    summary = "Edit a description",
+    description = "A person's edit: the text is replaced and the previous text is kept as a \
+        version (`GET /v1/descriptions/{id}/versions`); `version` goes up by one and \
+        `provenance` becomes `ai_edited` (model text edited) unless `human` is sent. Scope: \
+        `manage`.",
+    params(("id" = String, Path, description = "The description's id.", example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    request_body(content = EditRequest, content_type = "application/json"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The description with its new text.", body = Description),
+        (status = 400, description = "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, a `text` that is empty or longer than 10000 characters, provenance `ai`, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such description in this account.", body = ErrorBody),
+        (status = 409, description = "Another edit of this description was saved at the same moment (code `conflict`); retry.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn edit(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     body: Result<Json<EditRequest>, JsonRejection>,
 ) -> Response {
     let run = async {
@@ -142,10 +266,27 @@ pub async fn edit(
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/descriptions/{id}",
+    operation_id = "deleteDescription",
+    tag = "descriptions",
+    summary = "Delete a description",
+    description = "Deletes the description and its versions at once. Its usage rows stay: they \
+        are billing records and hold no text. Scope: `manage`.",
+    params(("id" = String, Path, description = "The description's id.", example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted.", body = DeletedDescription),
+        (status = 400, description = "The `id` is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such description in this account.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Response {
     let run = async {
         caller.require(Scope::Manage)?;
@@ -161,10 +302,27 @@ pub async fn delete(
         .map_or_else(|e| state.reject(e), IntoResponse::into_response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions/{id}/versions",
+    operation_id = "listDescriptionVersions",
+    tag = "descriptions",
+    summary = "A description's versions",
+    description = "Every text the description has had, oldest first: version 1 is the model's. \
+        Not billed. Scope: `read`.",
+    params(("id" = String, Path, description = "The description's id.", example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The versions, oldest first (`has_more` is always false).", body = VersionList),
+        (status = 400, description = "The `id` is not UTF-8 once percent-decoded (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such description in this account.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn versions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Response {
     let run = async {
         caller.require(Scope::Read)?;
@@ -188,10 +346,15 @@ pub enum ExportFormat {
     Csv,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// `jsonl` (default): one description per line, as `GET /v1/descriptions/{id}` answers it;
+    /// `csv`: a header row, then one row per description.
     format: Option<ExportFormat>,
+    /// Only the descriptions sent with this `asset_id`.
+    #[param(example = "sku-1042")]
     asset_id: Option<String>,
 }
 
@@ -250,6 +413,29 @@ fn csv_rows(descriptions: &[Description], header: bool) -> Result<Vec<u8>, csv::
 }
 
 /// Every description of the account, newest first, streamed page by page. Not billed.
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions/export",
+    operation_id = "exportDescriptions",
+    tag = "descriptions",
+    summary = "Export every description",
+    description = "Every description of the account, newest first, streamed as JSON Lines or \
+        CSV (`Content-Disposition: attachment`). Memory stays bounded whatever the account's \
+        size. A database failure after the answer started cuts the stream short (no final \
+        chunk), so an incomplete file is detectable. Not billed. Scope: `read`.",
+    params(ExportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The descriptions, streamed.", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        ), headers(
+            ("content-disposition" = String, description = "`attachment; filename=\"descriptions.jsonl\"` (or `.csv`)."),
+        )),
+        (status = 400, description = "Invalid query: an unknown parameter or `format`.", body = ErrorBody),
+        ApiKeyErrors,
+    ),
+)]
 pub async fn export(State(state): State<AppState>, caller: Caller, uri: Uri) -> Response {
     if let Err(error) = caller.require(Scope::Read) {
         return state.reject(error);

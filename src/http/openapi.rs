@@ -4,41 +4,80 @@
 //! self-contained page (no CDN, no external fonts or scripts) that fetches it and renders it.
 //!
 //! The status check (tests/openapi.rs) compares, per operation, the documented response statuses
-//! with [`handler_statuses`]: for the description handlers these come from the `ApiError` variants
-//! they can return (`descriptions::create_returns`, exhaustive matches) through
+//! with [`handler_statuses`]: for the `/v1/` handlers these come from the `ApiError` variants
+//! they can return (`descriptions::create_returns`, `library::library_returns`,
+//! `account::account_returns`, `admin::admin_returns`: exhaustive matches) through
 //! [`status_of`](super::error::status_of).
+//!
+//! What every answer of a layer carries is added here from the code's middleware rather than
+//! repeated per operation ([`FromTheCode`]): `x-request-id` on every answer, `WWW-Authenticate`
+//! on 401, `Retry-After` on error answers 429 and 503, `RateLimit-*` on the answers of the
+//! API-key routes that passed authentication, and the security schemes.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response as ResponseDoc, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
-use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
+use super::account::{self, AccountOperation, AccountPatch};
+use super::admin::{self, AdminOperation, CreateAccount, CreateKey, CreatedKeyBody, UpdateAccount};
 use super::descriptions;
 use super::error::{ApiError, ErrorBody, ErrorDetail, status_of};
+use super::library::{self, EditRequest, ExportFormat, LibraryOperation};
 use crate::model::Detail;
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageKind;
-use crate::store::descriptions::{Description, ImageFacts};
+use crate::store::accounts::{Account, RestrictedBy};
+use crate::store::descriptions::{Description, ImageFacts, Provenance, Version};
+use crate::store::keys::{ApiKey, Scope};
+use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "altimage",
         description = "Self-hosted image descriptions: alt text and product descriptions from \
-            Florence-2.\n\nErrors are JSON `{\"error\": {\"type\", \"code\", \"message\"}}`; every \
-            answer carries `x-request-id`; 429 and 503 carry `Retry-After`. While the model loads, \
-            every route except `/health/*`, `/metrics`, `/openapi.json` and `/docs` answers 503 \
-            with code `starting`. Unknown paths answer 404 with the same error body."
+            Florence-2.\n\nEvery `/v1/` route needs an API key as `Authorization: Bearer KEY` \
+            (security scheme `api_key`); its scopes (`describe`, `read`, `manage`) decide what it \
+            may do, and the account's requests per minute are limited (answers carry \
+            `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`). The `/v1/admin/` \
+            routes take the operator's `--admin-token` instead (`admin_token`) and exist only \
+            when one is set.\n\nErrors are JSON `{\"error\": {\"type\", \"code\", \"message\"}}`; \
+            every answer carries `x-request-id`; 429 and 503 carry `Retry-After`. While the model \
+            loads, every route except `/health/*`, `/metrics`, `/openapi.json` and `/docs` \
+            answers 503 with code `starting`. Unknown paths answer 404 with the same error body."
     ),
     paths(
         descriptions::create,
         descriptions::create_batch,
+        library::list,
+        library::export,
+        library::retrieve,
+        library::edit,
+        library::delete,
+        library::versions,
+        account::usage,
+        account::show,
+        account::update,
+        account::delete,
+        account::export,
+        admin::create_account,
+        admin::list_accounts,
+        admin::show_account,
+        admin::update_account,
+        admin::delete_account,
+        admin::create_key,
+        admin::list_keys,
+        admin::revoke_key,
         health_live,
         health_ready,
         health,
@@ -62,9 +101,36 @@ use crate::store::descriptions::{Description, ImageFacts};
         InfoLimits,
         Metadata,
         RawImage,
+        Provenance,
+        Version,
+        DescriptionPage,
+        VersionList,
+        DeletedDescription,
+        EditRequest,
+        ExportFormat,
+        Account,
+        RestrictedBy,
+        AccountPatch,
+        Usage,
+        UsageTotals,
+        UsageDay,
+        UsageEvent,
+        ArchivedUsage,
+        AccountExport,
+        ExportedDescription,
+        ApiKey,
+        Scope,
+        CreatedKeyBody,
+        CreateAccount,
+        UpdateAccount,
+        CreateKey,
+        AccountList,
+        KeyList,
     )),
     tags(
-        (name = "descriptions", description = "Describe images."),
+        (name = "descriptions", description = "Describe images; list, read, edit, delete and export the stored descriptions."),
+        (name = "account", description = "The caller's account: profile, usage, restricted processing, export and deletion."),
+        (name = "admin", description = "Accounts and API keys, for the operator (`--admin-token`). Off when no token is set."),
         (name = "operations", description = "Health, information, metrics and this documentation."),
     ),
     modifiers(&FromTheCode),
@@ -209,6 +275,139 @@ pub fn handler_statuses() -> Vec<(&'static str, &'static str, BTreeSet<u16>)> {
             "/v1/descriptions/batch",
             statuses(StatusCode::OK, descriptions::create_batch_returns),
         ),
+        (
+            "get",
+            "/v1/descriptions",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::List, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/descriptions/export",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::Export, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/descriptions/{id}",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::Retrieve, e)
+            }),
+        ),
+        (
+            "patch",
+            "/v1/descriptions/{id}",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::Edit, e)
+            }),
+        ),
+        (
+            "delete",
+            "/v1/descriptions/{id}",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::Delete, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/descriptions/{id}/versions",
+            statuses(StatusCode::OK, |e| {
+                library::library_returns(LibraryOperation::Versions, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/usage",
+            statuses(StatusCode::OK, |e| {
+                account::account_returns(AccountOperation::Usage, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/account",
+            statuses(StatusCode::OK, |e| {
+                account::account_returns(AccountOperation::Show, e)
+            }),
+        ),
+        (
+            "patch",
+            "/v1/account",
+            statuses(StatusCode::OK, |e| {
+                account::account_returns(AccountOperation::Update, e)
+            }),
+        ),
+        (
+            "delete",
+            "/v1/account",
+            statuses(StatusCode::ACCEPTED, |e| {
+                account::account_returns(AccountOperation::Delete, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/account/export",
+            statuses(StatusCode::OK, |e| {
+                account::account_returns(AccountOperation::Export, e)
+            }),
+        ),
+        (
+            "post",
+            "/v1/admin/accounts",
+            statuses(StatusCode::CREATED, |e| {
+                admin::admin_returns(AdminOperation::CreateAccount, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/admin/accounts",
+            statuses(StatusCode::OK, |e| {
+                admin::admin_returns(AdminOperation::ListAccounts, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/admin/accounts/{id}",
+            statuses(StatusCode::OK, |e| {
+                admin::admin_returns(AdminOperation::ShowAccount, e)
+            }),
+        ),
+        (
+            "patch",
+            "/v1/admin/accounts/{id}",
+            statuses(StatusCode::OK, |e| {
+                admin::admin_returns(AdminOperation::UpdateAccount, e)
+            }),
+        ),
+        (
+            "delete",
+            "/v1/admin/accounts/{id}",
+            statuses(StatusCode::ACCEPTED, |e| {
+                admin::admin_returns(AdminOperation::DeleteAccount, e)
+            }),
+        ),
+        (
+            "post",
+            "/v1/admin/accounts/{id}/keys",
+            statuses(StatusCode::CREATED, |e| {
+                admin::admin_returns(AdminOperation::CreateKey, e)
+            }),
+        ),
+        (
+            "get",
+            "/v1/admin/accounts/{id}/keys",
+            statuses(StatusCode::OK, |e| {
+                admin::admin_returns(AdminOperation::ListKeys, e)
+            }),
+        ),
+        (
+            "delete",
+            "/v1/admin/accounts/{id}/keys/{key_id}",
+            statuses(StatusCode::OK, |e| {
+                admin::admin_returns(AdminOperation::RevokeKey, e)
+            }),
+        ),
         ("get", "/health/live", fixed(&[StatusCode::OK])),
         (
             "get",
@@ -228,7 +427,7 @@ pub fn handler_statuses() -> Vec<(&'static str, &'static str, BTreeSet<u16>)> {
 }
 
 /// `success` and the status of every `ApiError` variant that `returns` says the handler gives.
-pub fn statuses(success: StatusCode, returns: fn(&ApiError) -> bool) -> BTreeSet<u16> {
+pub fn statuses(success: StatusCode, returns: impl Fn(&ApiError) -> bool) -> BTreeSet<u16> {
     every_api_error()
         .iter()
         .filter(|error| returns(error))
@@ -261,13 +460,43 @@ pub fn every_api_error() -> Vec<ApiError> {
             message: "example".into(),
             retry_after: after,
         },
+        ApiError::Unauthorized {
+            code: "invalid_api_key",
+            message: "example".into(),
+        },
+        ApiError::Forbidden {
+            code: "missing_scope",
+            message: "example".into(),
+        },
+        ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "example".into(),
+        },
+        ApiError::RateLimited {
+            message: "example".into(),
+            retry_after: after,
+        },
         ApiError::NotFound("example".into()),
         ApiError::Internal("example".into()),
     ]
 }
 
-/// Fills in what the derives cannot know: the values of `ErrorDetail.type`, from `status_of`.
+/// Fills in what the derives cannot know: the values of `ErrorDetail.type`, from `status_of`;
+/// the security schemes; and the headers that a layer puts on every answer it passes (see the
+/// module documentation), so that no operation can forget them.
 struct FromTheCode;
+
+/// The routes behind `auth::require_api_key` (see `router` in mod.rs).
+fn behind_api_key(path: &str) -> bool {
+    path.starts_with("/v1/") && !path.starts_with("/v1/admin/")
+}
+
+fn header(schema: Type, description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(schema))
+        .description(Some(description))
+        .build()
+}
 
 impl Modify for FromTheCode {
     fn modify(&self, openapi: &mut OpenApiDoc) {
@@ -275,16 +504,192 @@ impl Modify for FromTheCode {
             .iter()
             .map(|error| status_of(error).1)
             .collect();
-        let detail = openapi
-            .components
-            .as_mut()
-            .and_then(|c| c.schemas.get_mut("ErrorDetail"));
-        if let Some(RefOr::T(Schema::Object(detail))) = detail
+        let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(Schema::Object(detail))) = components.schemas.get_mut("ErrorDetail")
             && let Some(RefOr::T(Schema::Object(kind))) = detail.properties.get_mut("type")
         {
             kind.enum_values = Some(kinds.into_iter().map(Into::into).collect());
         }
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("altk_…")
+                    .description(Some(
+                        "An API key, `Authorization: Bearer altk_…`: from `POST \
+                         /v1/admin/accounts/{id}/keys`, `altimage keys create`, or the file \
+                         `bootstrap-api-key` that the first start writes to the data directory. \
+                         Its scopes decide what it may do.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator's `--admin-token` (`ALTIMAGE_ADMIN_TOKEN`), \
+                         `Authorization: Bearer TOKEN`. Without one the admin routes do not exist.",
+                    ))
+                    .build(),
+            ),
+        );
+        let error_body = format!("#/components/schemas/{}", ErrorBody::name());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let rate_limited = behind_api_key(path);
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_error_body = response.content.get("application/json").is_some_and(
+                        |c| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == error_body),
+                    );
+                    let headers = &mut response.headers;
+                    headers.entry("x-request-id".into()).or_insert_with(|| {
+                        header(
+                            Type::String,
+                            "The caller's `x-request-id` when it is sane (1-128 of \
+                             `A-Za-z0-9-_.:`), else a new one.",
+                        )
+                    });
+                    if status == "401" {
+                        headers.entry("www-authenticate".into()).or_insert_with(|| {
+                            header(Type::String, "`Bearer realm=\"altimage\"`.")
+                        });
+                    }
+                    if is_error_body && (status == "429" || status == "503") {
+                        headers.entry("retry-after".into()).or_insert_with(|| {
+                            header(Type::Integer, "Seconds to wait before retrying.")
+                        });
+                    }
+                    // Every answer after the rate limiter, which runs after authentication.
+                    if rate_limited && status != "401" {
+                        for (name, description) in RATE_LIMIT_HEADERS {
+                            headers
+                                .entry(name.into())
+                                .or_insert_with(|| header(Type::Integer, description));
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// The `RateLimit-*` headers of `auth::require_api_key`. Absent when the account has no limit
+/// (`--rate-limit-per-minute 0` and no per-account limit), and on answers given before the
+/// limiter ran: the model still loading, the database failing during authentication.
+pub const RATE_LIMIT_HEADERS: [(&str, &str); 3] = [
+    (
+        "ratelimit-limit",
+        "The account's requests per minute. Absent when no limit applies.",
+    ),
+    (
+        "ratelimit-remaining",
+        "Requests that could be made right now after this one.",
+    ),
+    (
+        "ratelimit-reset",
+        "Seconds until the full allowance is back.",
+    ),
+];
+
+/// An error answer with the `ErrorBody` schema (headers are added by [`FromTheCode`]).
+fn error_response(description: &str) -> RefOr<ResponseDoc> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// The error answers every API-key route outside `POST /v1/descriptions[/batch]` shares: the
+/// API-key layer, the scope check, the database (see `library_returns`, `account_returns`).
+pub struct ApiKeyErrors;
+
+impl IntoResponses for ApiKeyErrors {
+    fn responses() -> BTreeMap<String, RefOr<ResponseDoc>> {
+        [
+            (
+                "401",
+                "No API key, or one that is unknown or revoked, or whose account is deleted \
+                 (`missing_api_key`, `invalid_api_key`).",
+            ),
+            (
+                "403",
+                "The API key lacks the scope this operation needs (`missing_scope`).",
+            ),
+            (
+                "429",
+                "The account's requests per minute are used up (`rate_limited`); retry after \
+                 `Retry-After` seconds.",
+            ),
+            ("500", "The database failed."),
+            (
+                "503",
+                "The database did not answer in time (`database_unavailable`), or the model is \
+                 still loading (`starting`).",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), error_response(description)))
+        .collect()
+    }
+}
+
+/// The error answers every admin route shares (see `admin_returns`).
+pub struct AdminErrors;
+
+impl IntoResponses for AdminErrors {
+    fn responses() -> BTreeMap<String, RefOr<ResponseDoc>> {
+        [
+            (
+                "401",
+                "No admin token, or not the server's `--admin-token` (`invalid_admin_token`).",
+            ),
+            ("500", "The database failed."),
+            (
+                "503",
+                "The database did not answer in time (`database_unavailable`), or the model is \
+                 still loading (`starting`).",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), error_response(description)))
+        .collect()
+    }
+}
+
+/// The `Idempotency-Key` request header of the two POSTs.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 255 visible ASCII characters, e.g. a UUID. A retry with the same key and the same
+    /// request (image bytes or URLs, and options) within 24 hours answers the stored response
+    /// with `Idempotent-Replayed: true` and is not billed again; the same key with another
+    /// request is a 409. An attempt that failed is not kept, so its retry runs again.
+    #[param(
+        rename = "Idempotency-Key",
+        max_length = 255,
+        example = "3f0c2a9e-6b1d-4c55-9a7e-2f4b8d1c0e93"
+    )]
+    pub idempotency_key: Option<String>,
 }
 
 /// A string schema whose values are `values`.
@@ -509,6 +914,8 @@ pub struct DescriptionList {
 }
 
 /// A description, or the error body of an image that failed.
+// A schema only (never built at run time), so the variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum DescriptionOrError {
@@ -543,6 +950,13 @@ pub struct InfoBody {
     pub workers: usize,
     pub healthy_workers: usize,
     pub ready: bool,
+    /// `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
+    pub database: String,
+    /// Whether the `/v1/admin/` routes exist (`--admin-token` is set).
+    pub admin_api: bool,
+    /// Whether usage is reported to Stripe.
+    pub billing: Option<bool>,
     pub limits: InfoLimits,
 }
 
@@ -560,4 +974,120 @@ pub struct InfoLimits {
     pub max_images_per_request: usize,
     pub max_new_tokens: usize,
     pub max_num_beams: usize,
+    /// Requests per minute per account unless the account has its own limit; 0 = no limit.
+    pub rate_limit_per_minute: u64,
+}
+
+/// A page of stored descriptions.
+#[derive(ToSchema)]
+pub struct DescriptionPage {
+    /// Always `list`.
+    #[schema(example = "list")]
+    pub object: String,
+    /// Newest first.
+    pub data: Vec<Description>,
+    /// Whether another page follows: ask for it with `starting_after` = the last `id`.
+    pub has_more: bool,
+}
+
+/// A description's versions.
+#[derive(ToSchema)]
+pub struct VersionList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    pub object: String,
+    /// Oldest first; the last one is the current text.
+    pub data: Vec<Version>,
+    /// Always false.
+    pub has_more: bool,
+}
+
+/// The answer to a deletion.
+#[derive(ToSchema)]
+pub struct DeletedDescription {
+    /// Always `description`.
+    #[schema(example = "description")]
+    pub object: String,
+    #[schema(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// Usage per day.
+#[derive(ToSchema)]
+pub struct Usage {
+    /// Always `usage`.
+    #[schema(example = "usage")]
+    pub object: String,
+    /// The first day, `YYYY-MM-DD` UTC.
+    #[schema(example = "2026-11-01")]
+    pub from: String,
+    /// The last day, inclusive.
+    #[schema(example = "2026-11-30")]
+    pub to: String,
+    pub totals: UsageTotals,
+    /// Every day of the range, oldest first; days without usage have zeros.
+    pub data: Vec<UsageDay>,
+}
+
+/// Sums over the range.
+#[derive(ToSchema)]
+pub struct UsageTotals {
+    /// Descriptions created.
+    pub created: i64,
+    /// Descriptions retrieved.
+    pub retrieved: i64,
+}
+
+/// Everything kept about an account (`GET /v1/account/export`).
+#[derive(ToSchema)]
+pub struct AccountExport {
+    /// Always `account_export`.
+    #[schema(example = "account_export")]
+    pub object: String,
+    /// Unix milliseconds.
+    pub exported_at: i64,
+    pub account: Account,
+    /// Key metadata; never the secrets.
+    pub keys: Vec<ApiKey>,
+    /// Every description, newest first, with its versions.
+    pub descriptions: Vec<ExportedDescription>,
+    /// The usage ledger rows still kept (rows older than two years are purged once reported).
+    pub usage_events: Vec<UsageEvent>,
+    /// Per-day totals of the purged ledger rows.
+    pub usage_archive: Vec<ArchivedUsage>,
+}
+
+/// A description with its versions.
+#[derive(Serialize, ToSchema)]
+pub struct ExportedDescription {
+    #[serde(flatten)]
+    pub description: Description,
+    /// Oldest first.
+    pub versions: Vec<Version>,
+}
+
+/// A page of accounts.
+#[derive(ToSchema)]
+pub struct AccountList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    pub object: String,
+    /// Newest first.
+    pub data: Vec<Account>,
+    /// Whether another page follows: ask for it with `starting_after` = the last `id`.
+    pub has_more: bool,
+}
+
+/// An account's keys.
+#[derive(ToSchema)]
+pub struct KeyList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    pub object: String,
+    /// Oldest first, revoked ones included.
+    pub data: Vec<ApiKey>,
+    /// Always false.
+    pub has_more: bool,
 }
