@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::florence2::LoadOptions;
 use crate::model::preprocess::ImageLimits;
-use crate::model::runtime::{self, Device, RuntimeOptions};
+use crate::model::runtime::{self, Device, KvCache, RuntimeOptions};
 use crate::model::{Detail, ModelError};
 
 #[derive(Debug, Parser)]
@@ -469,6 +469,12 @@ pub struct ModelArgs {
     /// Cap of the CUDA memory arena in MiB (0 = no cap). Lets two instances share one GPU.
     #[arg(long, env = "ALTIMAGE_CUDA_MEMORY_LIMIT_MB", default_value_t = 0)]
     pub cuda_memory_limit_mb: usize,
+
+    /// Where the decoder's KV cache stays between decode steps: `device` (ONNX Runtime I/O
+    /// binding; on CUDA it never leaves GPU memory) or `host` (copied to host memory and back
+    /// every step; the older path, kept as a fall-back).
+    #[arg(long, env = "ALTIMAGE_KV_CACHE", default_value = "device")]
+    pub kv_cache: KvCache,
 }
 
 impl StoreArgs {
@@ -506,6 +512,7 @@ impl ModelArgs {
                 inter_threads: self.inter_threads,
                 optimization_level: self.graph_optimization,
                 cuda_mem_limit: self.cuda_memory_limit_mb * 1024 * 1024,
+                kv_cache: self.kv_cache,
             },
             variant_suffix: self.dtype.suffix().to_string(),
             vision_batch_size: self.vision_batch_size,

@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ndarray::Array3;
-use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
+use ort::value::{DynValue, Tensor};
 
 use super::ModelError;
 use super::config::{GenerationConfig, ModelConfig};
 use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
-use super::kv_cache::{CacheNames, DecoderState, RowTensor};
+use super::kv_cache::{CacheNames, DecoderState, DeviceGather, RowTensor};
 use super::preprocess::PreprocessorConfig;
 use super::prompts::{Detail, Prompts};
-use super::runtime::{self, Device, RuntimeOptions};
+use super::runtime::{self, Device, KvCache, RuntimeOptions};
 use super::signature::{DecoderShape, GraphPorts, Port};
 use super::text::TextCodec;
 
@@ -103,6 +103,9 @@ pub struct Florence2 {
     vision_batch_size: usize,
     prompt_ids: [Vec<i64>; 3],
     model_dir: PathBuf,
+    device: Device,
+    /// `Some` with `KvCache::Device`: the cache stays in the session's memory between steps.
+    device_gather: Option<DeviceGather>,
 }
 
 impl Florence2 {
@@ -192,6 +195,11 @@ impl Florence2 {
             },
             prompt_ids,
             model_dir: dir.clone(),
+            device: options.runtime.device,
+            device_gather: match options.runtime.kv_cache {
+                KvCache::Device => Some(DeviceGather::new(env, &options.runtime)),
+                KvCache::Host => None,
+            },
         })
     }
 
@@ -205,6 +213,15 @@ impl Florence2 {
 
     pub fn generation_config(&self) -> &GenerationConfig {
         &self.generation
+    }
+
+    /// Where the decoder's cache lives between steps.
+    pub fn kv_cache(&self) -> KvCache {
+        if self.device_gather.is_some() {
+            KvCache::Device
+        } else {
+            KvCache::Host
+        }
     }
 
     /// The largest `max_new_tokens` a request may ask for (decoder positions, start included).
@@ -403,15 +420,33 @@ impl Florence2 {
         let embeds = Tensor::from_array(([rows, encoder_len, hidden], inputs_embeds))
             .map_err(ModelError::inference("encoder"))?;
         let mask_tensor = RowTensor::i64(vec![rows, encoder_len], mask)?;
-        let outputs = self
-            .encoder
-            .run(ort::inputs!["inputs_embeds" => embeds, "attention_mask" => mask_tensor.value()])
-            .map_err(ModelError::inference("encoder"))?;
-        let (_, hidden_states) = outputs["last_hidden_state"]
-            .try_extract_tensor::<f32>()
-            .map_err(ModelError::inference("encoder"))?;
-        let hidden_states =
-            RowTensor::f32(vec![rows, encoder_len, hidden], hidden_states.to_vec())?;
+        let hidden_states = if self.device_gather.is_some() {
+            // The encoder's output stays on the device: the decoder reads it there every step.
+            let error = ModelError::inference("encoder");
+            let device = runtime::device_memory(self.device).map_err(&error)?;
+            let mut binding = self.encoder.create_binding().map_err(&error)?;
+            binding
+                .bind_input("inputs_embeds", &embeds)
+                .map_err(&error)?;
+            binding
+                .bind_input("attention_mask", mask_tensor.value())
+                .map_err(&error)?;
+            binding
+                .bind_output_to_device("last_hidden_state", &device)
+                .map_err(&error)?;
+            let mut outputs = self.encoder.run_binding(&binding).map_err(&error)?;
+            let value = take_output(&mut outputs, "last_hidden_state", "encoder")?;
+            RowTensor::from_output(value, "encoder")?
+        } else {
+            let outputs = self
+                .encoder
+                .run(ort::inputs!["inputs_embeds" => embeds, "attention_mask" => mask_tensor.value()])
+                .map_err(ModelError::inference("encoder"))?;
+            let (_, hidden_states) = outputs["last_hidden_state"]
+                .try_extract_tensor::<f32>()
+                .map_err(ModelError::inference("encoder"))?;
+            RowTensor::f32(vec![rows, encoder_len, hidden], hidden_states.to_vec())?
+        };
         Ok(DecoderState::new(
             hidden_states,
             mask_tensor,
@@ -452,10 +487,33 @@ impl Florence2 {
                 return Ok((search, steps));
             }
             if !plan.is_identity(state.rows()) {
-                state.gather(&plan.parents)?;
+                state.gather(&plan.parents, self.device_gather.as_mut())?;
             }
             tokens = plan.tokens;
         }
+    }
+
+    /// Embeds one token per row for a decoder step, `[rows, 1, D]`; with the device cache the
+    /// embeddings stay on the device too.
+    fn embed_step(&mut self, tokens: Vec<i64>) -> Result<DynValue, ModelError> {
+        let rows = tokens.len();
+        let error = ModelError::inference("embed");
+        if self.device_gather.is_none() {
+            let hidden = self.embed(tokens, rows)?;
+            let width = hidden.len() / rows;
+            return Ok(Tensor::from_array(([rows, 1, width], hidden))
+                .map_err(&error)?
+                .into_dyn());
+        }
+        let input = Tensor::from_array(([rows, 1], tokens)).map_err(&error)?;
+        let device = runtime::device_memory(self.device).map_err(&error)?;
+        let mut binding = self.embed.create_binding().map_err(&error)?;
+        binding.bind_input("input_ids", &input).map_err(&error)?;
+        binding
+            .bind_output_to_device("inputs_embeds", &device)
+            .map_err(&error)?;
+        let mut outputs = self.embed.run_binding(&binding).map_err(&error)?;
+        take_output(&mut outputs, "inputs_embeds", "embed")
     }
 
     /// One decoder call; returns the last position's logits, `[rows, vocab]` flat.
@@ -465,67 +523,106 @@ impl Florence2 {
         tokens: Vec<i64>,
     ) -> Result<Vec<f32>, ModelError> {
         let rows = tokens.len();
-        let hidden = self.embed(tokens, rows)?;
-        let width = hidden.len() / rows;
-        let embeds = Tensor::from_array(([rows, 1, width], hidden))
-            .map_err(ModelError::inference("decoder"))?;
+        let error = ModelError::inference("decoder");
+        let embeds = self.embed_step(tokens)?;
         let use_cache = state.has_cache();
         let flag = Tensor::from_array(([1usize], vec![use_cache]))
-            .map_err(ModelError::inference("decoder"))?;
+            .map_err(&error)?
+            .into_dyn();
         let empty = if use_cache {
             None
         } else {
             Some(state.empty_past()?)
         };
 
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+        let mut inputs: Vec<(&str, &DynValue)> =
             Vec::with_capacity(4 + 4 * self.decoder_shape.layers);
-        inputs.push(("inputs_embeds".into(), embeds.into()));
+        inputs.push(("inputs_embeds", &embeds));
         inputs.push((
-            "encoder_attention_mask".into(),
-            state.encoder_attention_mask.value().into(),
+            "encoder_attention_mask",
+            state.encoder_attention_mask.value(),
         ));
-        inputs.push((
-            "encoder_hidden_states".into(),
-            state.encoder_hidden_states.value().into(),
-        ));
+        inputs.push(("encoder_hidden_states", state.encoder_hidden_states.value()));
         for (layer, names) in self.cache_names.past.iter().enumerate() {
             for (kind, name) in names.iter().enumerate() {
                 let value = match &empty {
                     Some(empty) => empty.value(),
                     None => state.past(layer, kind).value(),
                 };
-                inputs.push((Cow::Borrowed(name.as_str()), value.into()));
+                inputs.push((name.as_str(), value));
             }
         }
-        inputs.push(("use_cache_branch".into(), flag.into()));
+        inputs.push(("use_cache_branch", &flag));
 
-        let mut outputs = self
-            .decoder
-            .run(inputs)
-            .map_err(ModelError::inference("decoder"))?;
-        let logits = {
-            let (shape, data) = outputs["logits"]
-                .try_extract_tensor::<f32>()
-                .map_err(ModelError::inference("decoder"))?;
-            let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
-            if positions == 1 {
-                data.to_vec()
-            } else {
-                (0..rows)
-                    .flat_map(|r| {
-                        data[(r * positions + positions - 1) * vocab
-                            ..(r * positions + positions) * vocab]
-                            .iter()
-                            .copied()
-                    })
-                    .collect()
+        let logits = if self.device_gather.is_some() {
+            // I/O binding: the cache outputs stay in the session's memory and are bound as the
+            // next step's inputs as they are; only the logits are bound to host memory. The
+            // cross-attention presents are asked for on the first call only (later calls return
+            // empty placeholders).
+            let device = runtime::device_memory(self.device).map_err(&error)?;
+            let host = runtime::host_memory().map_err(&error)?;
+            let mut binding = self.decoder.create_binding().map_err(&error)?;
+            for (name, value) in &inputs {
+                binding.bind_input(*name, *value).map_err(&error)?;
             }
+            binding
+                .bind_output_to_device("logits", &host)
+                .map_err(&error)?;
+            for names in &self.cache_names.present {
+                let wanted = if use_cache { &names[..2] } else { &names[..] };
+                for name in wanted {
+                    binding
+                        .bind_output_to_device(name.as_str(), &device)
+                        .map_err(&error)?;
+                }
+            }
+            let mut outputs = self.decoder.run_binding(&binding).map_err(&error)?;
+            let logits = last_logits(&mut outputs, rows)?;
+            state.absorb(&mut outputs, &self.cache_names)?;
+            logits
+        } else {
+            let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+                .iter()
+                .map(|(name, value)| (Cow::Borrowed(*name), (*value).into()))
+                .collect();
+            let mut outputs = self.decoder.run(inputs).map_err(&error)?;
+            let logits = last_logits(&mut outputs, rows)?;
+            state.absorb(&mut outputs, &self.cache_names)?;
+            logits
         };
         drop(empty);
-        state.absorb(&mut outputs, &self.cache_names)?;
         Ok(logits)
     }
+}
+
+/// The last position's logits of a decoder call, `[rows, vocab]` flat.
+fn last_logits(outputs: &mut SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, ModelError> {
+    let (shape, data) = outputs["logits"]
+        .try_extract_tensor::<f32>()
+        .map_err(ModelError::inference("decoder"))?;
+    let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
+    Ok(if positions == 1 {
+        data.to_vec()
+    } else {
+        (0..rows)
+            .flat_map(|r| {
+                data[(r * positions + positions - 1) * vocab..(r * positions + positions) * vocab]
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    })
+}
+
+fn take_output(
+    outputs: &mut SessionOutputs<'_>,
+    name: &str,
+    stage: &'static str,
+) -> Result<DynValue, ModelError> {
+    outputs.remove(name).ok_or_else(|| ModelError::Inference {
+        stage,
+        message: format!("output `{name}` missing"),
+    })
 }
 
 /// Resolves the four graph files for a variant suffix; a missing file is named.

@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use ort::ep;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use super::ModelError;
 
@@ -73,6 +74,43 @@ impl FromStr for Device {
     }
 }
 
+/// Where the decoder's KV cache lives between decode steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvCache {
+    /// Where the session produces it (GPU memory on CUDA): ORT I/O binding binds the `present.*`
+    /// outputs to the device and feeds them back as `past_key_values.*`; only the logits come to
+    /// the host, and beams are reordered by a Gather on the device.
+    #[default]
+    Device,
+    /// `Session::run` without binding: ONNX Runtime hands every output back in host memory and
+    /// copies the cache to the device again on the next step (on the CPU provider both are the
+    /// same memory). Kept for comparison and as a fall-back.
+    Host,
+}
+
+impl std::fmt::Display for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvCache::Device => "device",
+            KvCache::Host => "host",
+        })
+    }
+}
+
+impl FromStr for KvCache {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "device" => Ok(KvCache::Device),
+            "host" => Ok(KvCache::Host),
+            other => Err(format!(
+                "unknown KV cache place `{other}`: expected device or host"
+            )),
+        }
+    }
+}
+
 /// How each session runs. Threads are per session; the four sessions of one model instance run
 /// one after another, so they can share the same count without oversubscribing.
 #[derive(Debug, Clone)]
@@ -86,6 +124,8 @@ pub struct RuntimeOptions {
     pub optimization_level: u8,
     /// Cap of the CUDA memory arena in bytes (0 = no cap).
     pub cuda_mem_limit: usize,
+    /// Where the decoder's cache stays between steps.
+    pub kv_cache: KvCache,
 }
 
 impl Default for RuntimeOptions {
@@ -96,6 +136,7 @@ impl Default for RuntimeOptions {
             inter_threads: 0,
             optimization_level: 3,
             cuda_mem_limit: 0,
+            kv_cache: KvCache::Device,
         }
     }
 }
@@ -211,16 +252,30 @@ pub fn environment(library: &Path) -> Result<&'static ort::environment::Environm
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
-/// Opens one graph as a session on the chosen device. CUDA is registered with
-/// `error_on_failure`, so a missing driver or library is an error, never a silent CPU run.
-pub fn open_session(
+/// The CUDA execution provider for `cuda:N`: device id and arena cap (`gpu_mem_limit`, bytes;
+/// 0 leaves ONNX Runtime's default, no cap). `None` on the CPU.
+pub fn cuda_provider(options: &RuntimeOptions) -> Option<ep::CUDA> {
+    let Device::Cuda(device_id) = options.device else {
+        return None;
+    };
+    let mut cuda = ep::CUDA::default().with_device_id(device_id);
+    if options.cuda_mem_limit > 0 {
+        cuda = cuda.with_memory_limit(options.cuda_mem_limit);
+    }
+    Some(cuda)
+}
+
+/// A session builder for the chosen device, threads and optimisation level; `file` names the
+/// graph in errors. CUDA is registered with `error_on_failure`, so a missing driver, library or
+/// device is an error, never a silent CPU run.
+pub fn session_builder(
     env: &ort::environment::Environment,
-    path: &Path,
     options: &RuntimeOptions,
-) -> Result<Session, ModelError> {
-    fn session_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> ModelError + '_ {
+    file: &Path,
+) -> Result<SessionBuilder, ModelError> {
+    fn session_error<E: std::fmt::Display>(file: &Path) -> impl Fn(E) -> ModelError + '_ {
         move |e| ModelError::Session {
-            file: path.to_path_buf(),
+            file: file.to_path_buf(),
             message: e.to_string(),
         }
     }
@@ -231,29 +286,67 @@ pub fn open_session(
         _ => GraphOptimizationLevel::All,
     };
     let mut builder = Session::builder(env)
-        .map_err(session_error(path))?
+        .map_err(session_error(file))?
         .with_optimization_level(level)
-        .map_err(session_error(path))?;
+        .map_err(session_error(file))?;
     if options.intra_threads > 0 {
         builder = builder
             .with_intra_threads(options.intra_threads)
-            .map_err(session_error(path))?;
+            .map_err(session_error(file))?;
     }
     if options.inter_threads > 0 {
         builder = builder
             .with_inter_threads(options.inter_threads)
-            .map_err(session_error(path))?;
+            .map_err(session_error(file))?;
     }
-    if let Device::Cuda(device_id) = options.device {
-        let mut cuda = ep::CUDA::default().with_device_id(device_id);
-        if options.cuda_mem_limit > 0 {
-            cuda = cuda.with_memory_limit(options.cuda_mem_limit);
-        }
+    if let Some(cuda) = cuda_provider(options) {
         builder = builder
             .with_execution_providers([cuda.build().error_on_failure()])
-            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {device_id}: {}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.", e.to_string().trim_end_matches('.'))))?;
+            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {}: {}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.", options.device, e.to_string().trim_end_matches('.'))))?;
     }
-    builder.commit_from_file(path).map_err(session_error(path))
+    Ok(builder)
+}
+
+/// Opens one graph as a session on the chosen device.
+pub fn open_session(
+    env: &ort::environment::Environment,
+    path: &Path,
+    options: &RuntimeOptions,
+) -> Result<Session, ModelError> {
+    session_builder(env, options, path)?
+        .commit_from_file(path)
+        .map_err(|e| ModelError::Session {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Memory of the session's device: where the decoder's cache stays with `KvCache::Device`.
+pub fn device_memory(device: Device) -> Result<MemoryInfo<'static>, ort::Error> {
+    match device {
+        Device::Cpu => MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        ),
+        Device::Cuda(id) => MemoryInfo::new(
+            AllocationDevice::CUDA,
+            id,
+            AllocatorType::Device,
+            MemoryType::Default,
+        ),
+    }
+}
+
+/// Host memory for outputs the host reads (logits).
+pub fn host_memory() -> Result<MemoryInfo<'static>, ort::Error> {
+    MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::CPUOutput,
+    )
 }
 
 #[cfg(test)]
@@ -268,6 +361,35 @@ mod tests {
         assert!("cuda:-1".parse::<Device>().is_err());
         assert!("tpu".parse::<Device>().is_err());
         assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn kv_cache_places_parse() {
+        assert_eq!("device".parse::<KvCache>().unwrap(), KvCache::Device);
+        assert_eq!("Host".parse::<KvCache>().unwrap(), KvCache::Host);
+        assert!("gpu".parse::<KvCache>().is_err());
+        assert_eq!(KvCache::default().to_string(), "device");
+    }
+
+    #[test]
+    fn cuda_device_id_and_memory_limit_reach_the_provider() {
+        assert!(cuda_provider(&RuntimeOptions::default()).is_none());
+        let options = RuntimeOptions {
+            device: Device::Cuda(3),
+            cuda_mem_limit: 512 * 1024 * 1024,
+            ..RuntimeOptions::default()
+        };
+        let cuda = format!("{:?}", cuda_provider(&options).unwrap());
+        assert!(cuda.contains(r#""device_id": "3""#), "{cuda}");
+        assert!(cuda.contains(r#""gpu_mem_limit": "536870912""#), "{cuda}");
+        // No cap asked: the option is not set at all (ONNX Runtime's default, unlimited).
+        let options = RuntimeOptions {
+            device: Device::Cuda(0),
+            ..RuntimeOptions::default()
+        };
+        let cuda = format!("{:?}", cuda_provider(&options).unwrap());
+        assert!(cuda.contains(r#""device_id": "0""#), "{cuda}");
+        assert!(!cuda.contains("gpu_mem_limit"), "{cuda}");
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! The GPU path as far as a CPU-only machine can check it: `--device cuda:N` fails loudly with the
+//! CPU-only ONNX Runtime (never a silent CPU run), the device id, arena cap, dtype and KV-cache
+//! flags reach the load options, `--dtype fp16` picks the `_fp16` files or names the missing one,
+//! and the I/O-binding decoder (cache kept where the session made it, beams reordered by a
+//! Gather session) gives exactly the tokens of the host-copy path.
+
+mod common;
+
+use std::path::Path;
+
+use altimage::config::{Cli, Command};
+use altimage::model::florence2::{Florence2, GenerationRequest};
+use altimage::model::runtime::{Device, KvCache};
+use altimage::model::{Detail, ModelError};
+use clap::Parser;
+
+fn request(model: &Florence2, file: &Path, detail: Detail, beams: usize) -> GenerationRequest {
+    GenerationRequest {
+        pixel_values: common::pixels(model, file),
+        detail,
+        max_new_tokens: None,
+        num_beams: Some(beams),
+    }
+}
+
+fn load(kv_cache: KvCache) -> Florence2 {
+    let mut options = common::load_options(&common::tiny_model_dir());
+    options.runtime.kv_cache = kv_cache;
+    Florence2::load(&options).expect("load the tiny model")
+}
+
+#[test]
+fn io_binding_cache_gives_the_tokens_of_the_host_copy_path() {
+    let mut device = load(KvCache::Device);
+    let mut host = load(KvCache::Host);
+    assert_eq!(device.kv_cache(), KvCache::Device);
+    assert_eq!(host.kv_cache(), KvCache::Host);
+    let files = common::fixture_files();
+    // Greedy rows that finish at different steps (rows leave: a gather), beams (a gather every
+    // step), a short limit, all in one batch; then each greedy image alone (no gather at all).
+    let mut batch = vec![
+        request(&device, &files[0], Detail::Brief, 1),
+        request(&device, &files[1], Detail::Detailed, 3),
+        request(&device, &files[2], Detail::Paragraph, 1),
+        request(&device, &files[3 % files.len()], Detail::Brief, 2),
+    ];
+    batch[2].max_new_tokens = Some(5);
+    let on_device = device.generate(&batch).unwrap();
+    let on_host = host.generate(&batch).unwrap();
+    assert_eq!(on_device, on_host);
+    for single in [&batch[0], &batch[2]] {
+        let on_device = device.generate(std::slice::from_ref(single)).unwrap();
+        let on_host = host.generate(std::slice::from_ref(single)).unwrap();
+        assert_eq!(on_device, on_host);
+    }
+}
+
+#[test]
+fn cuda_with_the_cpu_only_runtime_is_an_error_not_a_cpu_run() {
+    let mut options = common::load_options(&common::tiny_model_dir());
+    options.runtime.device = Device::Cuda(1);
+    options.runtime.cuda_mem_limit = 256 << 20;
+    let err = match Florence2::load(&options) {
+        Ok(_) => panic!("CUDA on the CPU-only ONNX Runtime loaded: a silent CPU fall-back"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, ModelError::Device(_)), "{err:?}");
+    let message = err.to_string();
+    eprintln!("{message}");
+    assert!(
+        message.contains("cannot use CUDA device cuda:1"),
+        "{message}"
+    );
+    assert!(message.contains("--device cpu"), "{message}");
+    assert!(message.contains("install-ort.sh cuda"), "{message}");
+}
+
+#[test]
+fn dtype_fp16_takes_the_fp16_files_or_names_the_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = common::tiny_model_dir();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("onnx")).unwrap();
+    for graph in ["vision_encoder", "embed_tokens", "encoder_model"] {
+        std::fs::copy(
+            source.join(format!("onnx/{graph}.onnx")),
+            dir.path().join(format!("onnx/{graph}_fp16.onnx")),
+        )
+        .unwrap();
+    }
+    let mut options = common::load_options(dir.path());
+    options.variant_suffix = "_fp16".into();
+    let err = Florence2::load(&options)
+        .err()
+        .expect("a missing fp16 decoder");
+    let message = err.to_string();
+    assert!(
+        message.contains("onnx/decoder_model_merged_fp16.onnx"),
+        "{message}"
+    );
+
+    // The same graph under the fp16 name: the fp16 files are the ones loaded (there is no fp32
+    // decoder in this folder at all).
+    std::fs::copy(
+        source.join("onnx/decoder_model_merged.onnx"),
+        dir.path().join("onnx/decoder_model_merged_fp16.onnx"),
+    )
+    .unwrap();
+    Florence2::load(&options).expect("the fp16 files load");
+}
+
+#[test]
+fn device_flags_reach_the_load_options() {
+    let library = common::ort_library();
+    let parse = |extra: &[&str]| {
+        let mut args = vec![
+            "altimage",
+            "describe",
+            "--model-dir",
+            "models/tiny-florence2",
+            "--ort-library",
+            library.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push("image.png");
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Describe(describe) => describe.model.load_options().unwrap(),
+            _ => unreachable!(),
+        }
+    };
+    let defaults = parse(&[]);
+    assert_eq!(defaults.runtime.device, Device::Cpu);
+    assert_eq!(defaults.runtime.cuda_mem_limit, 0);
+    assert_eq!(defaults.runtime.kv_cache, KvCache::Device);
+    assert_eq!(defaults.variant_suffix, "");
+
+    let cuda = parse(&[
+        "--device",
+        "cuda:2",
+        "--cuda-memory-limit-mb",
+        "1536",
+        "--dtype",
+        "fp16",
+        "--kv-cache",
+        "host",
+    ]);
+    assert_eq!(cuda.runtime.device, Device::Cuda(2));
+    assert_eq!(cuda.runtime.cuda_mem_limit, 1536 * 1024 * 1024);
+    assert_eq!(cuda.runtime.kv_cache, KvCache::Host);
+    assert_eq!(cuda.variant_suffix, "_fp16");
+}
