@@ -21,6 +21,17 @@ pub const REJECT_REASONS: [&str; 8] = [
 /// Inference stages timed per batch; the `stage` label of `batch_stage_seconds`.
 pub const STAGES: [&str; 3] = ["vision", "encoder", "decode"];
 
+/// What happened to one meter report attempt; the `result` label of `billing_events_total`.
+pub const BILLING_RESULTS: [&str; 7] = [
+    "sent",
+    "duplicate",
+    "retry",
+    "in_doubt",
+    "circuit_open",
+    "failed",
+    "expired",
+];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -38,6 +49,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub draining: IntGauge,
     pub unhealthy_workers: IntGauge,
+    pub billing_reports_pending: IntGauge,
+    pub billing_oldest_pending_seconds: IntGauge,
+    pub billing_events: IntCounterVec,
+    pub billing_stripe_request_seconds: Histogram,
 }
 
 /// Seconds, geometric from 1 ms to ~2 min: preparation is milliseconds, a CPU batch minutes.
@@ -151,6 +166,27 @@ impl Metrics {
         );
         let draining = gauge("draining", "1 while shutting down");
         let unhealthy_workers = gauge("unhealthy_workers", "Model workers whose last batch failed");
+        let billing_reports_pending = gauge(
+            "billing_reports_pending",
+            "Meter reports waiting to reach Stripe (0 while billing is off)",
+        );
+        let billing_oldest_pending_seconds = gauge(
+            "billing_oldest_pending_seconds",
+            "Age of the oldest meter report waiting to reach Stripe; past an hour, invoices may close without it",
+        );
+        let billing_events = counter_vec(
+            "billing_events_total",
+            "Meter report attempts by result (sent, duplicate = already at Stripe, retry, in_doubt, circuit_open, failed, expired)",
+            &["result"],
+        );
+        let billing_stripe_request_seconds = histogram(
+            "billing_stripe_request_seconds",
+            "Duration of Stripe API requests",
+            duration_buckets(),
+        );
+        for result in BILLING_RESULTS {
+            billing_events.with_label_values(&[result]);
+        }
 
         for reason in REJECT_REASONS {
             rejected.with_label_values(&[reason]);
@@ -182,6 +218,10 @@ impl Metrics {
             ready,
             draining,
             unhealthy_workers,
+            billing_reports_pending,
+            billing_oldest_pending_seconds,
+            billing_events,
+            billing_stripe_request_seconds,
         }
     }
 
@@ -226,6 +266,10 @@ mod tests {
             "altimage_ready",
             "altimage_draining",
             "altimage_unhealthy_workers",
+            "altimage_billing_reports_pending 0",
+            "altimage_billing_oldest_pending_seconds 0",
+            "altimage_billing_events_total{result=\"duplicate\"} 0",
+            "altimage_billing_stripe_request_seconds",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

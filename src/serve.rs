@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::billing::{Billing, BillingHttp};
 use crate::config::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::image_url::{FetchPolicy, ImageFetcher};
@@ -18,6 +19,8 @@ use crate::store::retention::{RetentionPolicy, purge_loop};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let load = args.model.load_options()?;
+    // Checked before anything slow starts, so a bad billing flag fails in a second.
+    let billing_config = args.billing.config()?;
     let prepare_threads = match args.prepare_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n,
@@ -100,6 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "workers": args.workers,
         "database": store.backend().name(),
         "admin_api": args.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
+        "billing": billing_config.is_some(),
         "limits": {
             "max_batch_size": config.max_batch_size,
             "max_batch_tokens": config.max_batch_tokens,
@@ -125,12 +129,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_loop(
         store.clone(),
-        // Billing is not wired in yet: nothing is ever reported, so the 2-year rule applies to
-        // every ledger row.
-        RetentionPolicy::standard(false),
+        // With billing off nothing is ever reported, so the 2-year rule applies to every ledger
+        // row; with billing on, unreported rows wait for the sender.
+        RetentionPolicy::standard(billing_config.is_some()),
         Duration::from_secs(args.purge_interval_secs.max(1)),
         jobs_stopped,
     ));
+    let billing = match billing_config {
+        Some(config) => {
+            tracing::info!(api_base = %config.api_base, "billing on: usage is reported to Stripe");
+            Some(Billing::start(store.clone(), config, metrics.clone())?)
+        }
+        None => {
+            tracing::info!("billing off (no STRIPE_SECRET_KEY): usage is recorded, not sent");
+            None
+        }
+    };
     let state = AppState {
         engine: engine.clone(),
         store: store.clone(),
@@ -143,6 +157,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         model_name,
         info: Arc::new(info),
+        billing: BillingHttp {
+            billing: billing.as_ref().map(|(handle, _)| handle.clone()),
+            webhook: args.billing.webhook().map(Arc::new),
+        },
     };
     let _ = started_sender.send(());
     starting
@@ -180,6 +198,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = stop_jobs.send(true);
     let _ = purge.await;
+    if let Some((handle, task)) = billing {
+        // Requests in flight to Stripe finish (each is bounded by --stripe-timeout-ms); claimed
+        // reports not yet sent are released for the next process.
+        handle.shutdown();
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -61,6 +61,8 @@ pub struct AppState {
     pub model_name: String,
     /// The effective configuration shown at `/info` (no secrets).
     pub info: Arc<Value>,
+    /// The billing loop's handle and the Stripe webhook settings.
+    pub billing: crate::billing::BillingHttp,
 }
 
 impl AppState {
@@ -167,11 +169,23 @@ pub fn router(state: AppState) -> Router {
                 "/v1/admin/accounts/{id}/keys/{key_id}",
                 delete(admin::revoke_key),
             )
+            .route(
+                "/v1/admin/billing/reports",
+                get(crate::billing::admin::list_reports),
+            )
+            .route(
+                "/v1/admin/billing/reports/{id}/retry",
+                post(crate::billing::admin::retry_report),
+            )
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_admin,
             ));
         app = app.merge(admin_routes);
+    }
+    if state.billing.webhook.is_some() {
+        // Stripe signs the body instead of sending an API key.
+        app = app.route("/v1/stripe/webhook", post(crate::billing::webhook::receive));
     }
     app.route("/health/live", get(live))
         .route("/health/ready", get(ready))

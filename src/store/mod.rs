@@ -214,16 +214,30 @@ impl Store {
 /// The migrations, embedded so that the binary needs no files beside it.
 fn migrator(backend: Backend) -> Migrator {
     let sources: &[(i64, &str, &str)] = match backend {
-        Backend::Sqlite => &[(
-            1,
-            "accounts descriptions usage",
-            include_str!("../../migrations/sqlite/0001_accounts_descriptions_usage.sql"),
-        )],
-        Backend::Postgres => &[(
-            1,
-            "accounts descriptions usage",
-            include_str!("../../migrations/postgres/0001_accounts_descriptions_usage.sql"),
-        )],
+        Backend::Sqlite => &[
+            (
+                1,
+                "accounts descriptions usage",
+                include_str!("../../migrations/sqlite/0001_accounts_descriptions_usage.sql"),
+            ),
+            (
+                2,
+                "billing",
+                include_str!("../../migrations/sqlite/0002_billing.sql"),
+            ),
+        ],
+        Backend::Postgres => &[
+            (
+                1,
+                "accounts descriptions usage",
+                include_str!("../../migrations/postgres/0001_accounts_descriptions_usage.sql"),
+            ),
+            (
+                2,
+                "billing",
+                include_str!("../../migrations/postgres/0002_billing.sql"),
+            ),
+        ],
     };
     let migrations = sources
         .iter()

@@ -19,7 +19,8 @@ pub struct RetentionPolicy {
     /// Rolled-up billing aggregates are kept this long.
     pub aggregates_ms: i64,
     /// Whether unreported ledger rows may be purged too: true when billing is off, since they
-    /// will never be reported.
+    /// will never be reported. False also holds a deleted account's purge until its usage is
+    /// reported or it has no Stripe customer.
     pub purge_unreported: bool,
 }
 
@@ -49,15 +50,16 @@ impl Store {
     /// One pass of every retention rule, as of `now` (Unix ms).
     pub async fn purge(&self, now: i64, policy: RetentionPolicy) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
-        let due = sqlx::query(
-            "SELECT id FROM accounts WHERE purge_after IS NOT NULL AND purge_after <= $1 AND purged_at IS NULL",
-        )
+        let due = sqlx::query(&format!(
+            "SELECT id FROM accounts WHERE purge_after IS NOT NULL AND purge_after <= $1 AND purged_at IS NULL{}",
+            billable_guard(policy)
+        ))
         .bind(now)
         .fetch_all(self.pool())
         .await?;
         for row in due {
             let id: String = row.try_get("id")?;
-            let (descriptions, usage_rows) = self.purge_account(&id, now).await?;
+            let (descriptions, usage_rows) = self.purge_account(&id, now, policy).await?;
             report.accounts += 1;
             report.descriptions += descriptions;
             report.usage_rows += usage_rows;
@@ -90,12 +92,19 @@ impl Store {
 
     /// Deletes one account's data in one transaction and leaves an anonymous row behind as the
     /// anchor of its billing aggregates. Returns (descriptions, ledger rows) removed.
-    async fn purge_account(&self, account_id: &str, now: i64) -> Result<(u64, u64)> {
+    async fn purge_account(
+        &self,
+        account_id: &str,
+        now: i64,
+        policy: RetentionPolicy,
+    ) -> Result<(u64, u64)> {
         let mut tx = self.begin_write().await?;
-        // Another replica may have purged it since the SELECT: then there is nothing to do.
-        let claimed = sqlx::query(
-            "UPDATE accounts SET name = NULL, email = NULL, stripe_customer_id = NULL, rate_limit_per_minute = NULL, restricted_by = NULL, restricted_at = NULL, purged_at = $1 WHERE id = $2 AND purged_at IS NULL",
-        )
+        // Another replica may have purged it since the SELECT, or the sender may not have
+        // reported its last usage yet: then there is nothing to do now.
+        let claimed = sqlx::query(&format!(
+            "UPDATE accounts SET name = NULL, email = NULL, stripe_customer_id = NULL, rate_limit_per_minute = NULL, restricted_by = NULL, restricted_at = NULL, purged_at = $1 WHERE id = $2 AND purged_at IS NULL{}",
+            billable_guard(policy)
+        ))
         .bind(now)
         .bind(account_id)
         .execute(&mut *tx)
@@ -135,6 +144,17 @@ impl Store {
             "purged a deleted account"
         );
         Ok((descriptions, usage_rows))
+    }
+}
+
+/// With billing on, a deleted account is purged only once Stripe has all its usage: every
+/// ledger row reported, or no customer to bill (never mapped, unmapped by an operator, or deleted
+/// in Stripe). Purging first would delete usage the sender has yet to report.
+fn billable_guard(policy: RetentionPolicy) -> &'static str {
+    if policy.purge_unreported {
+        ""
+    } else {
+        " AND (stripe_customer_id IS NULL OR NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.account_id = accounts.id AND u.reported_at IS NULL))"
     }
 }
 

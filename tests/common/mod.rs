@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod server;
+pub mod stripe_fake;
 
 use std::path::{Path, PathBuf};
 

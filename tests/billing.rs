@@ -1,0 +1,874 @@
+//! Stripe metered billing end to end against the stateful fake Stripe: exact totals, what is
+//! free, Stripe outages and injected faults, a process killed mid-send, SIGTERM releasing its
+//! leases, two replicas on one PostgreSQL database, customer creation and the webhook; plus the
+//! batcher and sender on both databases directly (claims never overlap, no ledger row is lost).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use altimage::billing::MeterNames;
+use altimage::billing::batcher::build_reports;
+use altimage::billing::sender::{claim, finalize};
+use altimage::billing::stripe::Outcome;
+use altimage::store::retention::RetentionPolicy;
+use common::db::TestDatabase;
+use common::fixture;
+use common::server::Server;
+use common::stripe_fake::{Fault, METER_CREATED, METER_RETRIEVED, SECRET_KEY, StripeFake};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+const ADMIN: &str = "admin-secret";
+const WEBHOOK_SECRET: &str = "whsec_test_billing";
+
+/// Waits for a condition (an expression that may `.await`) to hold, polling; the deadline only
+/// bounds a broken run: nothing here is asserted about how fast it happens.
+macro_rules! eventually {
+    ($what:expr, $server:expr, $condition:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !$condition {
+            if Instant::now() > deadline {
+                panic!("gave up waiting for: {}\n{}", $what, $server.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }};
+}
+
+/// Billing on, against the fake, with short intervals so tests finish quickly.
+fn start(fake: &StripeFake, db: &TestDatabase, extra: &[&str]) -> Server {
+    let mut flags: Vec<String> = db.flags();
+    flags.extend(
+        [
+            "--admin-token",
+            ADMIN,
+            "--billing-flush-secs",
+            "1",
+            "--stripe-timeout-ms",
+            "1000",
+            "--billing-retry-max-secs",
+            "1",
+        ]
+        .map(String::from),
+    );
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_with(
+        &common::tiny_model_dir(),
+        &flags,
+        &[
+            ("STRIPE_SECRET_KEY", SECRET_KEY),
+            ("ALTIMAGE_STRIPE_API_BASE", fake.base.as_str()),
+            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    )
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, value)
+}
+
+async fn describe(server: &Server, http: &reqwest::Client) -> String {
+    let (status, body) = json_of(
+        http.post(server.url("/v1/descriptions"))
+            .header("content-type", "image/png")
+            .body(fixture(0))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+async fn retrieve(server: &Server, http: &reqwest::Client, id: &str) {
+    let response = http
+        .get(server.url(&format!("/v1/descriptions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn account_id(server: &Server, http: &reqwest::Client) -> String {
+    let (status, body) = json_of(http.get(server.url("/v1/account")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+async fn set_customer(server: &Server, account: &str, customer: Option<&str>) {
+    let (status, body) = json_of(
+        server
+            .client_with_key(ADMIN)
+            .patch(server.url(&format!("/v1/admin/accounts/{account}")))
+            .json(&json!({ "stripe_customer_id": customer }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A second account (with `customer`) and a client holding its key.
+async fn new_account(server: &Server, customer: Option<&str>) -> (String, reqwest::Client) {
+    let admin = server.client_with_key(ADMIN);
+    let (status, account) = json_of(
+        admin
+            .post(server.url("/v1/admin/accounts"))
+            .json(&json!({"name": "Shop", "email": "shop@example.com", "stripe_customer_id": customer}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let id = account["id"].as_str().unwrap().to_string();
+    let (status, key) = json_of(
+        admin
+            .post(server.url(&format!("/v1/admin/accounts/{id}/keys")))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    (id, server.client_with_key(key["key"].as_str().unwrap()))
+}
+
+async fn metric(server: &Server, name: &str) -> Option<f64> {
+    let text = common::server::http_client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn assert_each_identifier_once(fake: &StripeFake) {
+    for (identifier, count) in fake.identifier_counts() {
+        assert_eq!(count, 1, "{identifier} accepted {count} times");
+    }
+}
+
+/// Whether the outbox holds `reports` reports or more, all sent.
+async fn all_sent(store: &altimage::store::Store, reports: i64) -> bool {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) AS BIGINT) AS sent FROM meter_reports",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let (n, sent): (i64, i64) = (row.try_get("n").unwrap(), row.try_get("sent").unwrap());
+    n >= reports && sent == n
+}
+
+async fn totals_are(fake: &StripeFake, customer: &str, created: i64, retrieved: i64) -> bool {
+    fake.total(customer, METER_CREATED) == created
+        && fake.total(customer, METER_RETRIEVED) == retrieved
+}
+
+fn webhook_request(server: &Server, body: &str, secret: &str, at: i64) -> reqwest::RequestBuilder {
+    let signature = altimage::billing::webhook::sign(at, body.as_bytes(), secret);
+    common::server::http_client()
+        .post(server.url("/v1/stripe/webhook"))
+        .header("stripe-signature", format!("t={at},v1={signature}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+}
+
+fn unix_now() -> i64 {
+    altimage::store::now_ms() / 1000
+}
+
+/// N created and M retrieved reach Stripe as exactly N and M; failures, idempotent replays,
+/// listings and exports are free; an account without a customer waits (proved by a second
+/// account's usage, recorded after it, arriving first) and is sent once mapped; the webhook
+/// unmaps a deleted customer, once per event, and refuses bad signatures.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
+    for db in TestDatabase::all().await {
+        let fake = StripeFake::start(&["cus_a", "cus_b"]).await;
+        let server = start(&fake, &db, &[]);
+        let a = server.client();
+        let a_id = account_id(&server, &a).await;
+
+        // Account A, no customer yet: 3 created, 2 retrieved, and free things around them.
+        let first = describe(&server, &a).await;
+        describe(&server, &a).await;
+        for _ in 0..2 {
+            let response = a
+                .post(server.url("/v1/descriptions"))
+                .header("content-type", "image/png")
+                .header("idempotency-key", "same-request")
+                .body(fixture(1))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::CREATED,
+                "replay answers as the first"
+            );
+        }
+        let failed = a
+            .post(server.url("/v1/descriptions"))
+            .header("content-type", "image/png")
+            .body(b"not a png".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(failed.status().is_client_error());
+        retrieve(&server, &a, &first).await;
+        retrieve(&server, &a, &first).await;
+        for free in [
+            "/v1/descriptions",
+            "/v1/descriptions/export",
+            "/v1/usage",
+            "/v1/account/export",
+        ] {
+            let response = a.get(server.url(free)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{free}");
+        }
+
+        // Account B, mapped from the start, uses the service after A.
+        let (b_id, b) = new_account(&server, Some("cus_b")).await;
+        let b_first = describe(&server, &b).await;
+        describe(&server, &b).await;
+        for _ in 0..3 {
+            retrieve(&server, &b, &b_first).await;
+        }
+        eventually!(
+            "B's usage at Stripe",
+            &server,
+            totals_are(&fake, "cus_b", 2, 3).await
+        );
+        // Every batcher pass covers every account, and B's rows are newer than A's: A's rows
+        // were looked at and left alone.
+        assert!(
+            fake.events().iter().all(|e| e.customer == "cus_b"),
+            "{:?}",
+            fake.events()
+        );
+
+        set_customer(&server, &a_id, Some("cus_a")).await;
+        eventually!(
+            "A's usage at Stripe once mapped",
+            &server,
+            totals_are(&fake, "cus_a", 3, 2).await
+        );
+        assert!(totals_are(&fake, "cus_b", 2, 3).await);
+        assert_each_identifier_once(&fake);
+        let (_, usage) = json_of(a.get(server.url("/v1/usage")).send().await.unwrap()).await;
+        assert_eq!(
+            usage["totals"],
+            json!({"created": 3, "retrieved": 2}),
+            "the ledger agrees"
+        );
+        eventually!(
+            "no report pending",
+            &server,
+            metric(&server, "altimage_billing_reports_pending").await == Some(0.0)
+        );
+        assert!(
+            metric(&server, "altimage_billing_events_total{result=\"sent\"}")
+                .await
+                .unwrap()
+                >= 4.0
+        );
+        assert!(
+            metric(&server, "altimage_billing_stripe_request_seconds_count")
+                .await
+                .unwrap()
+                >= 4.0
+        );
+        let admin = server.client_with_key(ADMIN);
+        let (_, sent) = json_of(
+            admin
+                .get(server.url("/v1/admin/billing/reports?status=sent&limit=100"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let sent_sum: i64 = sent["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_i64().unwrap())
+            .sum();
+        assert_eq!(sent_sum, 3 + 2 + 2 + 3, "{sent}");
+        let (_, dead) = json_of(
+            admin
+                .get(server.url("/v1/admin/billing/reports"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(dead["data"], json!([]), "nothing failed");
+
+        // Webhook: bad signature and stale timestamp refused; customer.deleted applied once.
+        let event = json!({"id": "evt_1", "object": "event", "type": "customer.deleted",
+            "data": {"object": {"id": "cus_b", "object": "customer", "deleted": true}}})
+        .to_string();
+        let response = webhook_request(&server, &event, "whsec_wrong", unix_now())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let response = webhook_request(&server, &event, WEBHOOK_SECRET, unix_now() - 301)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let (_, before) = json_of(
+            admin
+                .get(server.url(&format!("/v1/admin/accounts/{b_id}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            before["stripe_customer_id"], "cus_b",
+            "refused events change nothing"
+        );
+        for _ in 0..2 {
+            let response = webhook_request(&server, &event, WEBHOOK_SECRET, unix_now())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let (_, after) = json_of(
+            admin
+                .get(server.url(&format!("/v1/admin/accounts/{b_id}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(after["stripe_customer_id"], Value::Null, "{after}");
+        let store = db.store().await;
+        let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM stripe_webhook_events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(
+            applied, 1,
+            "the redelivered event is recorded once ({})",
+            db.backend
+        );
+        store.close().await;
+    }
+}
+
+/// Stripe answering 503 for a while, then 500s, 429s, a timeout, an event accepted with a 500
+/// and an accepted event whose answer is lost: the totals are exact, no identifier is accepted
+/// twice. A customer Stripe does not know fails for good, shows in the admin list, and is sent
+/// after an operator's retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn outages_and_faults_neither_lose_nor_double_count() {
+    for db in TestDatabase::all().await {
+        let fake = StripeFake::start(&["cus_a"]).await;
+        fake.set_down(true);
+        let server = start(&fake, &db, &[]);
+        let a = server.client();
+        let a_id = account_id(&server, &a).await;
+        set_customer(&server, &a_id, Some("cus_a")).await;
+        let first = describe(&server, &a).await;
+        describe(&server, &a).await;
+        describe(&server, &a).await;
+        retrieve(&server, &a, &first).await;
+        retrieve(&server, &a, &first).await;
+        eventually!(
+            "attempts while Stripe is down",
+            &server,
+            fake.failed_while_down() >= 3
+        );
+        eventually!(
+            "the backlog shows in the gauge",
+            &server,
+            metric(&server, "altimage_billing_reports_pending")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        );
+        // The first answer after the outage records the event and says 500: the next attempt,
+        // with a new key, must be told "already exists" and count it as delivered.
+        fake.push_faults(&[
+            Fault::AcceptThenServerError,
+            Fault::RateLimited,
+            Fault::ServerError,
+            Fault::Slow(Duration::from_secs(3)),
+            Fault::AcceptThenHang,
+            Fault::RateLimited,
+        ]);
+        fake.set_down(false);
+        eventually!(
+            "A's usage after the outage",
+            &server,
+            totals_are(&fake, "cus_a", 3, 2).await
+        );
+        // Stripe's totals can be right while a report is still retrying (accepted, answer lost):
+        // the reports themselves must also end sent.
+        eventually!(
+            "every report sent",
+            &server,
+            metric(&server, "altimage_billing_reports_pending").await == Some(0.0)
+        );
+        assert!(
+            fake.duplicates() >= 1,
+            "the accepted-then-500 event was resent and refused as a duplicate:\n{}",
+            server.log()
+        );
+        assert_each_identifier_once(&fake);
+        assert!(
+            metric(
+                &server,
+                "altimage_billing_events_total{result=\"duplicate\"}"
+            )
+            .await
+            .unwrap()
+                >= 1.0
+        );
+
+        // A customer Stripe does not know: failed for good, listed, retried by the operator.
+        let (_, c) = new_account(&server, Some("cus_unknown")).await;
+        describe(&server, &c).await;
+        let admin = server.client_with_key(ADMIN);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let dead = loop {
+            let (_, body) = json_of(
+                admin
+                    .get(server.url("/v1/admin/billing/reports"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            if body["data"].as_array().is_some_and(|d| !d.is_empty()) {
+                break body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failed report listed:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let report = &dead["data"][0];
+        assert_eq!(report["status"], "failed", "{dead}");
+        assert_eq!(report["stripe_customer_id"], "cus_unknown");
+        assert!(
+            report["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("No such customer"),
+            "{dead}"
+        );
+        assert!(
+            metric(&server, "altimage_billing_events_total{result=\"failed\"}")
+                .await
+                .unwrap()
+                >= 1.0
+        );
+        fake.add_customer("cus_unknown");
+        let id = report["id"].as_str().unwrap();
+        let (status, retried) = json_of(
+            admin
+                .post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{retried}");
+        assert_eq!(retried["status"], "pending");
+        eventually!(
+            "the retried report at Stripe",
+            &server,
+            totals_are(&fake, "cus_unknown", 1, 0).await
+        );
+        let (status, again) = json_of(
+            admin
+                .post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a sent report cannot be retried: {again}"
+        );
+        assert!(totals_are(&fake, "cus_a", 3, 2).await);
+        assert_each_identifier_once(&fake);
+    }
+}
+
+/// SIGTERM while a request to Stripe hangs: exit 0 with no lease left behind. SIGKILL while a
+/// request hangs: the restarted process takes the report over once the lease runs out, and the
+/// totals are exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_or_stopped_mid_send_then_restarted() {
+    for db in TestDatabase::all().await {
+        let fake = StripeFake::start(&["cus_a"]).await;
+        fake.push_faults(&[Fault::AcceptThenHang]);
+        let mut server = start(&fake, &db, &[]);
+        let key = server.key.clone().unwrap();
+        let a = server.client();
+        let a_id = account_id(&server, &a).await;
+        set_customer(&server, &a_id, Some("cus_a")).await;
+        let first = describe(&server, &a).await;
+        describe(&server, &a).await;
+        retrieve(&server, &a, &first).await;
+        eventually!("a request hanging at Stripe", &server, fake.hanging() >= 1);
+        server.terminate();
+        let status = server
+            .wait_exit(Duration::from_secs(60))
+            .expect("exits after SIGTERM");
+        assert!(status.success(), "{status:?}\n{}", server.log());
+        let store = db.store().await;
+        let leased: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM meter_reports WHERE lease_owner IS NOT NULL")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap();
+        assert_eq!(
+            leased, 0,
+            "SIGTERM releases or finishes every claimed report ({})",
+            db.backend
+        );
+        store.close().await;
+        drop(server);
+
+        let server = start(&fake, &db, &[]);
+        let a = server.client_with_key(&key);
+        eventually!(
+            "the usage after a graceful restart",
+            &server,
+            totals_are(&fake, "cus_a", 2, 1).await
+        );
+
+        // The report that hung is at Stripe already; wait for the database to show it sent, so
+        // that the next fault meets the next report.
+        let store = db.store().await;
+        eventually!("every report sent", &server, all_sent(&store, 2).await);
+        fake.push_faults(&[Fault::AcceptThenHang]);
+        describe(&server, &a).await;
+        eventually!(
+            "a request hanging at Stripe again",
+            &server,
+            fake.hanging() >= 2
+        );
+        drop(server); // SIGKILL: the lease stays in the database.
+
+        let server = start(&fake, &db, &[]);
+        eventually!(
+            "the usage after a crash",
+            &server,
+            totals_are(&fake, "cus_a", 3, 1).await
+        );
+        // The fake recorded the event before hanging: what proves the takeover is the report
+        // ending sent once the dead process's lease ran out.
+        eventually!(
+            "the crashed report sent",
+            &server,
+            all_sent(&store, 3).await
+        );
+        store.close().await;
+        assert_each_identifier_once(&fake);
+    }
+}
+
+/// Two server processes on one PostgreSQL database, both sending, with faults that make them
+/// retry and take over each other's expired leases.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_postgres_database() {
+    let Some(url) = common::db::postgres_url() else {
+        eprintln!("TEST_POSTGRES_URL is not set: the two-replica test needs PostgreSQL");
+        return;
+    };
+    let db = TestDatabase::postgres(&url).await;
+    let fake = StripeFake::start(&["cus_a", "cus_b"]).await;
+    fake.push_faults(&[
+        Fault::AcceptThenHang,
+        Fault::ServerError,
+        Fault::AcceptThenServerError,
+        Fault::RateLimited,
+    ]);
+    let one = start(&fake, &db, &[]);
+    let two = start(&fake, &db, &[]);
+    let key = one.key.clone().unwrap();
+    let a_one = one.client();
+    let a_two = two.client_with_key(&key);
+    let a_id = account_id(&one, &a_one).await;
+    set_customer(&one, &a_id, Some("cus_a")).await;
+    let (_, b_one) = new_account(&one, Some("cus_b")).await;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        ids.push(describe(&one, &a_one).await);
+        ids.push(describe(&two, &a_two).await);
+        describe(&two, &b_one).await;
+        retrieve(&two, &a_two, &ids[round]).await;
+        retrieve(&one, &a_one, &ids[round]).await;
+    }
+    eventually!(
+        "both accounts' usage at Stripe",
+        &one,
+        totals_are(&fake, "cus_a", 6, 6).await && totals_are(&fake, "cus_b", 3, 0).await
+    );
+    assert_each_identifier_once(&fake);
+}
+
+/// `--stripe-create-customers`: an account with usage and no customer gets one (metadata names
+/// the account), and its usage is billed to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn customers_are_created_when_asked() {
+    let db = TestDatabase::sqlite();
+    let fake = StripeFake::start(&[]).await;
+    let server = start(&fake, &db, &["--stripe-create-customers"]);
+    let a = server.client();
+    let a_id = account_id(&server, &a).await;
+    describe(&server, &a).await;
+    eventually!(
+        "usage billed to a created customer",
+        &server,
+        totals_are(&fake, "cus_fake1", 1, 0).await
+    );
+    assert_eq!(fake.created_customers(), 1);
+    let (_, account) = json_of(
+        server
+            .client_with_key(ADMIN)
+            .get(server.url(&format!("/v1/admin/accounts/{a_id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(account["stripe_customer_id"], "cus_fake1");
+}
+
+fn meters() -> MeterNames {
+    MeterNames {
+        created: METER_CREATED.into(),
+        retrieved: METER_RETRIEVED.into(),
+    }
+}
+
+async fn insert_account(store: &altimage::store::Store, id: &str, customer: Option<&str>) {
+    sqlx::query("INSERT INTO accounts (id, name, email, stripe_customer_id, created_at) VALUES ($1, 'n', 'e', $2, 0)")
+        .bind(id)
+        .bind(customer)
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+async fn insert_usage(store: &altimage::store::Store, account: &str, kind: &str, n: usize) {
+    for _ in 0..n {
+        sqlx::query(&format!(
+            "INSERT INTO usage_events (id, account_id, kind, quantity, occurred_at, source_ref, request_id) VALUES ($1, $2, $3, 1, {}, $4, 'req')",
+            store.backend().now_ms()
+        ))
+        .bind(altimage::store::new_id("use"))
+        .bind(account)
+        .bind(kind)
+        .bind(altimage::store::new_id("desc"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+}
+
+async fn count(store: &altimage::store::Store, sql: &str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
+/// Batchers on two pools racing with inserts: every ledger row lands in exactly one report and
+/// the reports sum to the ledger. Two senders claiming at once never hold the same report.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_batchers_and_claims_never_overlap() {
+    for db in TestDatabase::all().await {
+        let one = db.store().await;
+        let two = db.store().await;
+        insert_account(&one, "acct_x", Some("cus_x")).await;
+        let writer = {
+            let store = one.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    insert_usage(&store, "acct_x", "created", 5).await;
+                    insert_usage(&store, "acct_x", "retrieved", 2).await;
+                }
+            })
+        };
+        let batch = |store: altimage::store::Store| {
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    build_reports(&store, &meters()).await.unwrap();
+                }
+            })
+        };
+        let (b1, b2) = (batch(one.clone()), batch(two.clone()));
+        writer.await.unwrap();
+        b1.await.unwrap();
+        b2.await.unwrap();
+        build_reports(&one, &meters()).await.unwrap();
+        assert_eq!(
+            count(
+                &one,
+                "SELECT COUNT(*) AS n FROM usage_events WHERE report_id IS NULL"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(&one, "SELECT COUNT(*) AS n FROM usage_events").await,
+            140
+        );
+        assert_eq!(
+            count(&one, "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) AS n FROM meter_reports WHERE kind = 'created'").await,
+            100,
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            count(&one, "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) AS n FROM meter_reports WHERE kind = 'retrieved'").await,
+            40
+        );
+        // Each report's value is exactly the rows pointing at it.
+        assert_eq!(
+            count(
+                &one,
+                "SELECT COUNT(*) AS n FROM meter_reports r WHERE r.value <> (SELECT COUNT(*) FROM usage_events u WHERE u.report_id = r.id)"
+            )
+            .await,
+            0
+        );
+
+        let reports = count(&one, "SELECT COUNT(*) AS n FROM meter_reports").await;
+        let (c1, c2) = tokio::join!(
+            claim(&one, "one", 60_000, 1_000),
+            claim(&two, "two", 60_000, 1_000)
+        );
+        let (c1, c2) = (c1.unwrap(), c2.unwrap());
+        let ids1: HashSet<_> = c1.iter().map(|c| c.id.clone()).collect();
+        let ids2: HashSet<_> = c2.iter().map(|c| c.id.clone()).collect();
+        assert!(ids1.is_disjoint(&ids2), "{}", db.backend);
+        assert_eq!((ids1.len() + ids2.len()) as i64, reports);
+        assert!(
+            claim(&one, "three", 60_000, 1_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased reports are not claimed again"
+        );
+
+        // Finalize is guarded by the lease owner: a replica that lost the row changes nothing.
+        let row = c1.first().or(c2.first()).unwrap();
+        let holder = if ids1.contains(&row.id) { "one" } else { "two" };
+        let sent = Outcome::Sent {
+            livemode: Some(false),
+        };
+        assert!(!finalize(&one, "intruder", row, &sent, 0).await.unwrap());
+        assert!(finalize(&one, holder, row, &sent, 0).await.unwrap());
+        assert_eq!(
+            count(&one, &format!("SELECT COUNT(*) AS n FROM usage_events WHERE report_id = '{}' AND reported_at IS NOT NULL", row.id)).await,
+            row.event.value
+        );
+        one.close().await;
+        two.close().await;
+    }
+}
+
+/// With billing on, a deleted account is purged only once its usage is reported or it has no
+/// customer; with billing off, at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_waits_for_unreported_usage_while_billing_is_on() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        insert_account(&store, "acct_gone", Some("cus_gone")).await;
+        insert_usage(&store, "acct_gone", "created", 3).await;
+        store
+            .request_deletion("acct_gone", Duration::ZERO)
+            .await
+            .unwrap();
+        let now = altimage::store::now_ms() + 1_000;
+        let purged = |store: altimage::store::Store| async move {
+            count(&store, "SELECT COUNT(*) AS n FROM accounts WHERE id = 'acct_gone' AND purged_at IS NOT NULL").await == 1
+        };
+        store
+            .purge(now, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert!(
+            !purged(store.clone()).await,
+            "unreported usage holds the purge ({})",
+            db.backend
+        );
+
+        build_reports(&store, &meters()).await.unwrap();
+        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        store
+            .purge(now, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert!(
+            !purged(store.clone()).await,
+            "a report not yet sent still holds it"
+        );
+        assert!(
+            finalize(&store, "me", &claimed[0], &Outcome::Duplicate, 0)
+                .await
+                .unwrap()
+        );
+        let report = store
+            .purge(now, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert!(purged(store.clone()).await);
+        assert_eq!((report.accounts, report.usage_rows), (1, 3));
+
+        // No customer: nothing will ever report the rows, so they do not hold the purge.
+        insert_account(&store, "acct_free", None).await;
+        insert_usage(&store, "acct_free", "retrieved", 2).await;
+        store
+            .request_deletion("acct_free", Duration::ZERO)
+            .await
+            .unwrap();
+        let report = store
+            .purge(now, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert_eq!(report.accounts, 1);
+        store.close().await;
+    }
+}
