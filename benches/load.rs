@@ -194,7 +194,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(settings: &Settings, max_batch_size: usize, max_concurrent: usize) -> Server {
+    fn start(
+        settings: &Settings,
+        data_dir: &std::path::Path,
+        max_batch_size: usize,
+        max_concurrent: usize,
+    ) -> Server {
         let binary = PathBuf::from(env!("CARGO_BIN_EXE_altimage"));
         if !binary.is_file() {
             eprintln!(
@@ -219,6 +224,11 @@ impl Server {
             // Nothing may time out in the queue: at concurrency 64 without batching the last
             // image waits for 63 others.
             .args(["--max-queue-time-ms", "3600000"])
+            // One account shared by both servers (made below); the bench measures the model
+            // path, so no rate limit applies.
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--no-bootstrap", "--rate-limit-per-minute", "0"])
             .env("ORT_DYLIB_PATH", &settings.library)
             .current_dir(&settings.root)
             .stdin(Stdio::null())
@@ -270,6 +280,36 @@ impl Server {
     fn log_tail(&self) -> String {
         Vec::from(self.log.lock().unwrap().clone()).join("\n")
     }
+}
+
+/// An account and key in a fresh database in `data_dir`, made with the CLI as an operator would.
+fn api_key(data_dir: &std::path::Path) -> String {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_altimage"));
+    let run = |args: &[&str]| -> serde_json::Value {
+        let output = Command::new(&binary)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output()
+            .expect("altimage runs");
+        assert!(
+            output.status.success(),
+            "altimage {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON from the CLI")
+    };
+    let account = run(&[
+        "accounts",
+        "create",
+        "--name",
+        "load bench",
+        "--email",
+        "bench@localhost",
+    ]);
+    let account_id = account["id"].as_str().expect("an account id");
+    let key = run(&["keys", "create", "--account", account_id]);
+    key["key"].as_str().expect("a key").to_string()
 }
 
 impl Drop for Server {
@@ -679,10 +719,17 @@ fn main() {
     // Both servers run side by side (the idle one costs memory, not CPU), so that each level can
     // be measured on both back to back: on a shared machine the load from other work drifts
     // over minutes, and only measurements taken close together compare.
+    let data_dir = tempfile::tempdir().expect("a temporary data directory");
+    let key = api_key(data_dir.path());
     let mut servers = Vec::new();
     for batch_size in BATCH_SIZES {
         let started = Instant::now();
-        let server = Server::start(&settings, batch_size, (4 * max_level).max(256));
+        let server = Server::start(
+            &settings,
+            data_dir.path(),
+            batch_size,
+            (4 * max_level).max(256),
+        );
         println!(
             "server --max-batch-size {batch_size} ready in {:.1} s (load + warm-up)",
             started.elapsed().as_secs_f64()
@@ -693,8 +740,14 @@ fn main() {
         .iter()
         .map(|s| format!("{}{query}", s.url))
         .collect();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("an ASCII key"),
+    );
     let client = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(headers)
         .pool_max_idle_per_host(max_level)
         .timeout(settings.level_time + Duration::from_secs(600))
         .build()

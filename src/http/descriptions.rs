@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input::{ImageRequest, ImageSource, ResponseOptions, read_images, truncate_at_word};
+use super::library::request_id;
 use super::openapi::{
     DescriptionForm, DescriptionJson, DescriptionList, DescriptionsBatchForm,
     DescriptionsBatchJson, IdempotencyKey, RawImage, RawImageQuery,
@@ -338,15 +339,6 @@ pub async fn create_batch(
         .into_response();
     timing_headers(response.headers_mut(), queue_ms, inference_ms);
     response
-}
-
-/// The request id the `observe` middleware put on the request.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The `Idempotency-Key` header, when sent: 1 to 255 visible ASCII characters.

@@ -79,7 +79,7 @@ pub fn status_of(error: &ApiError) -> (StatusCode, &'static str) {
         ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
         ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "authentication_error"),
         ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_error"),
-        ApiError::Conflict { .. } => (StatusCode::CONFLICT, "idempotency_error"),
+        ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict_error"),
         ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
         ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
@@ -232,6 +232,7 @@ impl From<StoreError> for ApiError {
                 message: format!("the database did not answer in time: {message}"),
                 retry_after: Duration::from_secs(2),
             },
+            // Corrupt rows, driver errors, migrations: the server's fault, not the caller's.
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -59,6 +59,7 @@ pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError>
     })
 }
 
+/// The request id the `observe` middleware put on the request.
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")

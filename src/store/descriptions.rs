@@ -35,7 +35,7 @@ impl Provenance {
             "ai" => Ok(Provenance::Ai),
             "human" => Ok(Provenance::Human),
             "ai_edited" => Ok(Provenance::AiEdited),
-            other => Err(StoreError::Invalid(format!("stored provenance `{other}`"))),
+            other => Err(StoreError::Corrupt(format!("provenance `{other}`"))),
         }
     }
 }
@@ -104,7 +104,7 @@ fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
     let text: Option<String> = row.try_get(name)?;
     text.map(|t| {
         serde_json::from_str(&t)
-            .map_err(|e| StoreError::Invalid(format!("stored {name} is not JSON: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("{name} is not JSON: {e}")))
     })
     .transpose()
 }

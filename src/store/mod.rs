@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The request names something that cannot be used (e.g. an unknown scope).
     #[error("{0}")]
     Invalid(String),
+    /// A stored row that this version cannot read (edited by hand, or a bug).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
     /// The pool had no free connection in time, or the database did not answer.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
