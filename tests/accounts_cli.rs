@@ -42,19 +42,43 @@ async fn operators_manage_accounts_and_keys_from_the_command_line() {
         run(&db, &["migrate"]);
         let created = run(
             &db,
-            &["accounts", "create", "--name", "Shop", "--email", "ops@shop.example", "--stripe-customer-id", "cus_9"],
+            &[
+                "accounts",
+                "create",
+                "--name",
+                "Shop",
+                "--email",
+                "ops@shop.example",
+                "--stripe-customer-id",
+                "cus_9",
+            ],
         );
         let id = created[0]["id"].as_str().unwrap().to_string();
         assert_eq!(created[0]["stripe_customer_id"], "cus_9", "{}", db.backend);
         let listed = run(&db, &["accounts", "list"]);
         assert_eq!(listed.len(), 1);
-        let key = run(&db, &["keys", "create", "--account", &id, "--name", "ci", "--scopes", "read,describe"]);
+        let key = run(
+            &db,
+            &[
+                "keys",
+                "create",
+                "--account",
+                &id,
+                "--name",
+                "ci",
+                "--scopes",
+                "read,describe",
+            ],
+        );
         let secret = key[0]["key"].as_str().unwrap().to_string();
         assert!(secret.starts_with("altk_"));
         assert_eq!(key[0]["scopes"], serde_json::json!(["describe", "read"]));
         let keys = run(&db, &["keys", "list", "--account", &id]);
         assert_eq!(keys.len(), 1);
-        assert!(!keys[0].to_string().contains(&secret), "listings never show secrets");
+        assert!(
+            !keys[0].to_string().contains(&secret),
+            "listings never show secrets"
+        );
         let store = db.store().await;
         assert!(store.authenticate(&secret).await.unwrap().is_some());
         let restricted = run(&db, &["accounts", "restrict", &id]);
@@ -68,10 +92,14 @@ async fn operators_manage_accounts_and_keys_from_the_command_line() {
         assert!(revoked[0]["revoked_at"].is_i64());
         assert!(store.authenticate(&secret).await.unwrap().is_none());
         let deleted = run(&db, &["accounts", "delete", &id, "--grace-days", "7"]);
-        let grace = deleted[0]["purge_after"].as_i64().unwrap() - deleted[0]["deleted_at"].as_i64().unwrap();
+        let grace = deleted[0]["purge_after"].as_i64().unwrap()
+            - deleted[0]["deleted_at"].as_i64().unwrap();
         assert_eq!(grace, 7 * 86_400_000);
         // Mistakes are errors that say what is wrong, with a non-zero exit.
-        let output = cli(&db, &["keys", "create", "--account", &id, "--scopes", "root"]);
+        let output = cli(
+            &db,
+            &["keys", "create", "--account", &id, "--scopes", "root"],
+        );
         assert!(!output.status.success());
         assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scope `root`"));
         let output = cli(&db, &["accounts", "delete", &id, "--grace-days", "31"]);
@@ -90,11 +118,18 @@ fn a_bad_database_url_names_the_flag_to_fix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--database-url"), "{stderr}");
     let output = Command::new(env!("CARGO_BIN_EXE_altimage"))
-        .args(["migrate", "--database-url", "postgres://nobody:secret@127.0.0.1:1/none"])
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://nobody:secret@127.0.0.1:1/none",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ALTIMAGE_DATABASE_URL"), "{stderr}");
-    assert!(!stderr.contains("secret"), "the password is redacted: {stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "the password is redacted: {stderr}"
+    );
 }

@@ -963,7 +963,12 @@ async fn two_servers_share_one_postgresql_database() {
         .await
         .unwrap();
     assert_eq!(
-        on_first.get(first.url("/v1/account")).send().await.unwrap().status(),
+        on_first
+            .get(first.url("/v1/account"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 }

@@ -106,7 +106,10 @@ async fn keys_authenticate_until_revoked_and_are_stored_only_as_hashes() {
         assert!(!stored.iter().any(|v| v.contains(&created.secret)));
         assert!(store.authenticate("altk_wrong").await.unwrap().is_none());
         assert!(store.authenticate("").await.unwrap().is_none());
-        store.revoke_key(&account_id, &created.key.id).await.unwrap();
+        store
+            .revoke_key(&account_id, &created.key.id)
+            .await
+            .unwrap();
         assert!(store.authenticate(&created.secret).await.unwrap().is_none());
         // Another account cannot revoke or see this account's keys.
         let other = account(&store, "other").await;
@@ -344,12 +347,21 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
         assert_eq!(report.accounts, 1);
         assert_eq!(report.descriptions, 1);
         assert_eq!(report.usage_rows, 2);
-        for table in ["descriptions", "description_versions", "api_keys", "usage_events"] {
+        for table in [
+            "descriptions",
+            "description_versions",
+            "api_keys",
+            "usage_events",
+        ] {
             let sql = format!("SELECT COUNT(*) FROM {table} WHERE account_id = $1");
             assert_eq!(count(&store, &sql, &gone).await, 0, "{table}");
             assert_eq!(
                 count(&store, &sql, &kept).await,
-                if table == "api_keys" { 0 } else { 1 + i64::from(table == "usage_events") },
+                if table == "api_keys" {
+                    0
+                } else {
+                    1 + i64::from(table == "usage_events")
+                },
                 "{table} of the other account"
             );
         }
