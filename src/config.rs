@@ -273,13 +273,15 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BillingArgs {
     /// Stripe secret key (`sk_…`, or a restricted `rk_…` allowed to write meter events and, with
-    /// --stripe-create-customers, customers). Unset: billing is off.
-    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    /// --stripe-create-customers, customers). Unset, the conventional STRIPE_SECRET_KEY variable
+    /// is read; neither set: billing is off.
+    #[arg(long, env = "ALTIMAGE_STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<String>,
 
-    /// Webhook endpoint secret (`whsec_…`). Set, `POST /v1/stripe/webhook` accepts signed
-    /// events (`customer.deleted` unmaps the account); unset, the route does not exist.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    /// Webhook endpoint secret (`whsec_…`); unset, STRIPE_WEBHOOK_SECRET is read. Set,
+    /// `POST /v1/stripe/webhook` accepts signed events (`customer.deleted` unmaps the account);
+    /// unset, the route does not exist.
+    #[arg(long, env = "ALTIMAGE_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<String>,
 
     /// How far a webhook signature's timestamp may be from now. Longer tolerates clock skew;
@@ -336,16 +338,20 @@ pub struct BillingArgs {
     pub stripe_create_customers: bool,
 }
 
+/// The flag (or its ALTIMAGE_ variable), else the variable Stripe's own tools and docs use, so
+/// an environment already set up for Stripe works unchanged.
+fn flag_or_env(flag: &Option<String>, conventional: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(conventional).ok())
+        .filter(|value| !value.trim().is_empty())
+}
+
 impl BillingArgs {
     /// The loop's settings, or `None` when billing is off (no key).
     pub fn config(
         &self,
     ) -> Result<Option<crate::billing::BillingConfig>, crate::billing::BillingError> {
-        let Some(secret_key) = self
-            .stripe_secret_key
-            .clone()
-            .filter(|k| !k.trim().is_empty())
-        else {
+        let Some(secret_key) = flag_or_env(&self.stripe_secret_key, "STRIPE_SECRET_KEY") else {
             return Ok(None);
         };
         for (flag, name) in [
@@ -379,10 +385,7 @@ impl BillingArgs {
 
     /// The webhook settings, or `None` without a secret.
     pub fn webhook(&self) -> Option<crate::billing::webhook::WebhookConfig> {
-        let secret = self
-            .stripe_webhook_secret
-            .clone()
-            .filter(|s| !s.is_empty())?;
+        let secret = flag_or_env(&self.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET")?;
         Some(crate::billing::webhook::WebhookConfig {
             secret,
             tolerance: std::time::Duration::from_secs(self.stripe_webhook_tolerance_secs),

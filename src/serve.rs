@@ -141,7 +141,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(Billing::start(store.clone(), config, metrics.clone())?)
         }
         None => {
-            tracing::info!("billing off (no STRIPE_SECRET_KEY): usage is recorded, not sent");
+            tracing::info!(
+                "billing off (no --stripe-secret-key or STRIPE_SECRET_KEY): usage is recorded, not sent"
+            );
             None
         }
     };

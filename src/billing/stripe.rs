@@ -160,7 +160,7 @@ impl Stripe {
             .build()
             .map_err(|e| {
                 BillingError::Config(format!(
-                    "cannot build the Stripe client: {e} (check STRIPE_SECRET_KEY / --stripe-secret-key)"
+                    "cannot build the Stripe client: {e} (check --stripe-secret-key / STRIPE_SECRET_KEY)"
                 ))
             })?;
         Ok(Stripe { client, metrics })
