@@ -409,8 +409,7 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
             &server,
             metric(&server, "altimage_billing_reports_pending")
                 .await
-                .unwrap_or(0.0)
-                >= 1.0
+                .is_some_and(|pending| pending >= 1.0)
         );
         // The first answer after the outage records the event and says 500: the next attempt,
         // with a new key, must be told "already exists" and count it as delivered.
