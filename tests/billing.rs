@@ -871,3 +871,75 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
         store.close().await;
     }
 }
+
+/// A key Stripe refuses (401) pauses sending without spending the reports' attempts; with the
+/// key fixed (a restart on the same data) the same reports go through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_pauses_sending_without_spending_attempts() {
+    let db = TestDatabase::sqlite();
+    let fake = StripeFake::start(&["cus_a"]).await;
+    let mut flags: Vec<String> = db.flags();
+    flags.extend(
+        [
+            "--admin-token",
+            ADMIN,
+            "--billing-flush-secs",
+            "1",
+            "--stripe-timeout-ms",
+            "1000",
+        ]
+        .map(String::from),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut server = Server::start_with(
+        &common::tiny_model_dir(),
+        &flags,
+        &[
+            ("ALTIMAGE_STRIPE_SECRET_KEY", "sk_test_revoked"),
+            ("ALTIMAGE_STRIPE_API_BASE", fake.base.as_str()),
+        ],
+    );
+    let a = server.client();
+    let a_id = account_id(&server, &a).await;
+    set_customer(&server, &a_id, Some("cus_a")).await;
+    describe(&server, &a).await;
+    eventually!(
+        "the circuit to open",
+        &server,
+        metric(
+            &server,
+            "altimage_billing_events_total{result=\"circuit_open\"}"
+        )
+        .await
+        .is_some_and(|n| n >= 1.0)
+    );
+    let store = db.store().await;
+    let row = sqlx::query("SELECT status, attempts, last_result FROM meter_reports")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<String, _>("status").unwrap(), "pending");
+    assert_eq!(
+        row.try_get::<i64, _>("attempts").unwrap(),
+        0,
+        "no attempt spent"
+    );
+    assert_eq!(
+        row.try_get::<String, _>("last_result").unwrap(),
+        "circuit_open"
+    );
+    assert!(fake.events().is_empty());
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(60)).unwrap().success());
+    drop(server);
+
+    // Fixed key: the report, still pending and due, goes at once.
+    let server = start(&fake, &db, &[]);
+    eventually!(
+        "the report sent with the right key",
+        &server,
+        all_sent(&store, 1).await
+    );
+    assert!(totals_are(&fake, "cus_a", 1, 0).await);
+    store.close().await;
+}

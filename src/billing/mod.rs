@@ -276,7 +276,9 @@ impl Worker {
                 Outcome::CircuitOpen { reason } => {
                     tracing::error!(report_id = %row.id, reason, "Stripe refused the key, the permissions or the URL; sending paused (check STRIPE_SECRET_KEY and --stripe-api-base)");
                     circuit_tripped.store(true, Ordering::Relaxed);
-                    CIRCUIT_PAUSE
+                    // The pause belongs to this replica, not to the row: a replica with a
+                    // working key (or this one restarted with it) takes the row at once.
+                    Duration::ZERO
                 }
                 _ => backoff(row.attempts, self.config.retry_max),
             };

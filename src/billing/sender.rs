@@ -147,7 +147,7 @@ pub async fn finalize(
         .execute(&mut *tx)
         .await?
         .rows_affected(),
-        // Not the row's fault: give the attempt back and wait out the pause.
+        // Not the row's fault: give the attempt back; the replica pauses, the row stays due.
         Outcome::CircuitOpen { reason } => sqlx::query(&format!(
             "UPDATE meter_reports SET next_attempt_at = {now} + $1, attempts = attempts - 1, last_result = $2, last_error = $3, lease_owner = NULL, lease_until = NULL \
              WHERE id = $4 AND lease_owner = $5 AND status = 'pending'"
