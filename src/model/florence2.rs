@@ -77,6 +77,8 @@ pub struct StageTimings {
     pub encoder: Duration,
     pub decode: Duration,
     pub decode_steps: usize,
+    /// Part of `decode` spent reordering the cache (rows leaving, beams).
+    pub reorder: Duration,
 }
 
 /// Default `max_new_tokens` per detail level: enough for the style, bounded so one request
@@ -265,7 +267,7 @@ impl Florence2 {
         timings.encoder = started.elapsed();
 
         let started = Instant::now();
-        let (search, steps) = self.decode(state, &specs, is_cancelled)?;
+        let (search, steps) = self.decode(state, &specs, is_cancelled, &mut timings.reorder)?;
         timings.decode = started.elapsed();
         timings.decode_steps = steps;
 
@@ -461,6 +463,7 @@ impl Florence2 {
         mut state: DecoderState,
         specs: &[GroupSpec],
         is_cancelled: &mut dyn FnMut(usize) -> bool,
+        reorder: &mut Duration,
     ) -> Result<(Search, usize), ModelError> {
         let rules = LogitsRules {
             no_repeat_ngram_size: self.generation.no_repeat_ngram_size,
@@ -474,7 +477,8 @@ impl Florence2 {
         let mut tokens = search.last_tokens();
         let mut steps = 0;
         loop {
-            for group in search.row_groups() {
+            let groups = search.row_groups();
+            for &group in &groups {
                 if is_cancelled(group) {
                     search.cancel(group);
                 }
@@ -487,7 +491,16 @@ impl Florence2 {
                 return Ok((search, steps));
             }
             if !plan.is_identity(state.rows()) {
-                state.gather(&plan.parents, self.device_gather.as_mut())?;
+                let started = Instant::now();
+                // Beams reordered within their requests: the per-request tensors stay put.
+                let same_requests = plan.parents.len() == groups.len()
+                    && plan
+                        .parents
+                        .iter()
+                        .enumerate()
+                        .all(|(row, &parent)| groups[parent] == groups[row]);
+                state.gather(&plan.parents, same_requests, self.device_gather.as_mut())?;
+                *reorder += started.elapsed();
             }
             tokens = plan.tokens;
         }

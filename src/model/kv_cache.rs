@@ -199,31 +199,36 @@ impl DecoderState {
 
     /// Keeps row `parents[i]` as row i of every per-row tensor: with `device`, by one Gather
     /// run where the tensors are (no host round trip); without, on the host.
+    ///
+    /// `same_requests`: row i still belongs to the request it belonged to (beams reordered
+    /// within their request, no row left or added). Then the encoder output, its mask and the
+    /// cross-attention cache, identical for all beams of a request, are kept as they are and
+    /// only the self-attention cache moves.
     pub fn gather(
         &mut self,
         parents: &[usize],
+        same_requests: bool,
         device: Option<&mut DeviceGather>,
     ) -> Result<(), ModelError> {
-        if let Some(device) = device {
-            let mut tensors: Vec<&mut RowTensor> = vec![
-                &mut self.encoder_hidden_states,
-                &mut self.encoder_attention_mask,
-            ];
-            for pair in self.cross.iter_mut().chain(self.self_attn.iter_mut()) {
-                tensors.extend(pair.iter_mut());
-            }
-            let values: Vec<&DynValue> = tensors.iter().map(|t| &t.value).collect();
-            let gathered = device.gather(&values, parents)?;
-            for (tensor, value) in tensors.into_iter().zip(gathered) {
-                *tensor = RowTensor::from_output(value, "decoder")?;
-            }
-            return Ok(());
+        let mut tensors: Vec<&mut RowTensor> = Vec::new();
+        if !same_requests {
+            tensors.push(&mut self.encoder_hidden_states);
+            tensors.push(&mut self.encoder_attention_mask);
+            tensors.extend(self.cross.iter_mut().flat_map(|pair| pair.iter_mut()));
         }
-        self.encoder_hidden_states = self.encoder_hidden_states.gather(parents)?;
-        self.encoder_attention_mask = self.encoder_attention_mask.gather(parents)?;
-        for pair in self.cross.iter_mut().chain(self.self_attn.iter_mut()) {
-            for tensor in pair.iter_mut() {
-                *tensor = tensor.gather(parents)?;
+        tensors.extend(self.self_attn.iter_mut().flat_map(|pair| pair.iter_mut()));
+        match device {
+            Some(device) => {
+                let values: Vec<&DynValue> = tensors.iter().map(|t| &t.value).collect();
+                let gathered = device.gather(&values, parents)?;
+                for (tensor, value) in tensors.into_iter().zip(gathered) {
+                    *tensor = RowTensor::from_output(value, "decoder")?;
+                }
+            }
+            None => {
+                for tensor in tensors {
+                    *tensor = tensor.gather(parents)?;
+                }
             }
         }
         Ok(())
