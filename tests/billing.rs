@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use altimage::billing::MeterNames;
 use altimage::billing::batcher::build_reports;
-use altimage::billing::sender::{claim, finalize};
+use altimage::billing::sender::{claim, finalize, release};
 use altimage::billing::stripe::Outcome;
 use altimage::store::retention::RetentionPolicy;
 use common::db::TestDatabase;
@@ -942,4 +942,41 @@ async fn a_refused_key_pauses_sending_without_spending_attempts() {
     );
     assert!(totals_are(&fake, "cus_a", 1, 0).await);
     store.close().await;
+}
+
+/// What SIGTERM does with claimed reports it did not send: released, they are claimable by
+/// another sender at once, with the attempt given back; a stranger's release changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn released_reports_are_claimable_at_once() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        insert_account(&store, "acct_r", Some("cus_r")).await;
+        insert_usage(&store, "acct_r", "created", 2).await;
+        insert_usage(&store, "acct_r", "retrieved", 1).await;
+        build_reports(&store, &meters()).await.unwrap();
+        let held = claim(&store, "stopping", 3_600_000, 10).await.unwrap();
+        assert_eq!(held.len(), 2, "{}", db.backend);
+        assert!(
+            claim(&store, "other", 3_600_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let ids: Vec<String> = held.iter().map(|c| c.id.clone()).collect();
+        release(&store, "stranger", &ids).await.unwrap();
+        assert!(
+            claim(&store, "other", 3_600_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        release(&store, "stopping", &ids).await.unwrap();
+        let taken = claim(&store, "other", 3_600_000, 10).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        assert!(
+            taken.iter().all(|c| c.attempts == 1),
+            "the released attempt was given back"
+        );
+        store.close().await;
+    }
 }
