@@ -154,7 +154,10 @@ async fn documented_statuses_equal_what_the_code_answers() {
     }
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            let expected = if path.starts_with("/v1/admin/") {
+            // Stripe's webhook carries no bearer token: its body is signed.
+            let expected = if path.starts_with("/v1/stripe/") {
+                Value::Null
+            } else if path.starts_with("/v1/admin/") {
                 json!([{"admin_token": []}])
             } else if path.starts_with("/v1/") {
                 json!([{"api_key": []}])
@@ -168,7 +171,9 @@ async fn documented_statuses_equal_what_the_code_answers() {
                     headers.get("x-request-id").is_some(),
                     "{method} {path} {status} documents x-request-id"
                 );
-                let rate_limited = path.starts_with("/v1/") && !path.starts_with("/v1/admin/");
+                let rate_limited = path.starts_with("/v1/")
+                    && !path.starts_with("/v1/admin/")
+                    && !path.starts_with("/v1/stripe/");
                 for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
                     assert_eq!(
                         headers.get(name).is_some(),
@@ -784,6 +789,7 @@ async fn real_answers_are_documented() {
 }
 
 const ADMIN_TOKEN: &str = "openapi-test-admin-token";
+const WEBHOOK_SECRET: &str = "whsec_openapi_test";
 
 /// Real ids to put in the documented path templates: a stored description (edited once, so
 /// that it has versions), the bootstrap account and its key.
@@ -894,7 +900,12 @@ async fn counted_statuses_are_documented(doc: &Value, server: &Server) -> usize 
 /// statuses a client can provoke, each checked against the document (status, headers, body).
 #[tokio::test(flavor = "multi_thread")]
 async fn account_routes_answer_as_documented() {
-    let server = Server::start(&["--admin-token", ADMIN_TOKEN]);
+    let server = Server::start(&[
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--stripe-webhook-secret",
+        WEBHOOK_SECRET,
+    ]);
     let doc = document();
     let http = server.client();
     let admin = server.client_with_key(ADMIN_TOKEN);
@@ -1097,7 +1108,13 @@ async fn account_routes_answer_as_documented() {
     );
     assert_eq!(status, 200);
     assert_eq!(account["restricted_by"], "account");
-    let (status, refused) = call!("post", "/v1/descriptions", png(2));
+    // Refused before the body is read: the server may close the connection after answering,
+    // so this request does not leave it in the client's pool for the next one.
+    let (status, refused) = call!(
+        "post",
+        "/v1/descriptions",
+        png(2).header("connection", "close")
+    );
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (403, Some("account_restricted"))
@@ -1326,6 +1343,87 @@ async fn account_routes_answer_as_documented() {
     let (status, _) = call!("delete", "/v1/descriptions/{id}", http.delete(url(&one)));
     assert_eq!(status, 404);
 
+    // Billing: the operator's reports (none are dead here), the retry of an unknown report, and
+    // Stripe's webhook refusing what it cannot verify and acknowledging what it can.
+    let (status, reports) = call!(
+        "get",
+        "/v1/admin/billing/reports",
+        admin.get(url("/v1/admin/billing/reports?limit=5"))
+    );
+    assert_eq!((status, &reports["data"]), (200, &json!([])), "{reports}");
+    for query in ["limit=0", "status=lost", "colour=red"] {
+        let (status, _) = call!(
+            "get",
+            "/v1/admin/billing/reports",
+            admin.get(url(&format!("/v1/admin/billing/reports?{query}")))
+        );
+        assert_eq!(status, 400, "{query}");
+    }
+    let (status, _) = call!(
+        "get",
+        "/v1/admin/billing/reports",
+        client().get(url("/v1/admin/billing/reports"))
+    );
+    assert_eq!(status, 401);
+    let (status, _) = call!(
+        "post",
+        "/v1/admin/billing/reports/{id}/retry",
+        admin.post(url("/v1/admin/billing/reports/mr_missing/retry"))
+    );
+    assert_eq!(status, 404);
+    let (status, refused) = call!(
+        "post",
+        "/v1/admin/billing/reports/{id}/retry",
+        admin.post(url("/v1/admin/billing/reports/%FF/retry"))
+    );
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_path"))
+    );
+    let (status, _) = call!(
+        "post",
+        "/v1/admin/billing/reports/{id}/retry",
+        client().post(url("/v1/admin/billing/reports/mr_missing/retry"))
+    );
+    assert_eq!(status, 401);
+    let event = json!({"id": "evt_openapi", "object": "event", "type": "invoice.created",
+        "data": {"object": {"id": "in_1"}}})
+    .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed = |body: &str, secret: &str| {
+        let signature = altimage::billing::webhook::sign(now, body.as_bytes(), secret);
+        client()
+            .post(url("/v1/stripe/webhook"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", format!("t={now},v1={signature}"))
+            .body(body.to_string())
+    };
+    let (status, refused) = call!("post", "/v1/stripe/webhook", signed(&event, "whsec_wrong"));
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_signature"))
+    );
+    let (status, _) = call!(
+        "post",
+        "/v1/stripe/webhook",
+        client().post(url("/v1/stripe/webhook")).body(event.clone())
+    );
+    assert_eq!(status, 400);
+    let (status, refused) = call!(
+        "post",
+        "/v1/stripe/webhook",
+        signed("{\"type\": \"invoice.created\"}", WEBHOOK_SECRET)
+    );
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_event"))
+    );
+    let (status, received) = call!("post", "/v1/stripe/webhook", signed(&event, WEBHOOK_SECRET));
+    assert_eq!((status, &received), (200, &json!({"received": true})));
+
     // What each operation was seen to answer: every client-caused status it documents.
     let expect = |method: &str, path: &str, statuses: &[u16]| {
         let key = (method.to_string(), path.to_string());
@@ -1361,6 +1459,13 @@ async fn account_routes_answer_as_documented() {
         "/v1/admin/accounts/{id}/keys/{key_id}",
         &[200, 400, 404],
     );
+    expect("get", "/v1/admin/billing/reports", &[200, 400, 401]);
+    expect(
+        "post",
+        "/v1/admin/billing/reports/{id}/retry",
+        &[400, 401, 404],
+    );
+    expect("post", "/v1/stripe/webhook", &[200, 400]);
     assert!(counted_statuses_are_documented(&doc, &server).await >= 20);
 }
 

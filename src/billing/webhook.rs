@@ -14,6 +14,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::http::AppState;
+use crate::http::error::ErrorBody;
+use crate::http::openapi::WebhookReceived;
 use crate::store::{Store, StoreError};
 
 /// The endpoint secret (`whsec_…`) and how old a signature may be.
@@ -155,6 +157,28 @@ pub async fn apply(store: &Store, event: &Value) -> Result<Applied, StoreError> 
 }
 
 /// The raw body is taken as bytes: the signature covers exactly what Stripe sent.
+#[utoipa::path(
+    post,
+    path = "/v1/stripe/webhook",
+    operation_id = "stripeWebhook",
+    tag = "billing",
+    summary = "Stripe webhook endpoint",
+    description = "For Stripe, not for API clients: no bearer token; each delivery is verified by \
+        its `Stripe-Signature` header (HMAC-SHA256 with `--stripe-webhook-secret` / \
+        `STRIPE_WEBHOOK_SECRET`, any `v1` signature, timestamp within \
+        `--stripe-webhook-tolerance-secs`). Billing acts on `customer.deleted` (the customer's \
+        accounts are unmapped and their pending reports failed); other events are acknowledged \
+        and ignored. Each event id is applied once; a redelivery answers 200 and does nothing. \
+        The route exists only when a webhook secret is set.",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature header, `t=TIMESTAMP,v1=HEX[,v1=HEX]`.", example = "t=1764393600,v1=7500d5d4be4b3ef07af1fe56f7d522d135cdaa7530de557e67cc1049c52de094")),
+    request_body(content = Object, content_type = "application/json", description = "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)."),
+    responses(
+        (status = 200, description = "Received: applied, ignored, or a duplicate.", body = WebhookReceived),
+        (status = 400, description = "Refused: no `Stripe-Signature`, a malformed one, no matching `v1` signature, or a timestamp beyond the tolerance (`invalid_signature`); a body that is not JSON (`invalid_json`); an event without `id` or `type` (`invalid_event`).", body = ErrorBody),
+        (status = 404, description = "The webhook is off: the server runs without a webhook secret.", body = ErrorBody),
+        (status = 503, description = "The event could not be applied (the database failed or did not answer; code `unavailable`), so Stripe redelivers it later; or the model is still loading (`starting`).", body = ErrorBody),
+    ),
+)]
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(config) = state.billing.webhook.clone() else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route".into());

@@ -94,7 +94,7 @@ impl AppState {
 }
 
 /// Routes with each of their success statuses, so their metric series exist before traffic.
-pub const ROUTES: [(&str, u16); 23] = [
+pub const ROUTES: [(&str, u16); 26] = [
     ("/v1/descriptions", 201),
     ("/v1/descriptions", 200),
     ("/v1/descriptions/batch", 200),
@@ -112,6 +112,9 @@ pub const ROUTES: [(&str, u16); 23] = [
     ("/v1/admin/accounts/{id}/keys", 201),
     ("/v1/admin/accounts/{id}/keys", 200),
     ("/v1/admin/accounts/{id}/keys/{key_id}", 200),
+    ("/v1/admin/billing/reports", 200),
+    ("/v1/admin/billing/reports/{id}/retry", 200),
+    ("/v1/stripe/webhook", 200),
     ("/health/live", 200),
     ("/health/ready", 200),
     ("/info", 200),

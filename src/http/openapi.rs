@@ -33,6 +33,9 @@ use super::admin::{self, AdminOperation, CreateAccount, CreateKey, CreatedKeyBod
 use super::descriptions;
 use super::error::{ApiError, ErrorBody, ErrorDetail, status_of};
 use super::library::{self, EditRequest, ExportFormat, LibraryOperation};
+use crate::billing::admin::{self as billing_admin, BillingAdminOperation};
+use crate::billing::sender::MeterReport;
+use crate::billing::webhook;
 use crate::model::Detail;
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageKind;
@@ -51,7 +54,8 @@ use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
             may do, and the account's requests per minute are limited (answers carry \
             `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`). The `/v1/admin/` \
             routes take the operator's `--admin-token` instead (`admin_token`) and exist only \
-            when one is set.\n\nErrors are JSON `{\"error\": {\"type\", \"code\", \"message\"}}`; \
+            when one is set. `POST /v1/stripe/webhook` is Stripe's: no token, its body is \
+            signed (`Stripe-Signature`), and it exists only when a webhook secret is set.\n\nErrors are JSON `{\"error\": {\"type\", \"code\", \"message\"}}`; \
             every answer carries `x-request-id`; 429 and 503 carry `Retry-After`. While the model \
             loads, every route except `/health/*`, `/metrics`, `/openapi.json` and `/docs` \
             answers 503 with code `starting`. Unknown paths answer 404 with the same error body."
@@ -78,6 +82,9 @@ use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
         admin::create_key,
         admin::list_keys,
         admin::revoke_key,
+        billing_admin::list_reports,
+        billing_admin::retry_report,
+        webhook::receive,
         health_live,
         health_ready,
         health,
@@ -126,11 +133,15 @@ use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
         CreateKey,
         AccountList,
         KeyList,
+        MeterReport,
+        MeterReportList,
+        WebhookReceived,
     )),
     tags(
         (name = "descriptions", description = "Describe images; list, read, edit, delete and export the stored descriptions."),
         (name = "account", description = "The caller's account: profile, usage, restricted processing, export and deletion."),
         (name = "admin", description = "Accounts and API keys, for the operator (`--admin-token`). Off when no token is set."),
+        (name = "billing", description = "Stripe's deliveries to this server (`--stripe-webhook-secret`). Off when no webhook secret is set."),
         (name = "operations", description = "Health, information, metrics and this documentation."),
     ),
     modifiers(&FromTheCode),
@@ -408,6 +419,34 @@ pub fn handler_statuses() -> Vec<(&'static str, &'static str, BTreeSet<u16>)> {
                 admin::admin_returns(AdminOperation::RevokeKey, e)
             }),
         ),
+        (
+            "get",
+            "/v1/admin/billing/reports",
+            statuses(StatusCode::OK, |e| {
+                billing_admin::billing_admin_returns(BillingAdminOperation::ListReports, e)
+            }),
+        ),
+        (
+            "post",
+            "/v1/admin/billing/reports/{id}/retry",
+            statuses(StatusCode::OK, |e| {
+                billing_admin::billing_admin_returns(BillingAdminOperation::RetryReport, e)
+            }),
+        ),
+        // Answers with its own error bodies, not `ApiError`: 400 for a refused signature, a
+        // body that is not JSON or an event without id/type; 503 when the store fails (Stripe
+        // redelivers); 404 from the fallback when no webhook secret is set (the route is not
+        // mounted).
+        (
+            "post",
+            "/v1/stripe/webhook",
+            fixed(&[
+                StatusCode::OK,
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ]),
+        ),
         ("get", "/health/live", fixed(&[StatusCode::OK])),
         (
             "get",
@@ -486,9 +525,10 @@ pub fn every_api_error() -> Vec<ApiError> {
 /// module documentation), so that no operation can forget them.
 struct FromTheCode;
 
-/// The routes behind `auth::require_api_key` (see `router` in mod.rs).
+/// The routes behind `auth::require_api_key` (see `router` in mod.rs): not the admin routes
+/// (admin token) nor Stripe's webhook (signed body).
 fn behind_api_key(path: &str) -> bool {
-    path.starts_with("/v1/") && !path.starts_with("/v1/admin/")
+    path.starts_with("/v1/") && !path.starts_with("/v1/admin/") && !path.starts_with("/v1/stripe/")
 }
 
 fn header(schema: Type, description: &str) -> utoipa::openapi::header::Header {
@@ -1090,4 +1130,23 @@ pub struct KeyList {
     pub data: Vec<ApiKey>,
     /// Always false.
     pub has_more: bool,
+}
+
+/// A page of meter reports.
+#[derive(ToSchema)]
+pub struct MeterReportList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    pub object: String,
+    /// Oldest first.
+    pub data: Vec<MeterReport>,
+    /// Whether another page follows: ask for it with `starting_after` = the last `id`.
+    pub has_more: bool,
+}
+
+/// The webhook's acknowledgement.
+#[derive(ToSchema)]
+pub struct WebhookReceived {
+    /// Always true.
+    pub received: bool,
 }
