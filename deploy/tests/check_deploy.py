@@ -446,6 +446,11 @@ def cmd_configs():
         if not dashboard.get("uid") or not panels or len(set(ids)) != len(ids):
             problems.append(f"{path.name}: needs a uid and panels with unique ids")
         for panel in panels:
+            if panel.get("type") == "row":
+                # A section header: no queries of its own.
+                if "gridPos" not in panel or panel.get("targets"):
+                    problems.append(f"{path.name}: row {panel.get('title')} needs a position and no queries")
+                continue
             if panel.get("datasource", {}).get("uid") not in uids:
                 problems.append(f"{path.name}: panel {panel.get('title')} uses an unprovisioned datasource")
             if not panel.get("targets") or "gridPos" not in panel:
