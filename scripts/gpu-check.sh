@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check: builds altimage (release), makes the Florence-2-base-shaped model
 # (`make model-base`), and prints images/s at batch 1, 8 and 32 on the CPU and on CUDA, measured
-# with `altimage describe` over generated 768×768 images (model load excluded).
+# with `altimage describe` over generated 768×768 images (model load excluded); then, on CUDA,
+# the decoder's KV cache kept on the GPU (I/O binding, the default) against `--kv-cache host`
+# (copied through host memory every step) at one batch size, with the ratio.
 #
 #   scripts/gpu-check.sh                       # online: wheels from PyPI
 #   scripts/gpu-check.sh --wheels DIR          # offline GPU box: every wheel from DIR
@@ -17,6 +19,7 @@
 #          --cpu-images N (per CPU pass, default 16: a CPU does ~0.5 images/s on this model)
 #          --model DIR (default models/base-shaped, made when missing) --max-new-tokens N (20)
 #          --binary FILE (skip the build and use this altimage)
+#          --kv-cache-batch N (batch of the KV-cache comparison, default 8; 0 skips it)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,6 +33,7 @@ cpu_images=16
 model=models/base-shaped
 max_new_tokens=20
 binary=""
+kv_cache_batch=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheels) wheels=$2; shift 2 ;;
@@ -41,7 +45,8 @@ while [ $# -gt 0 ]; do
     --model) model=$2; shift 2 ;;
     --max-new-tokens) max_new_tokens=$2; shift 2 ;;
     --binary) binary=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --kv-cache-batch) kv_cache_batch=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -151,26 +156,63 @@ print(f"{int(sys.argv[2]) / seconds:.3f} {seconds:.1f}")
 PY
 }
 
+# One describe run: prints "images/s seconds", or fails with the log's tail on stderr.
+describe_rate() { # device library batch count kv_cache
+  local log files
+  log=$(mktemp)
+  files=$(find "$image_dir" -name 'image-*.png' | sort | head -n "$4")
+  # shellcheck disable=SC2086 # one path per word
+  if "$binary" describe --model-dir "$model" --device "$1" --batch-size "$3" \
+      --max-new-tokens "$max_new_tokens" --no-progress --log-format json --log info \
+      --kv-cache "$5" --ort-library "$2" -o /dev/null $files 2>"$log"; then
+    local ok=0
+    rate "$log" "$4" || ok=1
+    rm -f "$log"
+    return $ok
+  else
+    tail -n 5 "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+}
+
 section "throughput: $model, <CAPTION>, greedy, max $max_new_tokens new tokens"
 printf '%-6s %6s %7s %10s %9s\n' device batch images images/s seconds
 status=0
 for device in $devices; do
   if [ "$device" = cpu ]; then library=$cpu_ort; count=$cpu_images; else library=$cuda_ort; count=$images; fi
-  files=$(find "$image_dir" -name 'image-*.png' | sort | head -n "$count")
   for batch in $batches; do
-    log=$(mktemp)
-    # shellcheck disable=SC2086 # one path per word
-    if "$binary" describe --model-dir "$model" --device "$device" --batch-size "$batch" \
-        --max-new-tokens "$max_new_tokens" --no-progress --log-format json --log info \
-        --ort-library "$library" -o /dev/null $files 2>"$log"; then
-      read -r per_second seconds < <(rate "$log" "$count")
+    if result=$(describe_rate "$device" "$library" "$batch" "$count" device); then
+      read -r per_second seconds <<<"$result"
       printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" "$per_second" "$seconds"
     else
       printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" failed -
-      tail -n 5 "$log" >&2
       status=1
     fi
-    rm -f "$log"
   done
 done
+
+case " $devices " in
+  *" cuda "*)
+    if [ "$kv_cache_batch" -gt 0 ]; then
+      section "KV cache on CUDA, batch $kv_cache_batch: kept on the GPU (I/O binding) vs --kv-cache host"
+      printf '%-8s %6s %7s %10s %9s\n' kv-cache batch images images/s seconds
+      declare -A kv_rate=()
+      for place in device host; do
+        if result=$(describe_rate cuda "$cuda_ort" "$kv_cache_batch" "$images" "$place"); then
+          read -r per_second seconds <<<"$result"
+          kv_rate[$place]=$per_second
+          printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" "$per_second" "$seconds"
+        else
+          printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" failed -
+          status=1
+        fi
+      done
+      if [ -n "${kv_rate[device]:-}" ] && [ -n "${kv_rate[host]:-}" ]; then
+        python3 -c 'import sys; print(f"ratio kv cache device / host: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x throughput")' \
+          "${kv_rate[device]}" "${kv_rate[host]}"
+      fi
+    fi
+    ;;
+esac
 exit $status
