@@ -197,7 +197,7 @@ fn start_up_errors_name_the_fix() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cannot use CUDA device 0") && stderr.contains("--device cpu"),
+        stderr.contains("cannot use CUDA device cuda:0") && stderr.contains("--device cpu"),
         "{stderr}"
     );
 

@@ -302,7 +302,7 @@ pub fn session_builder(
     if let Some(cuda) = cuda_provider(options) {
         builder = builder
             .with_execution_providers([cuda.build().error_on_failure()])
-            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {}: {}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA 12 / cuDNN 9 libraries on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.", options.device, e.to_string().trim_end_matches('.'))))?;
+            .map_err(|e| ModelError::Device(format!("cannot use CUDA device {}: {}. Is the onnxruntime-gpu library installed (`scripts/install-ort.sh cuda`) and are the CUDA and cuDNN libraries it was built for (see deploy/README.md) on LD_LIBRARY_PATH? Use --device cpu to run without a GPU.", options.device, e.to_string().trim_end_matches('.'))))?;
     }
     Ok(builder)
 }
