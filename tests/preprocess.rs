@@ -486,22 +486,6 @@ fn refused(bytes: &[u8]) -> PreprocessError {
     err
 }
 
-/// CRC-32 (IEEE) for forging PNG chunks.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// A real small PNG whose IHDR claims `width`×`height`.
 fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     let mut png = encode(&photo(16, 16), image::ImageFormat::Png);
@@ -509,7 +493,7 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     assert_eq!(&png[12..16], b"IHDR");
     png[16..20].copy_from_slice(&width.to_be_bytes());
     png[20..24].copy_from_slice(&height.to_be_bytes());
-    let crc = crc32(&png[12..29]);
+    let crc = common::crc32(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     png
 }

@@ -14,21 +14,6 @@ use common::server::Server;
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// `png` with a `tEXt` chunk holding `marker` right after the header chunk.
 fn with_marker(png: &[u8], marker: &str) -> Vec<u8> {
     let header_end = 8 + 4 + 4 + 13 + 4;
@@ -38,7 +23,7 @@ fn with_marker(png: &[u8], marker: &str) -> Vec<u8> {
     let mut typed = b"tEXt".to_vec();
     typed.extend_from_slice(&data);
     chunk.extend_from_slice(&typed);
-    chunk.extend_from_slice(&crc32(&typed).to_be_bytes());
+    chunk.extend_from_slice(&common::crc32(&typed).to_be_bytes());
     let mut out = png[..header_end].to_vec();
     out.extend_from_slice(&chunk);
     out.extend_from_slice(&png[header_end..]);

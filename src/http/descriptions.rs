@@ -117,19 +117,8 @@ pub fn create_returns(error: &ApiError) -> bool {
     ),
 )]
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
-    if let Err(error) = caller
-        .require(Scope::Describe)
-        .and_then(|()| caller.require_unrestricted())
-    {
-        return state.reject(error);
-    }
-    let request_id = request_id(request.headers());
-    let idempotency_key = match idempotency_key(request.headers()) {
-        Ok(key) => key,
-        Err(error) => return state.reject(error),
-    };
-    let images = match read_images(request, false).await {
-        Ok(images) => images,
+    let (request_id, idempotency_key, images) = match read_request(&caller, request, false).await {
+        Ok(read) => read,
         Err(error) => return state.reject(error),
     };
     let guard = match Idempotency::claim(&state, &caller, idempotency_key, "create", &images).await
@@ -253,19 +242,8 @@ pub async fn create_batch(
     caller: Caller,
     request: Request,
 ) -> Response {
-    if let Err(error) = caller
-        .require(Scope::Describe)
-        .and_then(|()| caller.require_unrestricted())
-    {
-        return state.reject(error);
-    }
-    let request_id = request_id(request.headers());
-    let idempotency_key = match idempotency_key(request.headers()) {
-        Ok(key) => key,
-        Err(error) => return state.reject(error),
-    };
-    let images = match read_images(request, true).await {
-        Ok(images) => images,
+    let (request_id, idempotency_key, images) = match read_request(&caller, request, true).await {
+        Ok(read) => read,
         Err(error) => return state.reject(error),
     };
     let limit = state.limits.max_images_per_request;
@@ -339,6 +317,21 @@ pub async fn create_batch(
         .into_response();
     timing_headers(response.headers_mut(), queue_ms, inference_ms);
     response
+}
+
+/// What both create routes check and read before any work: the `describe` scope, restricted
+/// processing, the request id, the `Idempotency-Key` and the images.
+async fn read_request(
+    caller: &Caller,
+    request: Request,
+    allow_many: bool,
+) -> Result<(String, Option<String>, Vec<ImageRequest>), ApiError> {
+    caller.require(Scope::Describe)?;
+    caller.require_unrestricted()?;
+    let request_id = request_id(request.headers());
+    let idempotency_key = idempotency_key(request.headers())?;
+    let images = read_images(request, allow_many).await?;
+    Ok((request_id, idempotency_key, images))
 }
 
 /// The `Idempotency-Key` header, when sent: 1 to 255 visible ASCII characters.
