@@ -220,11 +220,17 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         // Stripe retries a failed delivery for days: a 503 lets it come back.
         Err(e) => {
             tracing::warn!(error = %e, "Stripe webhook not applied; Stripe will redeliver");
-            error(
+            let mut response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 e.to_string(),
-            )
+            );
+            // Like every 503 of this API; Stripe keeps its own redelivery schedule anyway.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+            response
         }
     }
 }
