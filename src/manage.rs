@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{AccountsCommand, KeysCommand, StoreArgs};
+use crate::store::Store;
 use crate::store::accounts::{NewAccount, RestrictedBy};
 use crate::store::keys::Scope;
-use crate::store::{Backend, Store};
 
 /// The file a first start writes the bootstrap key to.
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-api-key";
@@ -110,13 +110,7 @@ pub fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
         let store = open_store(args).await?;
         let backend = store.backend();
         store.close().await;
-        eprintln!(
-            "migrations applied ({})",
-            match backend {
-                Backend::Sqlite => "sqlite",
-                Backend::Postgres => "postgres",
-            }
-        );
+        eprintln!("migrations applied ({})", backend.name());
         Ok(())
     })
 }

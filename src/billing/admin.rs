@@ -86,13 +86,7 @@ struct ReportsQuery {
 pub async fn list_reports(State(state): State<AppState>, uri: Uri) -> Response {
     let run = async {
         let query: ReportsQuery = query(&uri)?;
-        let limit = query.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_limit",
-                "`limit` must be between 1 and 100",
-            ));
-        }
+        let limit = crate::http::library::page_limit(query.limit)?;
         if let Some(status) = query.status.as_deref()
             && !DEAD_STATUSES.contains(&status)
             && !["pending", "sent"].contains(&status)

@@ -14,15 +14,12 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::library::{json_body, query};
+use super::library::{EXPORT_PAGE, json_body, query};
 use super::openapi::{AccountExport, ApiKeyErrors, Usage};
 use crate::store::accounts::{Account, RestrictedBy};
 use crate::store::keys::Scope;
 use crate::store::usage::{MS_PER_DAY, parse_day};
 use crate::store::{Store, now_ms};
-
-/// Rows per step of the export stream.
-const EXPORT_PAGE: i64 = 500;
 
 /// The operations of this module, for [`account_returns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::library::{PathParams, json_body, query};
+use super::library::{PathParams, json_body, page_limit, query};
 use super::openapi::{AccountList, AdminErrors, KeyList};
 use crate::store::accounts::{Account, AccountUpdate, NewAccount, RestrictedBy};
 use crate::store::keys::{ApiKey, Scope};
@@ -150,13 +150,7 @@ struct ListQuery {
 pub async fn list_accounts(State(state): State<AppState>, uri: Uri) -> Response {
     let run = async {
         let query: ListQuery = query(&uri)?;
-        let limit = query.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_limit",
-                "`limit` must be between 1 and 100",
-            ));
-        }
+        let limit = page_limit(query.limit)?;
         let (accounts, has_more) = state
             .store
             .list_accounts(limit, query.starting_after.as_deref())

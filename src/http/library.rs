@@ -20,7 +20,7 @@ use crate::store::descriptions::{Description, Provenance};
 use crate::store::keys::Scope;
 
 /// Rows fetched per step of an export: bounds memory whatever the account's size.
-const EXPORT_PAGE: i64 = 500;
+pub(crate) const EXPORT_PAGE: i64 = 500;
 
 /// Path parameters, or a 400 with the JSON error body when they cannot be read (an id that is
 /// not UTF-8 once percent-decoded): axum's own `Path` rejection is plain text.
@@ -83,7 +83,8 @@ struct ListQuery {
     asset_id: Option<String>,
 }
 
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+/// A list route's `limit`: 20 when absent, 1 to 100 when given.
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(20),
         Some(limit) if (1..=100).contains(&limit) => Ok(limit),

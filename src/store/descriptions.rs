@@ -146,6 +146,15 @@ pub struct Version {
     pub created_at: i64,
 }
 
+fn version_from_row(row: &AnyRow) -> Result<Version> {
+    Ok(Version {
+        version: row.try_get("version")?,
+        text: row.try_get("text")?,
+        provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 /// One page of a listing, newest first.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -356,16 +365,7 @@ impl Store {
         if rows.is_empty() {
             return Err(StoreError::NotFound("description"));
         }
-        rows.iter()
-            .map(|row| {
-                Ok(Version {
-                    version: row.try_get("version")?,
-                    text: row.try_get("text")?,
-                    provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(version_from_row).collect()
     }
 
     /// Deletes a description and its versions. Its usage rows stay: they are billing records.
@@ -416,12 +416,10 @@ impl Store {
         }
         for row in query.fetch_all(self.pool()).await? {
             let id: String = row.try_get("description_id")?;
-            by_description.entry(id).or_default().push(Version {
-                version: row.try_get("version")?,
-                text: row.try_get("text")?,
-                provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
-                created_at: row.try_get("created_at")?,
-            });
+            by_description
+                .entry(id)
+                .or_default()
+                .push(version_from_row(&row)?);
         }
         Ok(by_description)
     }

@@ -199,12 +199,6 @@ impl Store {
         &self.pool
     }
 
-    /// Whether the database answers; for readiness.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
