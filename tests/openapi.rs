@@ -918,6 +918,8 @@ async fn account_routes_answer_as_documented() {
         ADMIN_TOKEN,
         "--stripe-webhook-secret",
         WEBHOOK_SECRET,
+        "--max-body-bytes",
+        "1000000",
     ]);
     let doc = document();
     let http = server.client();
@@ -1434,6 +1436,25 @@ async fn account_routes_answer_as_documented() {
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_event"))
     );
+    // An oversized delivery gets the JSON error like every other route, not a bare 413.
+    let oversized = format!(
+        "{{\"id\": \"evt_big\", \"pad\": \"{}\"}}",
+        "x".repeat(1_100_000)
+    );
+    let response = send_retrying(signed(&oversized, WEBHOOK_SECRET)).await;
+    let (status, refused) = check(
+        &doc,
+        "post",
+        "/v1/stripe/webhook",
+        response,
+        seen.entry(("post".into(), "/v1/stripe/webhook".into()))
+            .or_default(),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
     let (status, received) = call!("post", "/v1/stripe/webhook", signed(&event, WEBHOOK_SECRET));
     assert_eq!((status, &received), (200, &json!({"received": true})));
 
@@ -1478,7 +1499,7 @@ async fn account_routes_answer_as_documented() {
         "/v1/admin/billing/reports/{id}/retry",
         &[400, 401, 404],
     );
-    expect("post", "/v1/stripe/webhook", &[200, 400]);
+    expect("post", "/v1/stripe/webhook", &[200, 400, 413]);
     assert!(counted_statuses_are_documented(&doc, &server).await >= 20);
 }
 

@@ -4,17 +4,18 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::http::AppState;
-use crate::http::error::ErrorBody;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::openapi::WebhookReceived;
 use crate::store::{Store, StoreError};
 
@@ -175,77 +176,87 @@ pub async fn apply(store: &Store, event: &Value) -> Result<Applied, StoreError> 
     responses(
         (status = 200, description = "Received: applied, ignored, or a duplicate.", body = WebhookReceived),
         (status = 400, description = "Refused: no `Stripe-Signature`, a malformed one, no matching `v1` signature, or a timestamp beyond the tolerance (`invalid_signature`); a body that is not JSON (`invalid_json`); an event without `id` or `type` (`invalid_event`).", body = ErrorBody),
+        (status = 413, description = "The body exceeds `--max-body-bytes` (`body_too_large`); Stripe's events are a few KiB.", body = ErrorBody),
         (status = 404, description = "The webhook is off: the server runs without a webhook secret.", body = ErrorBody),
         (status = 503, description = "The event could not be applied (the database failed or did not answer; code `unavailable`), so Stripe redelivers it later; or the model is still loading (`starting`).", body = ErrorBody),
     ),
 )]
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WebhookReceived>, ApiError> {
     let Some(config) = state.billing.webhook.clone() else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such route".into());
+        return Err(ApiError::NotFound("no such route".into()));
     };
+    let body = body.map_err(crate::http::input::body_error)?;
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     let now_secs = crate::store::now_ms() / 1000;
     if let Err(refused) = verify(header, &body, &config.secret, config.tolerance, now_secs) {
         tracing::warn!(%refused, "Stripe webhook refused");
-        return error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "invalid_signature",
             refused.to_string(),
-        );
+        ));
     }
-    let event: Value = match serde_json::from_slice(&body) {
-        Ok(event) => event,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the event is not JSON: {e}"),
-            );
-        }
-    };
+    let event: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the event is not JSON: {e}"))
+    })?;
     match apply(&state.store, &event).await {
         Ok(applied) => {
-            if let (Applied::CustomerDeleted { .. }, Some(billing)) =
-                (applied, state.billing.billing.as_ref())
-            {
-                billing.wake();
+            if let Applied::CustomerDeleted { reports, .. } = applied {
+                state
+                    .engine
+                    .metrics()
+                    .billing_events
+                    .with_label_values(&["customer_deleted"])
+                    .inc_by(reports);
+                if let Some(billing) = state.billing.billing.as_ref() {
+                    billing.wake();
+                }
             }
-            (StatusCode::OK, axum::Json(json!({"received": true}))).into_response()
+            Ok(Json(WebhookReceived { received: true }))
         }
-        Err(StoreError::Invalid(message)) => {
-            error(StatusCode::BAD_REQUEST, "invalid_event", message)
-        }
-        // Stripe retries a failed delivery for days: a 503 lets it come back.
+        Err(StoreError::Invalid(message)) => Err(ApiError::bad_request("invalid_event", message)),
+        // Stripe retries a failed delivery for days: a 503 lets it come back (it keeps its own
+        // schedule; Retry-After is there like on every 503 of this API).
         Err(e) => {
             tracing::warn!(error = %e, "Stripe webhook not applied; Stripe will redeliver");
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            );
-            // Like every 503 of this API; Stripe keeps its own redelivery schedule anyway.
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("60"),
-            );
-            response
+            Err(ApiError::Unavailable {
+                code: "unavailable",
+                message: e.to_string(),
+                retry_after: Duration::from_secs(60),
+            })
         }
     }
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    let kind = if status.is_server_error() {
-        "api_error"
-    } else {
-        "invalid_request_error"
-    };
-    (
-        status,
-        axum::Json(json!({"error": {"type": kind, "code": code, "message": message}})),
-    )
-        .into_response()
+/// Which errors the webhook answers with (the OpenAPI test holds the document to it).
+pub fn webhook_returns(error: &ApiError) -> bool {
+    match error {
+        // A refused signature, a body that is not JSON, an event without `id` or `type`; an
+        // unreadable body.
+        ApiError::BadRequest { .. } => true,
+        // A body over --max-body-bytes.
+        ApiError::TooLarge { .. } => true,
+        // No webhook secret: the route is not mounted and the fallback answers.
+        ApiError::NotFound(_) => true,
+        // The store failed: Stripe redelivers.
+        ApiError::Unavailable { .. } => true,
+        // No API key on this route, so no scopes, restriction or rate limit; the body is read as
+        // bytes whatever its type; no images; store failures all answer 503.
+        ApiError::Unauthorized { .. }
+        | ApiError::Forbidden { .. }
+        | ApiError::RateLimited { .. }
+        | ApiError::Conflict { .. }
+        | ApiError::UnsupportedMediaType(_)
+        | ApiError::BadImage { .. }
+        | ApiError::ImageUrlFailed { .. }
+        | ApiError::Overloaded { .. }
+        | ApiError::Internal(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -261,7 +261,8 @@ pub async fn read_images(
     }))
 }
 
-fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+/// A body that could not be read: over --max-body-bytes (413) or cut off (400).
+pub(crate) fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(
             "body_too_large",
