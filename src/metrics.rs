@@ -21,8 +21,9 @@ pub const REJECT_REASONS: [&str; 8] = [
 /// Inference stages timed per batch; the `stage` label of `batch_stage_seconds`.
 pub const STAGES: [&str; 3] = ["vision", "encoder", "decode"];
 
-/// What happened to one meter report attempt; the `result` label of `billing_events_total`.
-pub const BILLING_RESULTS: [&str; 7] = [
+/// What happened to one meter report attempt, or why a report was given up on; the `result`
+/// label of `billing_events_total`. The last four are dead reports an operator must look at.
+pub const BILLING_RESULTS: [&str; 9] = [
     "sent",
     "duplicate",
     "retry",
@@ -30,6 +31,8 @@ pub const BILLING_RESULTS: [&str; 7] = [
     "circuit_open",
     "failed",
     "expired",
+    "needs_reconcile",
+    "customer_deleted",
 ];
 
 pub struct Metrics {
@@ -176,7 +179,7 @@ impl Metrics {
         );
         let billing_events = counter_vec(
             "billing_events_total",
-            "Meter report attempts by result (sent, duplicate = already at Stripe, retry, in_doubt, circuit_open, failed, expired)",
+            "Meter report attempts by result (sent, duplicate = already at Stripe, retry, in_doubt, circuit_open, failed, expired), and reports given up on (needs_reconcile = in doubt too long, customer_deleted = failed by Stripe's customer.deleted)",
             &["result"],
         );
         let billing_stripe_request_seconds = histogram(

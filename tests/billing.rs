@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use altimage::billing::MeterNames;
 use altimage::billing::batcher::build_reports;
-use altimage::billing::sender::{claim, finalize, release};
+use altimage::billing::sender::{Finalized, claim, finalize, release};
 use altimage::billing::stripe::Outcome;
 use altimage::store::retention::RetentionPolicy;
 use common::db::TestDatabase;
@@ -323,6 +323,16 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         .await;
         assert_eq!(dead["data"], json!([]), "nothing failed");
 
+        // B uses the service while Stripe is down, so one report of cus_b is pending when the
+        // customer is deleted: the webhook fails it, and the dead-report counter sees it.
+        fake.set_down(true);
+        describe(&server, &b).await;
+        eventually!(
+            "B's new report built and waiting",
+            &server,
+            metric(&server, "altimage_billing_reports_pending").await == Some(1.0)
+        );
+
         // Webhook: bad signature and stale timestamp refused; customer.deleted applied once.
         let event = json!({"id": "evt_1", "object": "event", "type": "customer.deleted",
             "data": {"object": {"id": "cus_b", "object": "customer", "deleted": true}}})
@@ -365,6 +375,25 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         )
         .await;
         assert_eq!(after["stripe_customer_id"], Value::Null, "{after}");
+        assert_eq!(
+            metric(
+                &server,
+                "altimage_billing_events_total{result=\"customer_deleted\"}"
+            )
+            .await,
+            Some(1.0),
+            "one pending report failed by the deletion, counted once despite the redelivery"
+        );
+        let (_, dead) = json_of(
+            admin
+                .get(server.url("/v1/admin/billing/reports"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(dead["data"][0]["last_result"], "customer_deleted", "{dead}");
+        fake.set_down(false);
         let store = db.store().await;
         let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM stripe_webhook_events")
             .fetch_one(store.pool())
@@ -796,8 +825,14 @@ async fn concurrent_batchers_and_claims_never_overlap() {
         let sent = Outcome::Sent {
             livemode: Some(false),
         };
-        assert!(!finalize(&one, "intruder", row, &sent, 0).await.unwrap());
-        assert!(finalize(&one, holder, row, &sent, 0).await.unwrap());
+        assert_eq!(
+            finalize(&one, "intruder", row, &sent, 0).await.unwrap(),
+            Finalized::NotOurs
+        );
+        assert_eq!(
+            finalize(&one, holder, row, &sent, 0).await.unwrap(),
+            Finalized::Done
+        );
         assert_eq!(
             count(&one, &format!("SELECT COUNT(*) AS n FROM usage_events WHERE report_id = '{}' AND reported_at IS NOT NULL", row.id)).await,
             row.event.value
@@ -844,10 +879,11 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
             !purged(store.clone()).await,
             "a report not yet sent still holds it"
         );
-        assert!(
+        assert_eq!(
             finalize(&store, "me", &claimed[0], &Outcome::Duplicate, 0)
                 .await
-                .unwrap()
+                .unwrap(),
+            Finalized::Done
         );
         let report = store
             .purge(now, RetentionPolicy::standard(true))
@@ -976,6 +1012,72 @@ async fn released_reports_are_claimable_at_once() {
         assert!(
             taken.iter().all(|c| c.attempts == 1),
             "the released attempt was given back"
+        );
+        store.close().await;
+    }
+}
+
+/// A report in doubt (Stripe may or may not have it) keeps retrying with its identifier while
+/// Stripe's dedup covers a resend; once in doubt for 20 hours it stops (`needs_reconcile`) instead
+/// of risking a double count, and the sender is told so it can count and log it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_in_doubt_too_long_stops_for_reconciliation() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        insert_account(&store, "acct_d", Some("cus_d")).await;
+        insert_usage(&store, "acct_d", "created", 1).await;
+        build_reports(&store, &meters()).await.unwrap();
+        let in_doubt = Outcome::Retry {
+            new_key: false,
+            in_doubt: true,
+            reason: "timed out".into(),
+        };
+        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", db.backend);
+        assert_eq!(
+            finalize(&store, "me", &claimed[0], &in_doubt, 0)
+                .await
+                .unwrap(),
+            Finalized::Done,
+            "the first doubt only starts the clock"
+        );
+        // 19 hours in doubt: still retried.
+        let back = |hours: i64| {
+            format!(
+                "UPDATE meter_reports SET in_doubt_since = in_doubt_since - {}",
+                hours * 3_600_000
+            )
+        };
+        sqlx::query(&back(19)).execute(store.pool()).await.unwrap();
+        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
+        assert_eq!(
+            finalize(&store, "me", &claimed[0], &in_doubt, 0)
+                .await
+                .unwrap(),
+            Finalized::Done
+        );
+        // Past 20 hours: the next doubtful answer gives up.
+        sqlx::query(&back(2)).execute(store.pool()).await.unwrap();
+        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
+        assert_eq!(
+            finalize(&store, "me", &claimed[0], &in_doubt, 0)
+                .await
+                .unwrap(),
+            Finalized::GaveUp,
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) AS n FROM meter_reports WHERE status = 'needs_reconcile'"
+            )
+            .await,
+            1
+        );
+        assert!(
+            claim(&store, "me", 60_000, 10).await.unwrap().is_empty(),
+            "a report to reconcile is not sent again"
         );
         store.close().await;
     }

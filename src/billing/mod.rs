@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use sender::Claimed;
+use sender::{Claimed, Finalized};
 use stripe::{Outcome, Stripe};
 
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +291,7 @@ impl Worker {
                 }
                 _ => {}
             }
-            let ours = sender::finalize(
+            let finalized = sender::finalize(
                 &self.store,
                 &self.owner,
                 &row,
@@ -299,10 +299,17 @@ impl Worker {
                 delay.as_millis() as i64,
             )
             .await?;
-            if !ours {
-                tracing::info!(report_id = %row.id, "another replica took the report over; its resend is deduplicated by Stripe");
-            }
             self.count(outcome.label());
+            match finalized {
+                Finalized::Done => {}
+                Finalized::GaveUp => {
+                    tracing::error!(report_id = %row.id, customer = %row.event.customer, "meter report in doubt for 20 hours: it stopped retrying, since a resend could now be counted twice by Stripe; check the customer's meter usage at Stripe, then retry it (POST /v1/admin/billing/reports/{{id}}/retry) or leave it");
+                    self.count("needs_reconcile");
+                }
+                Finalized::NotOurs => {
+                    tracing::info!(report_id = %row.id, "another replica took the report over; its resend is deduplicated by Stripe")
+                }
+            }
         }
         Ok(())
     }

@@ -82,20 +82,31 @@ pub fn too_old(claimed: &Claimed, now_secs: i64) -> bool {
     now_secs - claimed.event.timestamp > MAX_EVENT_AGE_SECS
 }
 
+/// What `finalize` did to a claimed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finalized {
+    /// Moved on by the outcome.
+    Done,
+    /// In doubt for longer than Stripe's identifier dedup is promised: the row stopped retrying
+    /// (`needs_reconcile`) and waits for an operator.
+    GaveUp,
+    /// Another replica took the row over after the lease ran out: nothing changed.
+    NotOurs,
+}
+
 /// Moves a claimed row on by its outcome. Guarded by the lease owner: when another replica took
 /// the row over after the lease ran out, this changes nothing (its resend is deduplicated).
-/// Returns whether the row was still ours.
 pub async fn finalize(
     store: &Store,
     owner: &str,
     claimed: &Claimed,
     outcome: &Outcome,
     retry_delay_ms: i64,
-) -> Result<bool, BillingError> {
+) -> Result<Finalized, BillingError> {
     let backend = store.backend();
     let now = backend.now_ms();
     let mut tx = store.begin_write().await?;
-    let touched = match outcome {
+    let finalized = match outcome {
         Outcome::Sent { .. } | Outcome::Duplicate => {
             let livemode = match outcome {
                 Outcome::Sent {
@@ -123,7 +134,7 @@ pub async fn finalize(
                 .execute(&mut *tx)
                 .await?;
             }
-            touched
+            ours(touched)
         }
         Outcome::Retry {
             new_key,
@@ -134,7 +145,7 @@ pub async fn finalize(
                in_doubt_since = CASE WHEN $3 = 1 AND in_doubt_since IS NULL THEN {now} ELSE in_doubt_since END, \
                status = CASE WHEN in_doubt_since IS NOT NULL AND in_doubt_since < {now} - $4 THEN 'needs_reconcile' ELSE status END, \
                last_result = $5, last_error = $6, lease_owner = NULL, lease_until = NULL \
-             WHERE id = $7 AND lease_owner = $8 AND status = 'pending'"
+             WHERE id = $7 AND lease_owner = $8 AND status = 'pending' RETURNING status"
         ))
         .bind(retry_delay_ms)
         .bind(i64::from(*new_key))
@@ -144,11 +155,19 @@ pub async fn finalize(
         .bind(truncate(reason))
         .bind(&claimed.id)
         .bind(owner)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected(),
+        .map(|row| row.try_get::<String, _>("status"))
+        .transpose()?
+        .map_or(Finalized::NotOurs, |status| {
+            if status == "needs_reconcile" {
+                Finalized::GaveUp
+            } else {
+                Finalized::Done
+            }
+        }),
         // Not the row's fault: give the attempt back; the replica pauses, the row stays due.
-        Outcome::CircuitOpen { reason } => sqlx::query(&format!(
+        Outcome::CircuitOpen { reason } => ours(sqlx::query(&format!(
             "UPDATE meter_reports SET next_attempt_at = {now} + $1, attempts = attempts - 1, last_result = $2, last_error = $3, lease_owner = NULL, lease_until = NULL \
              WHERE id = $4 AND lease_owner = $5 AND status = 'pending'"
         ))
@@ -159,8 +178,8 @@ pub async fn finalize(
         .bind(owner)
         .execute(&mut *tx)
         .await?
-        .rows_affected(),
-        Outcome::Failed { reason } => sqlx::query(
+        .rows_affected()),
+        Outcome::Failed { reason } => ours(sqlx::query(
             "UPDATE meter_reports SET status = 'failed', last_result = $1, last_error = $2, lease_owner = NULL, lease_until = NULL \
              WHERE id = $3 AND lease_owner = $4 AND status = 'pending'",
         )
@@ -170,10 +189,18 @@ pub async fn finalize(
         .bind(owner)
         .execute(&mut *tx)
         .await?
-        .rows_affected(),
+        .rows_affected()),
     };
     tx.commit().await?;
-    Ok(touched == 1)
+    Ok(finalized)
+}
+
+fn ours(rows_affected: u64) -> Finalized {
+    if rows_affected == 1 {
+        Finalized::Done
+    } else {
+        Finalized::NotOurs
+    }
 }
 
 /// Marks a claimed row expired without sending it.
