@@ -49,19 +49,17 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// On an empty database: one account and one all-scope key, the key written to a file only the
 /// owner can read (never to the log), and a ready-to-paste request logged.
 pub async fn bootstrap(store: &Store, data_dir: &Path, listen: &str) -> anyhow::Result<()> {
-    if store.has_accounts().await? {
+    let first = NewAccount {
+        name: "default".into(),
+        email: "owner@localhost".into(),
+        ..NewAccount::default()
+    };
+    let Some((account, created)) = store
+        .create_first_account(first, "bootstrap", &Scope::ALL)
+        .await?
+    else {
         return Ok(());
-    }
-    let account = store
-        .create_account(NewAccount {
-            name: "default".into(),
-            email: "owner@localhost".into(),
-            ..NewAccount::default()
-        })
-        .await?;
-    let created = store
-        .create_key(&account.id, "bootstrap", &Scope::ALL)
-        .await?;
+    };
     create_private_dir(data_dir)?;
     let path = data_dir.join(BOOTSTRAP_KEY_FILE);
     write_private(&path, &format!("{}\n", created.secret))?;

@@ -463,3 +463,73 @@ async fn usage_is_counted_per_day_with_empty_days_listed() {
         assert!(store.usage_by_day(&a, today, today - 1).await.is_err());
     }
 }
+
+/// Replicas starting together on one empty database bootstrap one first account between them,
+/// not one each: the check for accounts and the creation are one serialised transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_starts_create_one_account() {
+    for db in TestDatabase::all().await {
+        // A store each, as separate replicas have separate pools, all released at once.
+        let replicas = 6;
+        let mut stores = Vec::new();
+        for _ in 0..replicas {
+            stores.push(db.store().await);
+        }
+        let together = std::sync::Arc::new(tokio::sync::Barrier::new(replicas));
+        let mut starts = Vec::new();
+        for store in stores {
+            let together = together.clone();
+            starts.push(tokio::spawn(async move {
+                together.wait().await;
+                let created = store
+                    .create_first_account(
+                        NewAccount {
+                            name: "default".into(),
+                            email: "owner@localhost".into(),
+                            ..NewAccount::default()
+                        },
+                        "bootstrap",
+                        &Scope::ALL,
+                    )
+                    .await
+                    .unwrap();
+                store.close().await;
+                created
+            }));
+        }
+        let mut created = Vec::new();
+        for start in starts {
+            created.extend(start.await.unwrap());
+        }
+        assert_eq!(created.len(), 1, "{}: {created:?}", db.backend);
+        let store = db.store().await;
+        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(accounts, 1, "{}", db.backend);
+        let (account, key) = &created[0];
+        let principal = store.authenticate(&key.secret).await.unwrap().unwrap();
+        assert_eq!(principal.account_id, account.id);
+        assert_eq!(principal.scopes.len(), 3);
+        assert!(
+            store
+                .create_first_account(
+                    NewAccount {
+                        name: "late".into(),
+                        email: "late@localhost".into(),
+                        ..NewAccount::default()
+                    },
+                    "bootstrap",
+                    &Scope::ALL,
+                )
+                .await
+                .unwrap()
+                .is_none(),
+            "a database with an account is not bootstrapped again"
+        );
+        store.close().await;
+    }
+}

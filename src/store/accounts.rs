@@ -7,7 +7,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, new_id, now_ms};
+use super::keys::{CreatedKey, Scope, insert_key};
+use super::{Backend, Result, Store, StoreError, new_id, now_ms};
 
 /// Who restricted an account's processing. The account may lift only its own restriction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -124,24 +125,73 @@ fn customer_conflict(error: StoreError) -> StoreError {
     }
 }
 
+/// Checks and inserts a new account through `executor` (the pool, or a transaction); returns
+/// its id.
+async fn insert_account<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    new: NewAccount,
+) -> Result<String> {
+    check_new(&new.name, &new.email)?;
+    check_rate_limit(new.rate_limit_per_minute)?;
+    let id = new_id("acct");
+    sqlx::query(
+        "INSERT INTO accounts (id, name, email, stripe_customer_id, rate_limit_per_minute, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(new.name.trim())
+    .bind(new.email.trim())
+    .bind(new.stripe_customer_id.filter(|c| !c.is_empty()))
+    .bind(new.rate_limit_per_minute)
+    .bind(now_ms())
+    .execute(executor)
+    .await
+    .map_err(|e| customer_conflict(e.into()))?;
+    Ok(id)
+}
+
+/// Serialises first starts on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already does). Any constant
+/// works, as long as nothing else in the database takes the same advisory lock.
+const BOOTSTRAP_LOCK: i64 = 0x616c_7469_6d67_0001;
+
 impl Store {
     pub async fn create_account(&self, new: NewAccount) -> Result<Account> {
-        check_new(&new.name, &new.email)?;
-        check_rate_limit(new.rate_limit_per_minute)?;
-        let id = new_id("acct");
-        sqlx::query(
-            "INSERT INTO accounts (id, name, email, stripe_customer_id, rate_limit_per_minute, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(new.name.trim())
-        .bind(new.email.trim())
-        .bind(new.stripe_customer_id.filter(|c| !c.is_empty()))
-        .bind(new.rate_limit_per_minute)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await
-        .map_err(|e| customer_conflict(e.into()))?;
+        let id = insert_account(self.pool(), new).await?;
         self.account(&id).await
+    }
+
+    /// The first start's account and key, created only when the database holds no account at
+    /// all; `None` otherwise. The check and the creation are one transaction, serialised across
+    /// replicas, so replicas starting together on an empty database create one account, not one
+    /// each.
+    pub async fn create_first_account(
+        &self,
+        new: NewAccount,
+        key_name: &str,
+        scopes: &[Scope],
+    ) -> Result<Option<(Account, CreatedKey)>> {
+        let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(BOOTSTRAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if accounts > 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let account_id = insert_account(&mut *tx, new).await?;
+        let (key_id, secret) = insert_key(&mut *tx, &account_id, key_name, scopes).await?;
+        tx.commit().await?;
+        let key = self.key(&account_id, &key_id).await?;
+        Ok(Some((
+            self.account(&account_id).await?,
+            CreatedKey { key, secret },
+        )))
     }
 
     /// Any account that has not been purged, deleted or not (admin view).
@@ -188,14 +238,6 @@ impl Store {
             .map(account_from_row)
             .collect::<Result<_>>()?;
         Ok((accounts, has_more))
-    }
-
-    /// Whether any account exists at all (first start bootstraps one when none does).
-    pub async fn has_accounts(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
-            .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     pub async fn update_account(&self, id: &str, update: AccountUpdate) -> Result<Account> {

@@ -125,6 +125,50 @@ fn new_secret() -> String {
     )
 }
 
+/// Checks and inserts a new key for an existing account through `executor` (the pool, or a
+/// transaction); returns its id and secret.
+pub(super) async fn insert_key<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    account_id: &str,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<(String, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(StoreError::Invalid(
+            "a key's `name` must be 1 to 100 characters".into(),
+        ));
+    }
+    if scopes.is_empty() {
+        return Err(StoreError::Invalid(
+            "a key needs at least one scope: describe, read or manage".into(),
+        ));
+    }
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let stored_scopes = scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let secret = new_secret();
+    let id = new_id("key");
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, prefix, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(account_id)
+    .bind(name)
+    .bind(&secret[..SHOWN_CHARS])
+    .bind(hash_secret(&secret))
+    .bind(&stored_scopes)
+    .bind(now_ms())
+    .execute(executor)
+    .await?;
+    Ok((id, secret))
+}
+
 impl Store {
     pub async fn create_key(
         &self,
@@ -136,39 +180,7 @@ impl Store {
         if account.deleted_at.is_some() {
             return Err(StoreError::NotFound("account"));
         }
-        let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
-            return Err(StoreError::Invalid(
-                "a key's `name` must be 1 to 100 characters".into(),
-            ));
-        }
-        if scopes.is_empty() {
-            return Err(StoreError::Invalid(
-                "a key needs at least one scope: describe, read or manage".into(),
-            ));
-        }
-        let mut scopes = scopes.to_vec();
-        scopes.sort();
-        scopes.dedup();
-        let stored_scopes = scopes
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let secret = new_secret();
-        let id = new_id("key");
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&id)
-        .bind(account_id)
-        .bind(name)
-        .bind(&secret[..SHOWN_CHARS])
-        .bind(hash_secret(&secret))
-        .bind(&stored_scopes)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
+        let (id, secret) = insert_key(self.pool(), account_id, name, scopes).await?;
         let key = self.key(account_id, &id).await?;
         Ok(CreatedKey { key, secret })
     }
