@@ -292,6 +292,49 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
         // Releasing a completed key does nothing: the answer stays replayable.
         store.release_idempotency_key(&a, "key-1").await.unwrap();
         assert!(matches!(claim(a.clone(), "h1").await, Claim::Replay { .. }));
+        // Deleting a description forgets the stored answers that carry it (a replay would hand
+        // its text back after the deletion); other answers stay replayable.
+        let boot = description("A boot.", None);
+        let sandal = description("A sandal.", None);
+        for (key, stored) in [("key-boot", &boot), ("key-sandal", &sandal)] {
+            assert_eq!(
+                store
+                    .claim_idempotency_key(&a, key, "create", "h", day)
+                    .await
+                    .unwrap(),
+                Claim::Fresh
+            );
+            let body = json!({"id": stored.id, "text": stored.text}).to_string();
+            store
+                .save_created(
+                    &a,
+                    key,
+                    std::slice::from_ref(stored),
+                    Some(Completion {
+                        account_id: &a,
+                        key,
+                        status: 201,
+                        body: &body,
+                    }),
+                )
+                .await
+                .unwrap();
+        }
+        store.delete_description(&a, &sandal.id).await.unwrap();
+        let again = |key: &'static str| {
+            let store = store.clone();
+            let a = a.clone();
+            async move {
+                store
+                    .claim_idempotency_key(&a, key, "create", "h", day)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(again("key-sandal").await, Claim::Fresh, "{}", db.backend);
+        assert!(
+            matches!(again("key-boot").await, Claim::Replay { body, .. } if body.contains("A boot."))
+        );
         // After the window, the key is free again.
         let expired = store
             .claim_idempotency_key(&a, "key-2", "create", "h", -1)

@@ -292,6 +292,27 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Response {
 
 type Chunks = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
 
+/// One JSON array written a page at a time: a comma before every item but the array's first.
+#[derive(Default)]
+struct ArrayItems {
+    started: bool,
+}
+
+impl ArrayItems {
+    /// The page's items as one chunk of the array; `None` for an empty page.
+    fn chunk(&mut self, items: Vec<String>) -> Option<String> {
+        let mut chunk = String::new();
+        for item in items {
+            if self.started {
+                chunk.push(',');
+            }
+            self.started = true;
+            chunk.push_str(&item);
+        }
+        (!chunk.is_empty()).then_some(chunk)
+    }
+}
+
 /// Writes the export document piece by piece. Stops quietly when the client leaves.
 async fn write_export(
     store: &Store,
@@ -308,7 +329,7 @@ async fn write_export(
     let head = head.to_string();
     send(format!("{},\"descriptions\":[", &head[..head.len() - 1])).await?;
     let mut cursor: Option<String> = None;
-    let mut first = true;
+    let mut descriptions = ArrayItems::default();
     loop {
         let page = store
             .list_descriptions(account_id, None, cursor.as_deref(), EXPORT_PAGE)
@@ -319,17 +340,13 @@ async fn write_export(
             .versions_of(account_id, &ids)
             .await
             .map_err(|e| e.to_string())?;
-        let mut chunk = String::new();
+        let mut items = Vec::with_capacity(page.descriptions.len());
         for description in &page.descriptions {
             let mut value = serde_json::to_value(description).map_err(|e| e.to_string())?;
             value["versions"] = json!(versions.remove(&description.id).unwrap_or_default());
-            if !first {
-                chunk.push(',');
-            }
-            first = false;
-            chunk.push_str(&value.to_string());
+            items.push(value.to_string());
         }
-        if !chunk.is_empty() {
+        if let Some(chunk) = descriptions.chunk(items) {
             send(chunk).await?;
         }
         cursor = page.descriptions.last().map(|d| d.id.clone());
@@ -339,21 +356,18 @@ async fn write_export(
     }
     send("],\"usage_events\":[".into()).await?;
     let mut after: Option<String> = None;
-    let mut first = true;
+    let mut usage_events = ArrayItems::default();
     loop {
         let events = store
             .usage_events_page(account_id, after.as_deref(), EXPORT_PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        let mut chunk = String::new();
-        for event in &events {
-            if !first {
-                chunk.push(',');
-            }
-            first = false;
-            chunk.push_str(&serde_json::to_string(event).map_err(|e| e.to_string())?);
-        }
-        if !chunk.is_empty() {
+        let items = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        if let Some(chunk) = usage_events.chunk(items) {
             send(chunk).await?;
         }
         match events.last() {
@@ -371,4 +385,26 @@ async fn write_export(
     ))
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ArrayItems;
+
+    #[test]
+    fn pages_join_into_one_json_array() {
+        let mut items = ArrayItems::default();
+        let mut array = String::from("[");
+        for page in [vec![], vec!["1", "2"], vec![], vec!["3"]] {
+            if let Some(chunk) = items.chunk(page.into_iter().map(String::from).collect()) {
+                array.push_str(&chunk);
+            }
+        }
+        array.push(']');
+        assert_eq!(
+            serde_json::from_str::<Vec<i64>>(&array).unwrap(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(ArrayItems::default().chunk(vec![]), None);
+    }
 }

@@ -274,8 +274,9 @@ pub async fn edit(
     operation_id = "deleteDescription",
     tag = "descriptions",
     summary = "Delete a description",
-    description = "Deletes the description and its versions at once. Its usage rows stay: they \
-        are billing records and hold no text. Scope: `manage`.",
+    description = "Deletes the description and its versions at once, and the stored \
+        `Idempotency-Key` answers that carry it (a repeat with such a key runs again). Its usage \
+        rows stay: they are billing records and hold no text. Scope: `manage`.",
     params(("id" = String, Path, description = "The description's id.", example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")),
     security(("api_key" = [])),
     responses(

@@ -162,6 +162,23 @@ pub struct Page {
     pub has_more: bool,
 }
 
+/// One description of one account, through `executor` (the pool, or a transaction).
+async fn select_description<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    account_id: &str,
+    id: &str,
+) -> Result<Description> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(executor)
+    .await?
+    .ok_or(StoreError::NotFound("description"))?;
+    from_row(&row)
+}
+
 impl Store {
     /// Stores new descriptions, one `created` ledger row each, and (when given) the idempotency
     /// record's answer, all in one transaction: either all of it exists or none does.
@@ -230,15 +247,7 @@ impl Store {
         request_id: &str,
     ) -> Result<Description> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
-        ))
-        .bind(id)
-        .bind(account_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("description"))?;
-        let description = from_row(&row)?;
+        let description = select_description(&mut *tx, account_id, id).await?;
         self.record_usage(&mut tx, account_id, "retrieved", id, request_id)
             .await?;
         tx.commit().await?;
@@ -247,15 +256,7 @@ impl Store {
 
     /// A description without billing (the answer to an edit, for instance).
     pub async fn description(&self, account_id: &str, id: &str) -> Result<Description> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
-        ))
-        .bind(id)
-        .bind(account_id)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("description"))?;
-        from_row(&row)
+        select_description(self.pool(), account_id, id).await
     }
 
     /// Newest first; `starting_after` is the last id of the previous page.
@@ -368,7 +369,9 @@ impl Store {
         rows.iter().map(version_from_row).collect()
     }
 
-    /// Deletes a description and its versions. Its usage rows stay: they are billing records.
+    /// Deletes a description, its versions, and the stored Idempotency-Key answers that carry
+    /// it (a replay with such a key runs again, as a new request). Its usage rows stay: they are
+    /// billing records.
     pub async fn delete_description(&self, account_id: &str, id: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -386,6 +389,12 @@ impl Store {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound("description"));
         }
+        // Ids are `desc_` and hex, so the pattern matches this id only (`_` matches itself too).
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND response LIKE $2")
+            .bind(account_id)
+            .bind(format!("%\"{id}\"%"))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
