@@ -890,7 +890,59 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
             .await
             .unwrap();
         assert!(purged(store.clone()).await);
-        assert_eq!((report.accounts, report.usage_rows), (1, 3));
+        assert_eq!(
+            (report.accounts, report.usage_rows, report.meter_reports),
+            (1, 3, 1),
+            "its sent report, which names the customer, goes with it"
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) AS n FROM meter_reports WHERE account_id = 'acct_gone'"
+            )
+            .await,
+            0
+        );
+
+        // A living account's sent report goes after 2 years, like the ledger rows it summed; a
+        // dead one stays for an operator. Webhook event ids go after 30 days.
+        insert_account(&store, "acct_old", Some("cus_old")).await;
+        insert_usage(&store, "acct_old", "created", 1).await;
+        insert_usage(&store, "acct_old", "retrieved", 1).await;
+        build_reports(&store, &meters()).await.unwrap();
+        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        let [sent, dead] = &claimed[..] else {
+            unreachable!()
+        };
+        finalize(&store, "me", sent, &Outcome::Duplicate, 0)
+            .await
+            .unwrap();
+        let refused = Outcome::Failed {
+            reason: "no such customer".into(),
+        };
+        finalize(&store, "me", dead, &refused, 0).await.unwrap();
+        sqlx::query(
+            "INSERT INTO stripe_webhook_events (event_id, type, received_at) VALUES ('evt_old', 'customer.updated', $1)",
+        )
+        .bind(now - 31 * 86_400_000)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let later = now + 2 * RetentionPolicy::YEAR_MS + 86_400_000;
+        let report = store
+            .purge(later, RetentionPolicy::standard(true))
+            .await
+            .unwrap();
+        assert_eq!((report.meter_reports, report.webhook_events), (1, 1));
+        let left =
+            sqlx::query("SELECT id, status FROM meter_reports WHERE account_id = 'acct_old'")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].try_get::<String, _>("id").unwrap(), dead.id);
+        assert_eq!(left[0].try_get::<String, _>("status").unwrap(), "failed");
 
         // No customer: nothing will ever report the rows, so they do not hold the purge.
         insert_account(&store, "acct_free", None).await;

@@ -1,5 +1,6 @@
-//! Retention: purges deleted accounts after their grace period, ledger rows past 2 years, the
-//! anonymous billing aggregates past 7 years, and expired idempotency records. Every step is
+//! Retention: purges deleted accounts after their grace period, ledger rows and sent meter reports
+//! past 2 years, the anonymous billing aggregates past 7 years, expired idempotency records and
+//! old webhook event ids. Every step is
 //! safe on several replicas at once: rows are rolled up from what a `DELETE … RETURNING` took,
 //! so two replicas never count the same row twice.
 
@@ -18,6 +19,9 @@ pub struct RetentionPolicy {
     pub usage_ms: i64,
     /// Rolled-up billing aggregates are kept this long.
     pub aggregates_ms: i64,
+    /// Applied Stripe webhook event ids are kept this long, to recognise redeliveries (Stripe
+    /// retries for up to 3 days).
+    pub webhook_events_ms: i64,
     /// Whether unreported ledger rows may be purged too: true when billing is off, since they
     /// will never be reported. False also holds a deleted account's purge until its usage is
     /// reported or it has no Stripe customer.
@@ -31,6 +35,7 @@ impl RetentionPolicy {
         RetentionPolicy {
             usage_ms: 2 * Self::YEAR_MS,
             aggregates_ms: 7 * Self::YEAR_MS,
+            webhook_events_ms: 30 * MS_PER_DAY,
             purge_unreported: !billing_enabled,
         }
     }
@@ -44,6 +49,8 @@ pub struct PurgeReport {
     pub usage_rows: u64,
     pub aggregates: u64,
     pub idempotency_keys: u64,
+    pub meter_reports: u64,
+    pub webhook_events: u64,
 }
 
 impl Store {
@@ -59,10 +66,11 @@ impl Store {
         .await?;
         for row in due {
             let id: String = row.try_get("id")?;
-            let (descriptions, usage_rows) = self.purge_account(&id, now, policy).await?;
+            let purged = self.purge_account(&id, now, policy).await?;
             report.accounts += 1;
-            report.descriptions += descriptions;
-            report.usage_rows += usage_rows;
+            report.descriptions += purged.descriptions;
+            report.usage_rows += purged.usage_rows;
+            report.meter_reports += purged.meter_reports;
         }
 
         let mut tx = self.begin_write().await?;
@@ -86,18 +94,32 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        // Sent reports go with the ledger rows they summed. Dead ones stay for an operator: their
+        // rows are marked with the report and would otherwise never be billed nor rolled up.
+        report.meter_reports +=
+            sqlx::query("DELETE FROM meter_reports WHERE status = 'sent' AND created_at < $1")
+                .bind(old)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        report.webhook_events =
+            sqlx::query("DELETE FROM stripe_webhook_events WHERE received_at < $1")
+                .bind(now - policy.webhook_events_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(report)
     }
 
     /// Deletes one account's data in one transaction and leaves an anonymous row behind as the
-    /// anchor of its billing aggregates. Returns (descriptions, ledger rows) removed.
+    /// anchor of its billing aggregates.
     async fn purge_account(
         &self,
         account_id: &str,
         now: i64,
         policy: RetentionPolicy,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<PurgeReport> {
         let mut tx = self.begin_write().await?;
         // Another replica may have purged it since the SELECT, or the sender may not have
         // reported its last usage yet: then there is nothing to do now.
@@ -110,7 +132,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if claimed.rows_affected() == 0 {
-            return Ok((0, 0));
+            return Ok(PurgeReport::default());
         }
         sqlx::query("DELETE FROM description_versions WHERE account_id = $1")
             .bind(account_id)
@@ -136,14 +158,29 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let usage_rows = archive(&mut tx, &taken).await?;
+        // Its reports carry the Stripe customer id the account row no longer has. While billing
+        // is on, the guard above leaves one pending only when an operator unmapped the customer,
+        // which says not to bill it; with billing off none is ever sent.
+        let meter_reports = sqlx::query("DELETE FROM meter_reports WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         tracing::info!(
             account_id,
             descriptions,
             usage_rows,
+            meter_reports,
             "purged a deleted account"
         );
-        Ok((descriptions, usage_rows))
+        Ok(PurgeReport {
+            accounts: 1,
+            descriptions,
+            usage_rows,
+            meter_reports,
+            ..PurgeReport::default()
+        })
     }
 }
 
