@@ -1629,4 +1629,37 @@ async fn the_docs_page_is_self_contained_and_renders() {
         dom.contains(">/v1/descriptions<"),
         "the page lists /v1/descriptions"
     );
+    // Composed schemas (`allOf`) list the fields of every part.
+    let section = |name: &str| {
+        let start = dom
+            .find(&format!("id=\"schema-{name}\""))
+            .unwrap_or_else(|| panic!("no section for {name}"));
+        let end = dom[start..].find("</section>").unwrap() + start;
+        dom[start..end].to_string()
+    };
+    for (schema, fields) in [
+        ("CreatedKeyBody", ["key", "prefix", "scopes"]),
+        ("ExportedDescription", ["versions", "text", "asset_id"]),
+    ] {
+        let shown = section(schema);
+        for field in fields {
+            assert!(
+                shown.contains(&format!("<code>{field}</code>")),
+                "{schema} shows its field {field}:\n{shown}"
+            );
+        }
+    }
+    // Examples carry the credential each route needs, and concrete ids rather than `{id}`.
+    assert!(
+        dom.contains("Authorization: Bearer $ALTIMAGE_API_KEY"),
+        "API-key examples"
+    );
+    assert!(
+        dom.contains("Authorization: Bearer $ALTIMAGE_ADMIN_TOKEN"),
+        "admin examples"
+    );
+    assert!(
+        dom.contains("/v1/descriptions/desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f"),
+        "path parameters filled from their examples"
+    );
 }
