@@ -67,6 +67,19 @@ fn start(fake: &StripeFake, db: &TestDatabase, extra: &[&str]) -> Server {
     )
 }
 
+/// An admin list of meter reports (`path` with its query).
+async fn reports(server: &Server, path: &str) -> (StatusCode, Value) {
+    json_of(
+        server
+            .client_with_key(ADMIN)
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let bytes = response.bytes().await.unwrap();
@@ -298,14 +311,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
                 >= 4.0
         );
         let admin = server.client_with_key(ADMIN);
-        let (_, sent) = json_of(
-            admin
-                .get(server.url("/v1/admin/billing/reports?status=sent&limit=100"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, sent) = reports(&server, "/v1/admin/billing/reports?status=sent&limit=100").await;
         let sent_sum: i64 = sent["data"]
             .as_array()
             .unwrap()
@@ -313,14 +319,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             .map(|r| r["value"].as_i64().unwrap())
             .sum();
         assert_eq!(sent_sum, 3 + 2 + 2 + 3, "{sent}");
-        let (_, dead) = json_of(
-            admin
-                .get(server.url("/v1/admin/billing/reports"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, dead) = reports(&server, "/v1/admin/billing/reports").await;
         assert_eq!(dead["data"], json!([]), "nothing failed");
 
         // B uses the service while Stripe is down, so one report of cus_b is pending when the
@@ -384,14 +383,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             Some(1.0),
             "one pending report failed by the deletion, counted once despite the redelivery"
         );
-        let (_, dead) = json_of(
-            admin
-                .get(server.url("/v1/admin/billing/reports"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, dead) = reports(&server, "/v1/admin/billing/reports").await;
         assert_eq!(dead["data"][0]["last_result"], "customer_deleted", "{dead}");
         fake.set_down(false);
         let store = db.store().await;
@@ -485,14 +477,7 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         let admin = server.client_with_key(ADMIN);
         let deadline = Instant::now() + Duration::from_secs(180);
         let dead = loop {
-            let (_, body) = json_of(
-                admin
-                    .get(server.url("/v1/admin/billing/reports"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (_, body) = reports(&server, "/v1/admin/billing/reports").await;
             if body["data"].as_array().is_some_and(|d| !d.is_empty()) {
                 break body;
             }
