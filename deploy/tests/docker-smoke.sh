@@ -54,21 +54,34 @@ if [ "$variant" = gpu ]; then
     run_flags+=(-e ALTIMAGE_DEVICE=cpu)
   fi
 fi
-"$docker" run "${run_flags[@]}" "$image" >/dev/null
-port=$("$docker" port "$name" 8080/tcp | head -n1 | sed 's/.*://')
-base=http://127.0.0.1:$port
+# Starts the container with `docker run` flags added to run_flags, waits for /health/ready and
+# sets $base to its address.
+start_ready() {
+  "$docker" run "${run_flags[@]}" "$@" "$image" >/dev/null
+  local port
+  port=$("$docker" port "$name" 8080/tcp | head -n1 | sed 's/.*://')
+  base=http://127.0.0.1:$port
+  for _ in $(seq 1 120); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health/ready")" = 200 ] && return 0
+    [ "$("$docker" inspect -f '{{.State.Running}}' "$name")" = true ] || fail "the container exited"
+    sleep 1
+  done
+  fail "not ready after 120 s"
+}
 
-for _ in $(seq 1 120); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health/ready")" = 200 ] && break
-  [ "$("$docker" inspect -f '{{.State.Running}}' "$name")" = true ] || fail "the container exited"
-  sleep 1
-done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health/ready")" = 200 ] || fail "not ready after 120 s"
+# Posts a fixture image with the bootstrap key; prints the body, then the status on a last line.
+describe() {
+  local key
+  key=$("$docker" exec "$name" cat /var/lib/altimage/bootstrap-api-key)
+  curl -s -w '\n%{http_code}' -H "Authorization: Bearer $key" -H 'Content-Type: image/png' \
+    --data-binary "@tests/conformance/fixtures/$1" "$base/v1/descriptions?asset_id=smoke"
+}
+
+start_ready
 pass "/health/ready answers 200"
 
 key=$("$docker" exec "$name" cat /var/lib/altimage/bootstrap-api-key)
-created=$(curl -s -w '\n%{http_code}' -H "Authorization: Bearer $key" -H 'Content-Type: image/png' \
-  --data-binary @tests/conformance/fixtures/scene-0.png "$base/v1/descriptions?asset_id=smoke")
+created=$(describe scene-0.png)
 [ "$(tail -n1 <<<"$created")" = 201 ] || fail "describe answered: $created"
 id=$(head -n1 <<<"$created" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "$base/v1/descriptions/$id")" = 200 ] \
@@ -100,18 +113,8 @@ code=$("$docker" inspect -f '{{.State.ExitCode}}' "$name")
 pass "SIGTERM drains and exits 0"
 # As the Helm chart runs it: read-only root filesystem, writable /tmp and data directory only.
 "$docker" rm -f "$name" >/dev/null
-"$docker" run "${run_flags[@]}" --read-only --tmpfs /tmp --tmpfs /var/lib/altimage:uid=10001,gid=10001 \
-  "$image" >/dev/null
-port=$("$docker" port "$name" 8080/tcp | head -n1 | sed 's/.*://')
-base=http://127.0.0.1:$port
-for _ in $(seq 1 120); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health/ready")" = 200 ] && break
-  [ "$("$docker" inspect -f '{{.State.Running}}' "$name")" = true ] || fail "read-only: the container exited"
-  sleep 1
-done
-key=$("$docker" exec "$name" cat /var/lib/altimage/bootstrap-api-key)
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" -H 'Content-Type: image/png' \
-  --data-binary @tests/conformance/fixtures/scene-1.png "$base/v1/descriptions")
-[ "$status" = 201 ] || fail "read-only root: describe answered $status"
+start_ready --read-only --tmpfs /tmp --tmpfs /var/lib/altimage:uid=10001,gid=10001
+created=$(describe scene-1.png)
+[ "$(tail -n1 <<<"$created")" = 201 ] || fail "read-only root: describe answered: $created"
 pass "serves with a read-only root filesystem (the Helm chart's securityContext)"
 echo "docker smoke ($variant): every check passed"
