@@ -67,7 +67,8 @@ impl Store {
         for row in due {
             let id: String = row.try_get("id")?;
             let purged = self.purge_account(&id, now, policy).await?;
-            report.accounts += 1;
+            // Zero when another replica purged it first.
+            report.accounts += purged.accounts;
             report.descriptions += purged.descriptions;
             report.usage_rows += purged.usage_rows;
             report.meter_reports += purged.meter_reports;
