@@ -67,8 +67,8 @@ fn start(fake: &StripeFake, db: &TestDatabase, extra: &[&str]) -> Server {
     )
 }
 
-/// An admin list of meter reports (`path` with its query).
-async fn reports(server: &Server, path: &str) -> (StatusCode, Value) {
+/// A GET on the admin API (`path` with its query).
+async fn admin_get(server: &Server, path: &str) -> (StatusCode, Value) {
     json_of(
         server
             .client_with_key(ADMIN)
@@ -310,8 +310,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
                 .unwrap()
                 >= 4.0
         );
-        let admin = server.client_with_key(ADMIN);
-        let (_, sent) = reports(&server, "/v1/admin/billing/reports?status=sent&limit=100").await;
+        let (_, sent) = admin_get(&server, "/v1/admin/billing/reports?status=sent&limit=100").await;
         let sent_sum: i64 = sent["data"]
             .as_array()
             .unwrap()
@@ -319,7 +318,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             .map(|r| r["value"].as_i64().unwrap())
             .sum();
         assert_eq!(sent_sum, 3 + 2 + 2 + 3, "{sent}");
-        let (_, dead) = reports(&server, "/v1/admin/billing/reports").await;
+        let (_, dead) = admin_get(&server, "/v1/admin/billing/reports").await;
         assert_eq!(dead["data"], json!([]), "nothing failed");
 
         // B uses the service while Stripe is down, so one report of cus_b is pending when the
@@ -346,14 +345,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let (_, before) = json_of(
-            admin
-                .get(server.url(&format!("/v1/admin/accounts/{b_id}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, before) = admin_get(&server, &format!("/v1/admin/accounts/{b_id}")).await;
         assert_eq!(
             before["stripe_customer_id"], "cus_b",
             "refused events change nothing"
@@ -365,14 +357,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
                 .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         }
-        let (_, after) = json_of(
-            admin
-                .get(server.url(&format!("/v1/admin/accounts/{b_id}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, after) = admin_get(&server, &format!("/v1/admin/accounts/{b_id}")).await;
         assert_eq!(after["stripe_customer_id"], Value::Null, "{after}");
         assert_eq!(
             metric(
@@ -383,7 +368,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             Some(1.0),
             "one pending report failed by the deletion, counted once despite the redelivery"
         );
-        let (_, dead) = reports(&server, "/v1/admin/billing/reports").await;
+        let (_, dead) = admin_get(&server, "/v1/admin/billing/reports").await;
         assert_eq!(dead["data"][0]["last_result"], "customer_deleted", "{dead}");
         fake.set_down(false);
         let store = db.store().await;
@@ -477,7 +462,7 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         let admin = server.client_with_key(ADMIN);
         let deadline = Instant::now() + Duration::from_secs(180);
         let dead = loop {
-            let (_, body) = reports(&server, "/v1/admin/billing/reports").await;
+            let (_, body) = admin_get(&server, "/v1/admin/billing/reports").await;
             if body["data"].as_array().is_some_and(|d| !d.is_empty()) {
                 break body;
             }
@@ -672,15 +657,7 @@ async fn customers_are_created_when_asked() {
         totals_are(&fake, "cus_fake1", 1, 0).await
     );
     assert_eq!(fake.created_customers(), 1);
-    let (_, account) = json_of(
-        server
-            .client_with_key(ADMIN)
-            .get(server.url(&format!("/v1/admin/accounts/{a_id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, account) = admin_get(&server, &format!("/v1/admin/accounts/{a_id}")).await;
     assert_eq!(account["stripe_customer_id"], "cus_fake1");
 }
 
