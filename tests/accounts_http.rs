@@ -37,28 +37,13 @@ fn admin(server: &Server) -> reqwest::Client {
 
 /// A new account with a key of `scopes`; returns (account id, key).
 async fn account_with_key(server: &Server, name: &str, scopes: &[&str]) -> (String, String) {
-    let (status, _, account) = json_of(
-        admin(server)
-            .post(server.url("/v1/admin/accounts"))
-            .json(&json!({"name": name, "email": format!("{name}@example.com")}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{account}");
-    let id = account["id"].as_str().unwrap().to_string();
-    let (status, _, key) = json_of(
-        admin(server)
-            .post(server.url(&format!("/v1/admin/accounts/{id}/keys")))
-            .json(&json!({"name": "test", "scopes": scopes}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    (id, key["key"].as_str().unwrap().to_string())
+    server
+        .create_account_with_key(
+            ADMIN,
+            json!({"name": name, "email": format!("{name}@example.com")}),
+            json!({"name": "test", "scopes": scopes}),
+        )
+        .await
 }
 
 async fn describe(http: &reqwest::Client, server: &Server, query: &str) -> (StatusCode, Value) {

@@ -133,29 +133,14 @@ async fn set_customer(server: &Server, account: &str, customer: Option<&str>) {
 
 /// A second account (with `customer`) and a client holding its key.
 async fn new_account(server: &Server, customer: Option<&str>) -> (String, reqwest::Client) {
-    let admin = server.client_with_key(ADMIN);
-    let (status, account) = json_of(
-        admin
-            .post(server.url("/v1/admin/accounts"))
-            .json(&json!({"name": "Shop", "email": "shop@example.com", "stripe_customer_id": customer}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{account}");
-    let id = account["id"].as_str().unwrap().to_string();
-    let (status, key) = json_of(
-        admin
-            .post(server.url(&format!("/v1/admin/accounts/{id}/keys")))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    (id, server.client_with_key(key["key"].as_str().unwrap()))
+    let (id, key) = server
+        .create_account_with_key(
+            ADMIN,
+            json!({"name": "Shop", "email": "shop@example.com", "stripe_customer_id": customer}),
+            json!({}),
+        )
+        .await;
+    (id, server.client_with_key(&key))
 }
 
 async fn metric(server: &Server, name: &str) -> Option<f64> {

@@ -132,6 +132,43 @@ impl Server {
             .unwrap()
     }
 
+    /// An account created through the admin API (`account`: the request body) and a key for it
+    /// (`key`: that request's body); returns (account id, the key's secret).
+    pub async fn create_account_with_key(
+        &self,
+        admin_token: &str,
+        account: serde_json::Value,
+        key: serde_json::Value,
+    ) -> (String, String) {
+        let admin = self.client_with_key(admin_token);
+        let created = |response: reqwest::Response| async move {
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+            body
+        };
+        let account = created(
+            admin
+                .post(self.url("/v1/admin/accounts"))
+                .json(&account)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let id = account["id"].as_str().unwrap().to_string();
+        let key = created(
+            admin
+                .post(self.url(&format!("/v1/admin/accounts/{id}/keys")))
+                .json(&key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        (id, key["key"].as_str().unwrap().to_string())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
