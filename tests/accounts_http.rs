@@ -22,6 +22,11 @@ fn start(db: &TestDatabase, extra: &[&str]) -> Server {
     Server::start(&flags)
 }
 
+/// Sends `request` and reads the JSON answer.
+async fn call(request: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    json_of(request.send().await.unwrap()).await
+}
+
 async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let status = response.status();
     let headers = response.headers().clone();
@@ -47,20 +52,17 @@ async fn account_with_key(server: &Server, name: &str, scopes: &[&str]) -> (Stri
 }
 
 async fn describe(http: &reqwest::Client, server: &Server, query: &str) -> (StatusCode, Value) {
-    let (status, _, body) = json_of(
+    let (status, _, body) = call(
         http.post(server.url(&format!("/v1/descriptions?{query}")))
             .header("content-type", "image/png")
-            .body(fixture(0))
-            .send()
-            .await
-            .unwrap(),
+            .body(fixture(0)),
     )
     .await;
     (status, body)
 }
 
 async fn usage_totals(http: &reqwest::Client, server: &Server) -> (i64, i64) {
-    let (status, _, usage) = json_of(http.get(server.url("/v1/usage")).send().await.unwrap()).await;
+    let (status, _, usage) = call(http.get(server.url("/v1/usage"))).await;
     assert_eq!(status, StatusCode::OK, "{usage}");
     (
         usage["totals"]["created"].as_i64().unwrap(),
@@ -103,13 +105,10 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
                 db.backend
             );
             assert_eq!(body["error"]["code"], "missing_api_key");
-            let (status, _, body) = json_of(
+            let (status, _, body) = call(
                 server
                     .client_with_key("altk_not_a_real_key")
-                    .request(method.clone(), server.url(path))
-                    .send()
-                    .await
-                    .unwrap(),
+                    .request(method.clone(), server.url(path)),
             )
             .await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -134,23 +133,10 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
         let writer = server.client_with_key(&describe_only);
         let (status, body) = describe(&writer, &server, "").await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        let (status, _, body) = json_of(
-            writer
-                .get(server.url("/v1/descriptions"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, body) = call(writer.get(server.url("/v1/descriptions"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        let (status, _, _) = json_of(
-            writer
-                .delete(server.url(&format!("/v1/descriptions/{}", "desc_x")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, _) =
+            call(writer.delete(server.url(&format!("/v1/descriptions/{}", "desc_x")))).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
 
         // Revocation takes effect on the next request.
@@ -165,22 +151,14 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
                 .status(),
             StatusCode::OK
         );
-        let (_, _, keys) = json_of(
-            admin(&server)
-                .get(server.url(&format!("/v1/admin/accounts/{account}/keys")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, _, keys) =
+            call(admin(&server).get(server.url(&format!("/v1/admin/accounts/{account}/keys"))))
+                .await;
         assert!(!keys.to_string().contains(&key), "secrets are never listed");
         let key_id = keys["data"][0]["id"].as_str().unwrap();
-        let (status, _, revoked) = json_of(
+        let (status, _, revoked) = call(
             admin(&server)
-                .delete(server.url(&format!("/v1/admin/accounts/{account}/keys/{key_id}")))
-                .send()
-                .await
-                .unwrap(),
+                .delete(server.url(&format!("/v1/admin/accounts/{account}/keys/{key_id}"))),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{revoked}");
@@ -214,13 +192,10 @@ async fn admin_routes_need_the_token_and_do_not_exist_without_one() {
     let db = TestDatabase::sqlite();
     let server = start(&db, &["--no-bootstrap"]);
     for token in ["wrong", ""] {
-        let (status, _, body) = json_of(
+        let (status, _, body) = call(
             server
                 .client_with_key(token)
-                .get(server.url("/v1/admin/accounts"))
-                .send()
-                .await
-                .unwrap(),
+                .get(server.url("/v1/admin/accounts")),
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -231,70 +206,45 @@ async fn admin_routes_need_the_token_and_do_not_exist_without_one() {
         json!({"name": "x", "email": "no-at-sign"}),
         json!({"name": "", "email": "a@b"}),
     ] {
-        let (status, _, answer) = json_of(
+        let (status, _, answer) = call(
             admin(&server)
                 .post(server.url("/v1/admin/accounts"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
+                .json(&body),
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {answer}");
     }
-    let (status, _, account) = json_of(
-        admin(&server)
-            .post(server.url("/v1/admin/accounts"))
-            .json(&json!({"name": "Shop", "email": "ops@shop.example", "stripe_customer_id": "cus_1"}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, _, account) = call(admin(&server).post(server.url("/v1/admin/accounts")).json(
+        &json!({"name": "Shop", "email": "ops@shop.example", "stripe_customer_id": "cus_1"}),
+    ))
     .await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(account["id"].as_str().unwrap().starts_with("acct_"));
     // A Stripe customer belongs to one account.
-    let (status, _, body) = json_of(
-        admin(&server)
-            .post(server.url("/v1/admin/accounts"))
-            .json(&json!({"name": "Other", "email": "o@x.example", "stripe_customer_id": "cus_1"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) =
+        call(admin(&server).post(server.url("/v1/admin/accounts")).json(
+            &json!({"name": "Other", "email": "o@x.example", "stripe_customer_id": "cus_1"}),
+        ))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _, body) = json_of(
+    let (status, _, body) = call(
         admin(&server)
             .post(server.url("/v1/admin/accounts/acct_missing/keys"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({})),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, _, body) = json_of(
+    let (status, _, body) = call(
         admin(&server)
             .post(server.url(&format!(
                 "/v1/admin/accounts/{}/keys",
                 account["id"].as_str().unwrap()
             )))
-            .json(&json!({"scopes": ["root"]}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"scopes": ["root"]})),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (_, _, list) = json_of(
-        admin(&server)
-            .get(server.url("/v1/admin/accounts"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, _, list) = call(admin(&server).get(server.url("/v1/admin/accounts"))).await;
     assert_eq!(
         list["data"].as_array().unwrap().len(),
         1,
@@ -316,23 +266,12 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
         let id = first["id"].as_str().unwrap();
 
         for _ in 0..2 {
-            let (status, _, read) = json_of(
-                http.get(server.url(&format!("/v1/descriptions/{id}")))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, _, read) =
+                call(http.get(server.url(&format!("/v1/descriptions/{id}")))).await;
             assert_eq!(status, StatusCode::OK, "{} {read}", db.backend);
             assert_eq!(read, first, "stored as answered");
         }
-        let (status, _, _) = json_of(
-            http.get(server.url("/v1/descriptions/desc_unknown"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, _) = call(http.get(server.url("/v1/descriptions/desc_unknown"))).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(
             usage_totals(&http, &server).await,
@@ -340,51 +279,25 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
             "a 404 is not billed"
         );
 
-        let (_, _, list) = json_of(
-            http.get(server.url("/v1/descriptions?limit=1"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, _, list) = call(http.get(server.url("/v1/descriptions?limit=1"))).await;
         assert_eq!(list["data"][0]["id"], second["id"], "newest first");
         assert_eq!(list["has_more"], true);
-        let (_, _, rest) = json_of(
-            http.get(server.url(&format!(
-                "/v1/descriptions?limit=1&starting_after={}",
-                second["id"].as_str().unwrap()
-            )))
-            .send()
-            .await
-            .unwrap(),
-        )
+        let (_, _, rest) = call(http.get(server.url(&format!(
+            "/v1/descriptions?limit=1&starting_after={}",
+            second["id"].as_str().unwrap()
+        ))))
         .await;
         assert_eq!(rest["data"][0]["id"], first["id"]);
         assert_eq!(rest["has_more"], false);
-        let (_, _, filtered) = json_of(
-            http.get(server.url("/v1/descriptions?asset_id=sku-2"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, _, filtered) = call(http.get(server.url("/v1/descriptions?asset_id=sku-2"))).await;
         assert_eq!(filtered["data"].as_array().unwrap().len(), 1);
         assert_eq!(filtered["data"][0]["asset_id"], "sku-2");
-        let (status, _, _) = json_of(
-            http.get(server.url("/v1/descriptions?limit=0"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, _) = call(http.get(server.url("/v1/descriptions?limit=0"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
-        let (status, _, edited) = json_of(
+        let (status, _, edited) = call(
             http.patch(server.url(&format!("/v1/descriptions/{id}")))
-                .json(&json!({"text": "A red leather shoe."}))
-                .send()
-                .await
-                .unwrap(),
+                .json(&json!({"text": "A red leather shoe."})),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{edited}");
@@ -396,23 +309,15 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
             json!({"text": "x", "provenance": "ai"}),
             json!({"txt": "x"}),
         ] {
-            let (status, _, _) = json_of(
+            let (status, _, _) = call(
                 http.patch(server.url(&format!("/v1/descriptions/{id}")))
-                    .json(&bad)
-                    .send()
-                    .await
-                    .unwrap(),
+                    .json(&bad),
             )
             .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         }
-        let (_, _, versions) = json_of(
-            http.get(server.url(&format!("/v1/descriptions/{id}/versions")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, _, versions) =
+            call(http.get(server.url(&format!("/v1/descriptions/{id}/versions")))).await;
         let versions = versions["data"].as_array().unwrap();
         assert_eq!(versions.len(), 2);
         assert_eq!(versions[0]["text"], first["text"]);
@@ -448,13 +353,8 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
             "exports are free"
         );
 
-        let (status, _, deleted) = json_of(
-            http.delete(server.url(&format!("/v1/descriptions/{id}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, deleted) =
+            call(http.delete(server.url(&format!("/v1/descriptions/{id}")))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(deleted["deleted"], true);
         for _ in 0..2 {
@@ -473,13 +373,7 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
             .unwrap()
             .status();
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _, usage) = json_of(
-            http.get(server.url("/v1/usage?from=2026-13-01"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, usage) = call(http.get(server.url("/v1/usage?from=2026-13-01"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{usage}");
     }
 }
@@ -533,14 +427,11 @@ async fn idempotent_replays_are_not_billed_and_reused_keys_conflict() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "ran again, not replayed"
         );
-        let (status, _, bad) = json_of(
+        let (status, _, bad) = call(
             http.post(server.url("/v1/descriptions"))
                 .header("content-type", "image/png")
                 .header("idempotency-key", "x".repeat(300))
-                .body(fixture(0))
-                .send()
-                .await
-                .unwrap(),
+                .body(fixture(0)),
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
@@ -590,7 +481,7 @@ async fn one_account_never_sees_another_accounts_data() {
             if let Some(body) = body {
                 request = request.json(&body);
             }
-            let (status, _, answer) = json_of(request.send().await.unwrap()).await;
+            let (status, _, answer) = call(request).await;
             assert_eq!(
                 status,
                 StatusCode::NOT_FOUND,
@@ -617,7 +508,7 @@ async fn one_account_never_sees_another_accounts_data() {
         }
         assert_eq!(usage_totals(&b, &server).await, (0, 0));
         // A's description is intact.
-        let (status, _, still) = json_of(a.get(server.url(&path)).send().await.unwrap()).await;
+        let (status, _, still) = call(a.get(server.url(&path))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(still["text"], owned["text"]);
     }
@@ -663,17 +554,14 @@ async fn restricted_processing_refuses_new_descriptions_but_not_reads() {
         assert_eq!(describe(&http, &server, "").await.0, StatusCode::CREATED);
 
         // The operator's restriction cannot be lifted by the account.
-        let (_, _, me) = json_of(http.get(server.url("/v1/account")).send().await.unwrap()).await;
-        let (status, _, _) = json_of(
+        let (_, _, me) = call(http.get(server.url("/v1/account"))).await;
+        let (status, _, _) = call(
             admin(&server)
                 .patch(server.url(&format!(
                     "/v1/admin/accounts/{}",
                     me["id"].as_str().unwrap()
                 )))
-                .json(&json!({"restricted": true}))
-                .send()
-                .await
-                .unwrap(),
+                .json(&json!({"restricted": true})),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -742,18 +630,10 @@ async fn deleting_an_account_revokes_its_keys_at_once_and_the_purge_removes_its_
             account_with_key(&server, "leaving", &["describe", "read", "manage"]).await;
         let leaving = server.client_with_key(&key);
         let (_, created) = describe(&leaving, &server, "").await;
-        let (status, _, deleted) = json_of(
-            leaving
-                .delete(server.url("/v1/account"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _, deleted) = call(leaving.delete(server.url("/v1/account"))).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{deleted}");
         assert!(deleted["purge_after"].is_i64());
-        let (status, _, _) =
-            json_of(leaving.get(server.url("/v1/account")).send().await.unwrap()).await;
+        let (status, _, _) = call(leaving.get(server.url("/v1/account"))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "keys revoked at once");
         // The purge job runs every second here: wait for it (not a timing assertion; the
         // deadline only stops a hung test).
@@ -821,13 +701,10 @@ async fn the_rate_limit_answers_429_with_ratelimit_headers() {
     let db = TestDatabase::sqlite();
     let server = start(&db, &["--rate-limit-per-minute", "1000"]);
     let (account, key) = account_with_key(&server, "slow", &["read"]).await;
-    let (status, _, _) = json_of(
+    let (status, _, _) = call(
         admin(&server)
             .patch(server.url(&format!("/v1/admin/accounts/{account}")))
-            .json(&json!({"rate_limit_per_minute": 3}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"rate_limit_per_minute": 3})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -918,14 +795,8 @@ async fn two_servers_share_one_postgresql_database() {
     let (status, created) = describe(&on_first, &first, "asset_id=both").await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap();
-    let (status, _, read) = json_of(
-        on_second
-            .get(second.url(&format!("/v1/descriptions/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, read) =
+        call(on_second.get(second.url(&format!("/v1/descriptions/{id}")))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read, created);
     let (status, other) = describe(&on_second, &second, "asset_id=both").await;
@@ -933,14 +804,8 @@ async fn two_servers_share_one_postgresql_database() {
     assert_eq!(usage_totals(&on_first, &first).await, (2, 1));
     assert_eq!(usage_totals(&on_second, &second).await, (2, 1));
     // A key revoked through one replica is refused by the other on the next request.
-    let (_, _, keys) = json_of(
-        admin(&second)
-            .get(second.url(&format!("/v1/admin/accounts/{account}/keys")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, _, keys) =
+        call(admin(&second).get(second.url(&format!("/v1/admin/accounts/{account}/keys")))).await;
     let key_id = keys["data"][0]["id"].as_str().unwrap();
     admin(&second)
         .delete(second.url(&format!("/v1/admin/accounts/{account}/keys/{key_id}")))

@@ -69,15 +69,12 @@ fn start(fake: &StripeFake, db: &TestDatabase, extra: &[&str]) -> Server {
 
 /// A GET on the admin API (`path` with its query).
 async fn admin_get(server: &Server, path: &str) -> (StatusCode, Value) {
-    json_of(
-        server
-            .client_with_key(ADMIN)
-            .get(server.url(path))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    call(server.client_with_key(ADMIN).get(server.url(path))).await
+}
+
+/// Sends `request` and reads the JSON answer.
+async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    json_of(request.send().await.unwrap()).await
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
@@ -89,13 +86,10 @@ async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 async fn describe(server: &Server, http: &reqwest::Client) -> String {
-    let (status, body) = json_of(
+    let (status, body) = call(
         http.post(server.url("/v1/descriptions"))
             .header("content-type", "image/png")
-            .body(fixture(0))
-            .send()
-            .await
-            .unwrap(),
+            .body(fixture(0)),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -112,20 +106,17 @@ async fn retrieve(server: &Server, http: &reqwest::Client, id: &str) {
 }
 
 async fn account_id(server: &Server, http: &reqwest::Client) -> String {
-    let (status, body) = json_of(http.get(server.url("/v1/account")).send().await.unwrap()).await;
+    let (status, body) = call(http.get(server.url("/v1/account"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["id"].as_str().unwrap().to_string()
 }
 
 async fn set_customer(server: &Server, account: &str, customer: Option<&str>) {
-    let (status, body) = json_of(
+    let (status, body) = call(
         server
             .client_with_key(ADMIN)
             .patch(server.url(&format!("/v1/admin/accounts/{account}")))
-            .json(&json!({ "stripe_customer_id": customer }))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({ "stripe_customer_id": customer })),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -272,7 +263,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         );
         assert!(totals_are(&fake, "cus_b", 2, 3).await);
         assert_each_identifier_once(&fake);
-        let (_, usage) = json_of(a.get(server.url("/v1/usage")).send().await.unwrap()).await;
+        let (_, usage) = call(a.get(server.url("/v1/usage"))).await;
         assert_eq!(
             usage["totals"],
             json!({"created": 3, "retrieved": 2}),
@@ -476,14 +467,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         );
         fake.add_customer("cus_unknown");
         let id = report["id"].as_str().unwrap();
-        let (status, retried) = json_of(
-            admin
-                .post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, retried) =
+            call(admin.post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))).await;
         assert_eq!(status, StatusCode::OK, "{retried}");
         assert_eq!(retried["status"], "pending");
         eventually!(
@@ -491,14 +476,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
             &server,
             totals_are(&fake, "cus_unknown", 1, 0).await
         );
-        let (status, again) = json_of(
-            admin
-                .post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, again) =
+            call(admin.post(server.url(&format!("/v1/admin/billing/reports/{id}/retry")))).await;
         assert_eq!(
             status,
             StatusCode::CONFLICT,
