@@ -255,6 +255,24 @@ pub struct ServeArgs {
     #[arg(long, env = "ALTIMAGE_IMAGE_URL_TIMEOUT_MS", default_value_t = 10_000)]
     pub image_url_timeout_ms: u64,
 
+    /// HTTP connections open at once; one more is answered 503 (Retry-After) and closed. Each
+    /// connection may hold a request body of up to --max-body-bytes in memory, so the product of
+    /// the two bounds body memory.
+    #[arg(long, env = "ALTIMAGE_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// A request's headers must arrive within this time, and an idle kept-alive connection is
+    /// closed after it. Shorter frees connections held by slow or idle clients sooner; longer
+    /// tolerates slower links.
+    #[arg(long, env = "ALTIMAGE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// A request's body must arrive within this time of its headers, or it is answered 408 and
+    /// the connection closed. At the default --max-body-bytes (32 MiB), 60 s needs about
+    /// 4.5 Mbit/s; raise it for clients on slow links that upload large images.
+    #[arg(long, env = "ALTIMAGE_BODY_READ_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+
     /// Seconds clients are told to wait (Retry-After) on 429 and 503.
     #[arg(long, env = "ALTIMAGE_RETRY_AFTER_SECS", default_value_t = 2)]
     pub retry_after_secs: u64,

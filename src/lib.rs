@@ -11,3 +11,4 @@ pub mod model;
 pub mod serve;
 pub mod shutdown;
 pub mod store;
+pub mod strings;

@@ -7,7 +7,7 @@ use prometheus::{
 };
 
 /// Why a request was turned away or abandoned; the `reason` label of `rejected_total`.
-pub const REJECT_REASONS: [&str; 8] = [
+pub const REJECT_REASONS: [&str; 10] = [
     "too_large",
     "bad_image",
     "bad_request",
@@ -16,6 +16,10 @@ pub const REJECT_REASONS: [&str; 8] = [
     "cancelled",
     "unauthorized",
     "rate_limited",
+    // 405, 408 and 501 from the HTTP layer around the handlers.
+    "protocol",
+    // Connections refused beyond --max-connections.
+    "connections",
 ];
 
 /// Inference stages timed per batch; the `stage` label of `batch_stage_seconds`.
@@ -48,6 +52,7 @@ pub struct Metrics {
     pub generated_tokens: Histogram,
     pub queue_depth: IntGauge,
     pub permits_in_use: IntGauge,
+    pub open_connections: IntGauge,
     pub rejected: IntCounterVec,
     pub ready: IntGauge,
     pub draining: IntGauge,
@@ -158,6 +163,10 @@ impl Metrics {
             "permits_in_use",
             "Admission permits held (images admitted and not yet answered)",
         );
+        let open_connections = gauge(
+            "http_connections_open",
+            "HTTP connections open (at most --max-connections; beyond it they are refused 503)",
+        );
         let rejected = counter_vec(
             "rejected_total",
             "Requests refused or abandoned, by reason",
@@ -217,6 +226,7 @@ impl Metrics {
             generated_tokens,
             queue_depth,
             permits_in_use,
+            open_connections,
             rejected,
             ready,
             draining,
@@ -265,6 +275,7 @@ mod tests {
             "altimage_generated_tokens",
             "altimage_queue_depth",
             "altimage_permits_in_use",
+            "altimage_http_connections_open 0",
             "altimage_rejected_total",
             "altimage_ready",
             "altimage_draining",

@@ -12,6 +12,7 @@ use crate::config::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::image_url::{FetchPolicy, ImageFetcher};
 use crate::http::ratelimit::RateLimiter;
+use crate::http::server::ConnectionLimits;
 use crate::http::{Access, AppState, HttpLimits, ROUTES, router};
 use crate::metrics::Metrics;
 use crate::model::preprocess::ImageLimits;
@@ -41,6 +42,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         retry_after,
     };
     let metrics = Arc::new(Metrics::new(args.max_batch_size, &ROUTES));
+    let connection_limits = ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        retry_after,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -56,13 +62,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let std_listener = listener.into_std()?;
         let early = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
         let router = crate::http::starting_router(metrics.clone(), retry_after);
-        let task = tokio::spawn(async move {
-            axum::serve(early, router)
-                .with_graceful_shutdown(async move {
-                    let _ = started_receiver.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(crate::http::server::serve(
+            early,
+            router,
+            connection_limits,
+            metrics.clone(),
+            async move {
+                let _ = started_receiver.await;
+            },
+        ));
         (task, std_listener)
     };
     let address = starting.1.local_addr()?;
@@ -114,6 +122,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "max_image_bytes": args.max_image_bytes,
             "max_image_pixels": args.max_image_pixels,
             "max_images_per_request": args.max_images_per_request,
+            "max_connections": args.max_connections,
+            "header_read_timeout_secs": args.header_read_timeout_secs,
+            "body_read_timeout_secs": args.body_read_timeout_secs,
             "max_new_tokens": engine.max_new_tokens_limit(),
             "max_num_beams": config.max_num_beams,
             "rate_limit_per_minute": args.rate_limit_per_minute,
@@ -156,6 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_image_bytes: args.max_image_bytes,
             max_images_per_request: args.max_images_per_request.max(1),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
         model_name,
         info: Arc::new(info),
@@ -165,11 +177,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let _ = started_sender.send(());
-    starting
-        .0
-        .await
-        .context("start-up server panicked")?
-        .context("start-up server failed")?;
+    starting.0.await.context("start-up server panicked")?;
     let listener = tokio::net::TcpListener::from_std(starting.1)?;
     tracing::info!(address = %listener.local_addr()?, "ready");
 
@@ -187,7 +195,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let _ = drained_sender.send(true);
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(drained);
+    let server = crate::http::server::serve(
+        listener,
+        router(state),
+        connection_limits,
+        metrics.clone(),
+        drained,
+    );
     // After the drain, connections that still hang (a client that never reads) must not keep
     // the process alive past the timeout the operator chose.
     let hard_stop = async move {
@@ -195,7 +209,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     tokio::select! {
-        result = server => result.context("HTTP server failed")?,
+        () = server => {}
         _ = hard_stop => tracing::warn!("connections still open after the drain; exiting"),
     }
     let _ = stop_jobs.send(true);

@@ -242,6 +242,14 @@ async fn edits_keep_every_version_and_deletes_remove_them() {
     }
 }
 
+/// The claim id of a fresh claim; panics on anything else.
+fn fresh(claim: Claim) -> String {
+    match claim {
+        Claim::Fresh { claim_id } => claim_id,
+        other => panic!("expected a fresh claim, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
     for db in TestDatabase::all().await {
@@ -258,14 +266,64 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
                     .unwrap()
             }
         };
-        assert_eq!(claim(a.clone(), "h1").await, Claim::Fresh, "{}", db.backend);
-        assert_eq!(claim(a.clone(), "h1").await, Claim::InProgress);
+        let first = fresh(claim(a.clone(), "h1").await);
+        assert_eq!(
+            claim(a.clone(), "h1").await,
+            Claim::InProgress,
+            "{}",
+            db.backend
+        );
         assert_eq!(claim(a.clone(), "h2").await, Claim::Mismatch);
         // Keys are per account.
-        assert_eq!(claim(b.clone(), "h2").await, Claim::Fresh);
-        // A failure gives the key back.
-        store.release_idempotency_key(&a, "key-1").await.unwrap();
-        assert_eq!(claim(a.clone(), "h1").await, Claim::Fresh);
+        fresh(claim(b.clone(), "h2").await);
+        // Only the claim's own request gives it back.
+        store
+            .release_idempotency_key(&a, "key-1", "claim_someone_else")
+            .await
+            .unwrap();
+        assert_eq!(claim(a.clone(), "h1").await, Claim::InProgress);
+        store
+            .release_idempotency_key(&a, "key-1", &first)
+            .await
+            .unwrap();
+        let second = fresh(claim(a.clone(), "h1").await);
+        // The released claim can neither renew nor complete any more.
+        assert!(
+            !store
+                .renew_idempotency_claim(&a, "key-1", &first)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_idempotency_claim(&a, "key-1", &second)
+                .await
+                .unwrap()
+        );
+        let stale = description("A stale shoe.", None);
+        let refused = store
+            .save_created(
+                &a,
+                "req",
+                std::slice::from_ref(&stale),
+                Some(Completion {
+                    account_id: &a,
+                    key: "key-1",
+                    claim_id: &first,
+                    status: 201,
+                    body: "{}",
+                }),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            ledger(&store, &a, "created").await,
+            0,
+            "a lost claim stores nothing"
+        );
         // Completed in the transaction that stores the work: then it replays.
         let stored = description("A shoe.", None);
         store
@@ -276,6 +334,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
                 Some(Completion {
                     account_id: &a,
                     key: "key-1",
+                    claim_id: &second,
                     status: 201,
                     body: "{\"id\":\"x\"}",
                 }),
@@ -289,20 +348,28 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
                 body: "{\"id\":\"x\"}".into()
             }
         );
-        // Releasing a completed key does nothing: the answer stays replayable.
-        store.release_idempotency_key(&a, "key-1").await.unwrap();
+        // Releasing or renewing a completed key does nothing: the answer stays replayable.
+        store
+            .release_idempotency_key(&a, "key-1", &second)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .renew_idempotency_claim(&a, "key-1", &second)
+                .await
+                .unwrap()
+        );
         assert!(matches!(claim(a.clone(), "h1").await, Claim::Replay { .. }));
         // Deleting a description forgets the stored answers that carry it (a replay would hand
         // its text back after the deletion); other answers stay replayable.
         let boot = description("A boot.", None);
         let sandal = description("A sandal.", None);
         for (key, stored) in [("key-boot", &boot), ("key-sandal", &sandal)] {
-            assert_eq!(
+            let claim_id = fresh(
                 store
                     .claim_idempotency_key(&a, key, "create", "h", day)
                     .await
                     .unwrap(),
-                Claim::Fresh
             );
             let body = json!({"id": stored.id, "text": stored.text}).to_string();
             store
@@ -313,6 +380,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
                     Some(Completion {
                         account_id: &a,
                         key,
+                        claim_id: &claim_id,
                         status: 201,
                         body: &body,
                     }),
@@ -331,7 +399,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
                     .unwrap()
             }
         };
-        assert_eq!(again("key-sandal").await, Claim::Fresh, "{}", db.backend);
+        fresh(again("key-sandal").await);
         assert!(
             matches!(again("key-boot").await, Claim::Replay { body, .. } if body.contains("A boot."))
         );
@@ -340,14 +408,59 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
             .claim_idempotency_key(&a, "key-2", "create", "h", -1)
             .await
             .unwrap();
-        assert_eq!(expired, Claim::Fresh);
-        assert_eq!(
+        fresh(expired);
+        fresh(
             store
                 .claim_idempotency_key(&a, "key-2", "create", "other", day)
                 .await
                 .unwrap(),
-            Claim::Fresh
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_whose_process_died_lapses_with_its_lease() {
+    use altimage::store::idempotency::CLAIM_LEASE_MS;
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let claim = || store.claim_idempotency_key(&a, "key-dead", "create", "h", MS_PER_DAY);
+        let dead = fresh(claim().await.unwrap());
+        // A claim just made holds for the whole lease.
+        let lease_until: i64 = sqlx::query_scalar(
+            "SELECT lease_until FROM idempotency_keys WHERE idempotency_key = 'key-dead'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        let left = lease_until - now_ms();
+        assert!(
+            left > CLAIM_LEASE_MS - 60_000 && left <= CLAIM_LEASE_MS,
+            "{left}"
+        );
+        assert_eq!(claim().await.unwrap(), Claim::InProgress, "{}", db.backend);
+        // The process died: nobody renews, and the lease runs out.
+        sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = $1 WHERE idempotency_key = 'key-dead'",
+        )
+        .bind(now_ms() - 1)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let next = fresh(claim().await.unwrap());
+        assert_ne!(next, dead);
+        // The dead request's claim is gone for good: it cannot renew or release the new one.
+        assert!(
+            !store
+                .renew_idempotency_claim(&a, "key-dead", &dead)
+                .await
+                .unwrap()
+        );
+        store
+            .release_idempotency_key(&a, "key-dead", &dead)
+            .await
+            .unwrap();
+        assert_eq!(claim().await.unwrap(), Claim::InProgress);
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::sender::{self, DEAD_STATUSES, MeterReport};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::library::{PathParams, query};
+use crate::http::extract::{PathParams, cursor, query};
 use crate::http::openapi::{AdminErrors, MeterReportList};
 
 /// The operations of this module, for [`billing_admin_returns`].
@@ -33,6 +33,8 @@ pub fn billing_admin_returns(operation: BillingAdminOperation, error: &ApiError)
         // Every admin route: not mounted without `--admin-token` (the fallback answers). The
         // retry: no such report.
         ApiError::NotFound(_) => true,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
         // The list: the query string (unknown parameter, `limit`, `status`). The retry: an id
         // that is not UTF-8 (`PathParams`).
         ApiError::BadRequest { .. } => true,
@@ -100,7 +102,7 @@ pub async fn list_reports(State(state): State<AppState>, uri: Uri) -> Response {
             &state.store,
             query.status.as_deref(),
             limit,
-            query.starting_after.as_deref(),
+            cursor(query.starting_after, "mr")?.as_deref(),
         )
         .await?;
         Ok(Json(

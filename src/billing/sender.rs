@@ -326,6 +326,9 @@ pub async fn list_reports(
 /// the same identifier (so it still cannot be counted twice). An expired report is re-dated to
 /// now, which bills it in the current period. Only dead reports can be retried.
 pub async fn retry_report(store: &Store, id: &str) -> Result<MeterReport, StoreError> {
+    if !crate::strings::is_id(id, "mr") {
+        return Err(StoreError::NotFound("meter report"));
+    }
     let now = store.backend().now_ms();
     let mut tx = store.begin_write().await?;
     let done = sqlx::query(&format!(

@@ -204,6 +204,7 @@ pub async fn receive(
     let event: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the event is not JSON: {e}"))
     })?;
+    crate::http::extract::check_json(&event)?;
     match apply(&state.store, &event).await {
         Ok(applied) => {
             if let Applied::CustomerDeleted { reports, .. } = applied {
@@ -226,7 +227,7 @@ pub async fn receive(
             tracing::warn!(error = %e, "Stripe webhook not applied; Stripe will redeliver");
             Err(ApiError::Unavailable {
                 code: "unavailable",
-                message: e.to_string(),
+                message: "the event could not be applied now; redeliver it".into(),
                 retry_after: Duration::from_secs(60),
             })
         }
@@ -243,6 +244,8 @@ pub fn webhook_returns(error: &ApiError) -> bool {
         ApiError::TooLarge { .. } => true,
         // No webhook secret: the route is not mounted and the fallback answers.
         ApiError::NotFound(_) => true,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
         // The store failed: Stripe redelivers.
         ApiError::Unavailable { .. } => true,
         // No API key on this route, so no scopes, restriction or rate limit; the body is read as

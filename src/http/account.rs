@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -14,7 +13,8 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::library::{EXPORT_PAGE, json_body, query};
+use super::extract::{ApiJson, query};
+use super::library::EXPORT_PAGE;
 use super::openapi::{AccountExport, ApiKeyErrors, Usage};
 use crate::store::accounts::{Account, RestrictedBy};
 use crate::store::keys::Scope;
@@ -49,6 +49,8 @@ pub fn account_returns(operation: AccountOperation, error: &ApiError) -> bool {
         // refuses a deleted account). The other operations read an account that authentication
         // just found, which only its purge removes, long after its keys were revoked.
         ApiError::NotFound(_) => operation == Update,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
         ApiError::Conflict { .. }
         | ApiError::UnsupportedMediaType(_)
         | ApiError::TooLarge { .. }
@@ -111,11 +113,11 @@ pub struct AccountPatch {
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<AccountPatch>, JsonRejection>,
+    body: Result<ApiJson<AccountPatch>, ApiError>,
 ) -> Response {
     let run = async {
         caller.require(Scope::Manage)?;
-        let patch = json_body(body)?;
+        let ApiJson(patch) = body?;
         let account = state
             .store
             .set_restricted(caller.account_id(), patch.restricted, RestrictedBy::Account)

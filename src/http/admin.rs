@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
@@ -11,7 +10,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::library::{PathParams, json_body, page_limit, query};
+use super::extract::{ApiJson, PathParams, cursor, query};
+use super::library::page_limit;
 use super::openapi::{AccountList, AdminErrors, KeyList};
 use crate::store::accounts::{Account, AccountUpdate, NewAccount, RestrictedBy};
 use crate::store::keys::{ApiKey, Scope};
@@ -50,6 +50,8 @@ pub fn admin_returns(operation: AdminOperation, error: &ApiError) -> bool {
         // Every admin route: not mounted without `--admin-token` (the fallback answers). With
         // an id: no such account (or key), or, for keys, an account being deleted.
         ApiError::NotFound(_) => true,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
         // The JSON body (malformed, unknown field), the store's checks (name, email, rate
         // limit, scopes, key name, an account being deleted), the query string, or an id that
         // is not UTF-8 (`PathParams`): every operation.
@@ -98,10 +100,10 @@ pub struct CreateAccount {
 )]
 pub async fn create_account(
     State(state): State<AppState>,
-    body: Result<Json<CreateAccount>, JsonRejection>,
+    body: Result<ApiJson<CreateAccount>, ApiError>,
 ) -> Response {
     let run = async {
-        let new = json_body(body)?;
+        let ApiJson(new) = body?;
         let account = state
             .store
             .create_account(NewAccount {
@@ -153,7 +155,7 @@ pub async fn list_accounts(State(state): State<AppState>, uri: Uri) -> Response 
         let limit = page_limit(query.limit)?;
         let (accounts, has_more) = state
             .store
-            .list_accounts(limit, query.starting_after.as_deref())
+            .list_accounts(limit, cursor(query.starting_after, "acct")?.as_deref())
             .await?;
         Ok(Json(
             json!({"object": "list", "data": accounts, "has_more": has_more}),
@@ -229,10 +231,10 @@ pub struct UpdateAccount {
 pub async fn update_account(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
-    body: Result<Json<UpdateAccount>, JsonRejection>,
+    body: Result<ApiJson<UpdateAccount>, ApiError>,
 ) -> Response {
     let run = async {
-        let update = json_body(body)?;
+        let ApiJson(update) = body?;
         let mut account = state
             .store
             .update_account(
@@ -341,10 +343,10 @@ pub fn parse_scopes(scopes: Option<&[String]>) -> Result<Vec<Scope>, ApiError> {
 pub async fn create_key(
     State(state): State<AppState>,
     PathParams(account_id): PathParams<String>,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    body: Result<ApiJson<CreateKey>, ApiError>,
 ) -> Response {
     let run = async {
-        let request = json_body(body)?;
+        let ApiJson(request) = body?;
         let scopes = parse_scopes(request.scopes.as_deref())?;
         let created = state
             .store

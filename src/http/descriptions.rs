@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::idempotency::{self, Idempotency};
 use super::input::{ImageRequest, ImageSource, ResponseOptions, read_images, truncate_at_word};
 use super::library::request_id;
 use super::openapi::{
@@ -23,7 +23,6 @@ use super::openapi::{
 };
 use crate::engine::{DescribeOptions, Described, Permits};
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
-use crate::store::idempotency::{Claim, Completion};
 use crate::store::keys::Scope;
 use crate::store::now_ms;
 
@@ -59,6 +58,8 @@ pub fn create_returns(error: &ApiError) -> bool {
         | ApiError::Conflict { .. }
         | ApiError::RateLimited { .. } => true,
         ApiError::NotFound(_) => false,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
     }
 }
 
@@ -146,13 +147,14 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
             caller.account_id(),
             &request_id,
             std::slice::from_ref(&timed.body),
-            guard.completion(caller.account_id(), StatusCode::CREATED, &body),
+            guard.completion(StatusCode::CREATED, &body),
         )
         .await;
     if let Err(error) = saved {
         // Not stored, so not billed: the caller gets an error and may retry.
         return guard.fail(ApiError::from(error)).await;
     }
+    guard.answered();
     let mut response = (
         StatusCode::CREATED,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -184,6 +186,8 @@ pub fn create_batch_returns(error: &ApiError) -> bool {
         // Per image, inside the 200 list.
         ApiError::BadImage { .. } | ApiError::ImageUrlFailed { .. } => false,
         ApiError::NotFound(_) => false,
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
     }
 }
 
@@ -296,7 +300,7 @@ pub async fn create_batch(
     let completion = if described.is_empty() {
         None
     } else {
-        guard.completion(caller.account_id(), StatusCode::OK, &body)
+        guard.completion(StatusCode::OK, &body)
     };
     let stored = completion.is_some();
     if let Err(error) = state
@@ -306,7 +310,9 @@ pub async fn create_batch(
     {
         return guard.fail(ApiError::from(error)).await;
     }
-    if !stored {
+    if stored {
+        guard.answered();
+    } else {
         guard.release().await;
     }
     let mut response = (
@@ -329,148 +335,9 @@ async fn read_request(
     caller.require(Scope::Describe)?;
     caller.require_unrestricted()?;
     let request_id = request_id(request.headers());
-    let idempotency_key = idempotency_key(request.headers())?;
+    let idempotency_key = idempotency::header_key(request.headers())?;
     let images = read_images(request, allow_many).await?;
     Ok((request_id, idempotency_key, images))
-}
-
-/// The `Idempotency-Key` header, when sent: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().unwrap_or_default();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
-        ));
-    }
-    Ok(Some(key.to_string()))
-}
-
-/// A hash of what the request asks for (image bytes or URLs, and options), not of its wire form,
-/// so that a retry with another multipart boundary or JSON spacing is still the same request.
-fn fingerprint(route: &str, images: &[ImageRequest]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    for image in images {
-        match &image.source {
-            ImageSource::Bytes(bytes) => {
-                hasher.update(b"\0bytes\0");
-                hasher.update(Sha256::digest(bytes));
-            }
-            ImageSource::Url(url) => {
-                hasher.update(b"\0url\0");
-                hasher.update(url.as_bytes());
-            }
-        }
-        let options = json!({
-            "detail": image.describe.detail.as_str(),
-            "max_new_tokens": image.describe.max_new_tokens,
-            "num_beams": image.describe.num_beams,
-            "max_chars": image.response.max_chars,
-            "asset_id": image.response.asset_id,
-            "metadata": image.response.metadata,
-        });
-        hasher.update(options.to_string().as_bytes());
-    }
-    format!("{:x}", hasher.finalize())
-}
-
-/// A claimed `Idempotency-Key` (or none): completed by the transaction that stores the work, or
-/// released when the request fails so that a retry runs again.
-struct Idempotency<'a> {
-    state: &'a AppState,
-    account_id: &'a str,
-    key: Option<String>,
-}
-
-impl<'a> Idempotency<'a> {
-    /// `Ok(Ok(guard))` to go ahead, `Ok(Err(answer))` to answer at once (a replay).
-    async fn claim(
-        state: &'a AppState,
-        caller: &'a Caller,
-        key: Option<String>,
-        route: &str,
-        images: &[ImageRequest],
-    ) -> Result<Result<Idempotency<'a>, Response>, ApiError> {
-        let guard = Idempotency {
-            state,
-            account_id: caller.account_id(),
-            key,
-        };
-        let Some(key) = guard.key.as_deref() else {
-            return Ok(Ok(guard));
-        };
-        let claim = state
-            .store
-            .claim_idempotency_key(
-                caller.account_id(),
-                key,
-                route,
-                &fingerprint(route, images),
-                state.access.idempotency_window_ms,
-            )
-            .await?;
-        match claim {
-            Claim::Fresh => Ok(Ok(guard)),
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                let mut response = (
-                    status,
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                Ok(Err(response))
-            }
-            Claim::Mismatch => Err(ApiError::Conflict {
-                code: "idempotency_key_reused",
-                message: "this Idempotency-Key was used with a different request in the last 24 hours; use a new key".into(),
-            }),
-            Claim::InProgress => Err(ApiError::Conflict {
-                code: "idempotency_key_in_use",
-                message: "a request with this Idempotency-Key is still running; retry after it finishes".into(),
-            }),
-        }
-    }
-
-    fn completion<'b>(
-        &'b self,
-        account_id: &'b str,
-        status: StatusCode,
-        body: &'b str,
-    ) -> Option<Completion<'b>> {
-        self.key.as_deref().map(|key| Completion {
-            account_id,
-            key,
-            status: status.as_u16(),
-            body,
-        })
-    }
-
-    async fn release(&self) {
-        if let Some(key) = &self.key
-            && let Err(error) = self
-                .state
-                .store
-                .release_idempotency_key(self.account_id, key)
-                .await
-        {
-            // The claim then lapses by itself after ten minutes.
-            tracing::warn!(%error, "could not release an idempotency key");
-        }
-    }
-
-    /// Releases the key and answers with `error`.
-    async fn fail(self, error: impl IntoResponse) -> Response {
-        self.release().await;
-        error.into_response()
-    }
 }
 
 async fn describe_one(

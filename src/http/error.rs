@@ -59,6 +59,15 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// Refused by the HTTP layer around the handlers, never by a handler: a method the route
+    /// does not take (405, with `Allow`), a body not sent in time (408), a transfer coding other
+    /// than chunked (501). The last two close the connection.
+    #[error("{message}")]
+    Protocol {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -82,6 +91,7 @@ pub fn status_of(error: &ApiError) -> (StatusCode, &'static str) {
         ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict_error"),
         ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
+        ApiError::Protocol { status, .. } => (*status, "invalid_request_error"),
         ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
     }
 }
@@ -110,7 +120,8 @@ impl ApiError {
             | ApiError::Unavailable { code, .. }
             | ApiError::Unauthorized { code, .. }
             | ApiError::Forbidden { code, .. }
-            | ApiError::Conflict { code, .. } => code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::Protocol { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
@@ -169,7 +180,17 @@ impl IntoResponse for ApiError {
         }
         let retry_after = self.retry_after();
         let unauthorized = status == StatusCode::UNAUTHORIZED;
+        // After a body that was not (fully) read, the connection's framing is lost.
+        let close = matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_IMPLEMENTED
+        );
         let mut response = (status, Json(self.body())).into_response();
+        if close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -233,7 +254,13 @@ impl From<StoreError> for ApiError {
                 retry_after: Duration::from_secs(2),
             },
             // Corrupt rows, driver errors, migrations: the server's fault, not the caller's.
-            other => ApiError::Internal(other.to_string()),
+            // The database's own words stay in the log: they name tables, columns and values.
+            other => {
+                tracing::error!(error = %other, "database failure");
+                ApiError::Internal(
+                    "the database failed; the server log has the cause (find it by this answer's x-request-id)".into(),
+                )
+            }
         }
     }
 }
@@ -361,6 +388,24 @@ mod tests {
                 "rate_limited",
             ),
             (ApiError::NotFound("x".into()), 404, "not_found"),
+            (
+                ApiError::Protocol {
+                    status: StatusCode::METHOD_NOT_ALLOWED,
+                    code: "method_not_allowed",
+                    message: "x".into(),
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                ApiError::Protocol {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    code: "body_timeout",
+                    message: "x".into(),
+                },
+                408,
+                "body_timeout",
+            ),
             (ApiError::Internal("x".into()), 500, "internal_error"),
         ];
         for (error, status, code) in table {
@@ -375,6 +420,10 @@ mod tests {
             assert_eq!(
                 response.headers().contains_key(header::WWW_AUTHENTICATE),
                 status == 401
+            );
+            assert_eq!(
+                response.headers().contains_key(header::CONNECTION),
+                status == 408 || status == 501
             );
         }
     }

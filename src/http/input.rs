@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::extract::{check_json, line};
 use crate::engine::DescribeOptions;
 use crate::model::Detail;
 
@@ -63,15 +64,22 @@ impl OptionFields {
                 "max_chars must be at least 1",
             ));
         }
-        if let Some(id) = &self.asset_id
-            && id.len() > 256
-        {
-            return Err(ApiError::bad_request(
-                "invalid_asset_id",
-                "asset_id is longer than 256 characters",
-            ));
+        if let Some(id) = &self.asset_id {
+            if id.len() > 256 {
+                return Err(ApiError::bad_request(
+                    "invalid_asset_id",
+                    "asset_id is longer than 256 characters",
+                ));
+            }
+            line(id, || "`asset_id`".to_owned())?;
         }
         if let Some(metadata) = &self.metadata {
+            check_json(metadata).map_err(|e| match e {
+                ApiError::BadRequest { message, .. } => {
+                    ApiError::bad_request("invalid_characters", format!("metadata: {message}"))
+                }
+                other => other,
+            })?;
             if !metadata.is_object() {
                 return Err(ApiError::bad_request(
                     "invalid_metadata",
@@ -172,6 +180,7 @@ fn serde_urlencoded_fields(query: &str) -> Result<OptionFields, ApiError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
+        line(&value, || format!("option `{key}`"))?;
         let number = |v: &str| {
             v.parse::<usize>().map_err(|_| {
                 ApiError::bad_request(
@@ -277,6 +286,7 @@ fn read_json(body: &[u8], allow_many: bool) -> Result<Vec<ImageRequest>, ApiErro
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
+    check_json(&value)?;
     if allow_many {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]

@@ -3,9 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,49 +13,13 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, PathParams, cursor, query};
 use super::openapi::{ApiKeyErrors, DeletedDescription, DescriptionPage, VersionList};
 use crate::store::descriptions::{Description, Provenance};
 use crate::store::keys::Scope;
 
 /// Rows fetched per step of an export: bounds memory whatever the account's size.
 pub(crate) const EXPORT_PAGE: i64 = 500;
-
-/// Path parameters, or a 400 with the JSON error body when they cannot be read (an id that is
-/// not UTF-8 once percent-decoded): axum's own `Path` rejection is plain text.
-pub struct PathParams<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Ok(PathParams(value)),
-            Err(rejection) => {
-                let error = ApiError::bad_request("invalid_path", rejection.body_text());
-                state.count_rejection(&error);
-                Err(error)
-            }
-        }
-    }
-}
-
-/// Parses the query string into `T`, answering 400 with a JSON error when it does not fit.
-pub fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
-    Query::<T>::try_from_uri(uri)
-        .map(|Query(value)| value)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-/// The JSON body, or a 400 that says what is wrong with it.
-pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(value)| value).map_err(|e| {
-        let code = match e {
-            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-            _ => "invalid_json",
-        };
-        ApiError::bad_request(code, e.body_text())
-    })
-}
 
 /// The request id the `observe` middleware put on the request.
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
@@ -126,6 +88,8 @@ pub fn library_returns(operation: LibraryOperation, error: &ApiError) -> bool {
         ApiError::BadRequest { .. } => true,
         // Not one of the account's descriptions.
         ApiError::NotFound(_) => matches!(operation, Retrieve | Edit | Delete | Versions),
+        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
+        ApiError::Protocol { .. } => false,
         // Two edits of one description at once (PostgreSQL): the later one's version is taken.
         ApiError::Conflict { .. } => operation == Edit,
         ApiError::UnsupportedMediaType(_)
@@ -158,12 +122,13 @@ pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Re
         caller.require(Scope::Read)?;
         let query: ListQuery = query(&uri)?;
         let limit = page_limit(query.limit)?;
+        let starting_after = cursor(query.starting_after, "desc")?;
         let page = state
             .store
             .list_descriptions(
                 caller.account_id(),
                 query.asset_id.as_deref(),
-                query.starting_after.as_deref(),
+                starting_after.as_deref(),
                 limit,
             )
             .await?;
@@ -246,11 +211,11 @@ pub async fn edit(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(id): PathParams<String>,
-    body: Result<Json<EditRequest>, JsonRejection>,
+    body: Result<ApiJson<EditRequest>, ApiError>,
 ) -> Response {
     let run = async {
         caller.require(Scope::Manage)?;
-        let edit = json_body(body)?;
+        let ApiJson(edit) = body?;
         let text = edit.text.trim();
         if text.is_empty() || text.chars().count() > 10_000 {
             return Err(ApiError::bad_request(

@@ -6,11 +6,15 @@ pub mod admin;
 pub mod auth;
 pub mod descriptions;
 pub mod error;
+pub mod extract;
+pub mod framing;
+pub mod idempotency;
 pub mod image_url;
 pub mod input;
 pub mod library;
 pub mod openapi;
 pub mod ratelimit;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +52,8 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub max_image_bytes: u64,
     pub max_images_per_request: usize,
+    /// From a request's head to the end of its body (`--body-read-timeout-secs`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -81,6 +87,7 @@ impl AppState {
             | ApiError::ImageUrlFailed { .. } => "bad_request",
             ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Protocol { .. } => "protocol",
             // Not a refusal of work: the request was answered from or against stored state.
             ApiError::Conflict { .. } => return,
             // Counted where they happen (admission, queue).
@@ -198,7 +205,13 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.limits.body_read_timeout,
+            framing::body_deadline,
+        ))
+        .layer(middleware::from_fn(framing::refuse_transfer_codings))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -236,6 +249,11 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
     );
     let metrics = state.engine.metrics();
+    // These three come only from the layer around the handlers (`ApiError::Protocol`; no
+    // handler returns one, as the `*_returns` tables say), which has no state to count with.
+    if matches!(status.as_u16(), 405 | 408 | 501) {
+        metrics.reject("protocol");
+    }
     metrics
         .requests
         .with_label_values(&[route.as_str(), status.as_str()])
@@ -282,6 +300,7 @@ pub fn starting_router(
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .fallback(unavailable)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn starting_ready() -> Response {
@@ -334,4 +353,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+/// A known route, another method (`OPTIONS` and `TRACE` included: no route takes them). axum
+/// adds the `Allow` header with the methods the route takes.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::Protocol {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!(
+            "this route does not take {method}; the Allow header lists the methods it takes"
+        ),
+    }
 }

@@ -8,7 +8,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::keys::{CreatedKey, Scope, insert_key};
-use super::{Backend, Result, Store, StoreError, new_id, now_ms};
+use super::{Backend, Result, Store, StoreError, check_string, known_id, new_id, now_ms};
+use crate::strings::Shape;
 
 /// Who restricted an account's processing. The account may lift only its own restriction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -104,7 +105,15 @@ fn check_new(name: &str, email: &str) -> Result<()> {
             "`email` must be an email address".into(),
         ));
     }
-    Ok(())
+    check_string("name", name, Shape::Line)?;
+    check_string("email", email, Shape::Line)
+}
+
+fn check_customer(customer: Option<&str>) -> Result<()> {
+    match customer {
+        Some(customer) => check_string("stripe_customer_id", customer, Shape::Line),
+        None => Ok(()),
+    }
 }
 
 fn check_rate_limit(limit: Option<i64>) -> Result<()> {
@@ -132,6 +141,7 @@ async fn insert_account<'e>(
     new: NewAccount,
 ) -> Result<String> {
     check_new(&new.name, &new.email)?;
+    check_customer(new.stripe_customer_id.as_deref())?;
     check_rate_limit(new.rate_limit_per_minute)?;
     let id = new_id("acct");
     sqlx::query(
@@ -196,6 +206,7 @@ impl Store {
 
     /// Any account that has not been purged, deleted or not (admin view).
     pub async fn account(&self, id: &str) -> Result<Account> {
+        known_id(id, "acct", "account")?;
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 AND purged_at IS NULL"
         ))
@@ -254,6 +265,7 @@ impl Store {
             .stripe_customer_id
             .unwrap_or(current.stripe_customer_id)
             .filter(|c| !c.is_empty());
+        check_customer(customer.as_deref())?;
         let limit = update
             .rate_limit_per_minute
             .unwrap_or(current.rate_limit_per_minute);

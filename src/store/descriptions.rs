@@ -7,7 +7,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::idempotency::Completion;
-use super::{Result, Store, StoreError, now_ms};
+use super::{Result, Store, StoreError, check_string, known_id, now_ms};
+use crate::strings::Shape;
 
 /// Who wrote the current text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -168,6 +169,7 @@ async fn select_description<'e>(
     account_id: &str,
     id: &str,
 ) -> Result<Description> {
+    known_id(id, "desc", "description")?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
     ))
@@ -306,6 +308,8 @@ impl Store {
         text: &str,
         provenance: Option<Provenance>,
     ) -> Result<Description> {
+        known_id(id, "desc", "description")?;
+        check_string("text", text, Shape::Text)?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT version, provenance FROM descriptions WHERE id = $1 AND account_id = $2",
@@ -356,6 +360,7 @@ impl Store {
 
     /// Every version of a description, oldest first.
     pub async fn description_versions(&self, account_id: &str, id: &str) -> Result<Vec<Version>> {
+        known_id(id, "desc", "description")?;
         let rows = sqlx::query(
             "SELECT version, text, provenance, created_at FROM description_versions WHERE description_id = $1 AND account_id = $2 ORDER BY version",
         )
@@ -373,6 +378,7 @@ impl Store {
     /// it (a replay with such a key runs again, as a new request). Its usage rows stay: they are
     /// billing records.
     pub async fn delete_description(&self, account_id: &str, id: &str) -> Result<()> {
+        known_id(id, "desc", "description")?;
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM description_versions WHERE description_id = $1 AND account_id = $2",

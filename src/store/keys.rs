@@ -8,7 +8,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::accounts::RestrictedBy;
-use super::{Result, Store, StoreError, new_id, now_ms};
+use super::{Result, Store, StoreError, check_string, known_id, new_id, now_ms};
+use crate::strings::Shape;
 
 /// Every secret starts with this, so leaked keys are easy to spot (secret scanners, logs).
 pub const KEY_PREFIX: &str = "altk_";
@@ -139,6 +140,7 @@ pub(super) async fn insert_key<'e>(
             "a key's `name` must be 1 to 100 characters".into(),
         ));
     }
+    check_string("name", name, Shape::Line)?;
     if scopes.is_empty() {
         return Err(StoreError::Invalid(
             "a key needs at least one scope: describe, read or manage".into(),
@@ -186,6 +188,7 @@ impl Store {
     }
 
     pub async fn key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+        known_id(key_id, "key", "key")?;
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND account_id = $2"
         ))
@@ -210,6 +213,8 @@ impl Store {
 
     /// Revokes a key; the next request with it is refused (no cache stands in the way).
     pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+        known_id(account_id, "acct", "account")?;
+        known_id(key_id, "key", "key")?;
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
         )

@@ -56,12 +56,42 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
             }
+            // PostgreSQL's refusal of NUL (22021) or of `\u0000` in JSON (22P05). The edge
+            // refuses both first, naming the field; this keeps a string it missed a 400 on
+            // PostgreSQL, as it would be on SQLite, and logs that a check is missing.
+            sqlx::Error::Database(ref db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                tracing::error!(error = %db.message(), "a string the edge should have refused reached the database");
+                StoreError::Invalid(
+                    "a text contains a character that cannot be stored (such as NUL); remove it"
+                        .into(),
+                )
+            }
             other => StoreError::Database(other),
         }
     }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// "Not found" for an id that does not have the form of a `prefix` id: it names nothing, so no
+/// query runs (and no hostile string reaches one).
+pub(crate) fn known_id(id: &str, prefix: &str, what: &'static str) -> Result<()> {
+    if crate::strings::is_id(id, prefix) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(what))
+    }
+}
+
+/// The store's own copy of the edge's string rule ([`crate::strings`]), so that the CLI and any
+/// future caller cannot write what the HTTP layer would refuse.
+pub(crate) fn check_string(field: &str, value: &str, shape: crate::strings::Shape) -> Result<()> {
+    crate::strings::check(value, shape).map_err(|forbidden| {
+        StoreError::Invalid(format!("`{field}` contains {forbidden}; remove it"))
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -222,6 +252,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "billing",
                 include_str!("../../migrations/sqlite/0002_billing.sql"),
             ),
+            (
+                3,
+                "idempotency leases",
+                include_str!("../../migrations/sqlite/0003_idempotency_leases.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -233,6 +268,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "billing",
                 include_str!("../../migrations/postgres/0002_billing.sql"),
+            ),
+            (
+                3,
+                "idempotency leases",
+                include_str!("../../migrations/postgres/0003_idempotency_leases.sql"),
             ),
         ],
     };
