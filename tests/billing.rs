@@ -673,13 +673,25 @@ async fn concurrent_batchers_and_claims_never_overlap() {
     for db in TestDatabase::all().await {
         let one = db.store().await;
         let two = db.store().await;
-        insert_account(&one, "acct_x", Some("cus_x")).await;
+        insert_account(&one, "acct_000000000000000000000000000000e0", Some("cus_x")).await;
         let writer = {
             let store = one.clone();
             tokio::spawn(async move {
                 for _ in 0..20 {
-                    insert_usage(&store, "acct_x", "created", 5).await;
-                    insert_usage(&store, "acct_x", "retrieved", 2).await;
+                    insert_usage(
+                        &store,
+                        "acct_000000000000000000000000000000e0",
+                        "created",
+                        5,
+                    )
+                    .await;
+                    insert_usage(
+                        &store,
+                        "acct_000000000000000000000000000000e0",
+                        "retrieved",
+                        2,
+                    )
+                    .await;
                 }
             })
         };
@@ -774,15 +786,26 @@ async fn concurrent_batchers_and_claims_never_overlap() {
 async fn purge_waits_for_unreported_usage_while_billing_is_on() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        insert_account(&store, "acct_gone", Some("cus_gone")).await;
-        insert_usage(&store, "acct_gone", "created", 3).await;
+        insert_account(
+            &store,
+            "acct_000000000000000000000000000000a0",
+            Some("cus_gone"),
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000a0",
+            "created",
+            3,
+        )
+        .await;
         store
-            .request_deletion("acct_gone", Duration::ZERO)
+            .request_deletion("acct_000000000000000000000000000000a0", Duration::ZERO)
             .await
             .unwrap();
         let now = altimage::store::now_ms() + 1_000;
         let purged = |store: altimage::store::Store| async move {
-            count(&store, "SELECT COUNT(*) AS n FROM accounts WHERE id = 'acct_gone' AND purged_at IS NOT NULL").await == 1
+            count(&store, "SELECT COUNT(*) AS n FROM accounts WHERE id = 'acct_000000000000000000000000000000a0' AND purged_at IS NOT NULL").await == 1
         };
         store
             .purge(now, RetentionPolicy::standard(true))
@@ -824,7 +847,7 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
         assert_eq!(
             count(
                 &store,
-                "SELECT COUNT(*) AS n FROM meter_reports WHERE account_id = 'acct_gone'"
+                "SELECT COUNT(*) AS n FROM meter_reports WHERE account_id = 'acct_000000000000000000000000000000a0'"
             )
             .await,
             0
@@ -832,9 +855,26 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
 
         // A living account's sent report goes after 2 years, like the ledger rows it summed; a
         // dead one stays for an operator. Webhook event ids go after 30 days.
-        insert_account(&store, "acct_old", Some("cus_old")).await;
-        insert_usage(&store, "acct_old", "created", 1).await;
-        insert_usage(&store, "acct_old", "retrieved", 1).await;
+        insert_account(
+            &store,
+            "acct_000000000000000000000000000000b0",
+            Some("cus_old"),
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000b0",
+            "created",
+            1,
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000b0",
+            "retrieved",
+            1,
+        )
+        .await;
         build_reports(&store, &meters()).await.unwrap();
         let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
         assert_eq!(claimed.len(), 2);
@@ -862,7 +902,7 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
             .unwrap();
         assert_eq!((report.meter_reports, report.webhook_events), (1, 1));
         let left =
-            sqlx::query("SELECT id, status FROM meter_reports WHERE account_id = 'acct_old'")
+            sqlx::query("SELECT id, status FROM meter_reports WHERE account_id = 'acct_000000000000000000000000000000b0'")
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
@@ -871,10 +911,16 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
         assert_eq!(left[0].try_get::<String, _>("status").unwrap(), "failed");
 
         // No customer: nothing will ever report the rows, so they do not hold the purge.
-        insert_account(&store, "acct_free", None).await;
-        insert_usage(&store, "acct_free", "retrieved", 2).await;
+        insert_account(&store, "acct_000000000000000000000000000000f0", None).await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000f0",
+            "retrieved",
+            2,
+        )
+        .await;
         store
-            .request_deletion("acct_free", Duration::ZERO)
+            .request_deletion("acct_000000000000000000000000000000f0", Duration::ZERO)
             .await
             .unwrap();
         let report = store
@@ -964,9 +1010,26 @@ async fn a_refused_key_pauses_sending_without_spending_attempts() {
 async fn released_reports_are_claimable_at_once() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        insert_account(&store, "acct_r", Some("cus_r")).await;
-        insert_usage(&store, "acct_r", "created", 2).await;
-        insert_usage(&store, "acct_r", "retrieved", 1).await;
+        insert_account(
+            &store,
+            "acct_000000000000000000000000000000c0",
+            Some("cus_r"),
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000c0",
+            "created",
+            2,
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_000000000000000000000000000000c0",
+            "retrieved",
+            1,
+        )
+        .await;
         build_reports(&store, &meters()).await.unwrap();
         let held = claim(&store, "stopping", 3_600_000, 10).await.unwrap();
         assert_eq!(held.len(), 2, "{}", db.backend);
@@ -1002,8 +1065,19 @@ async fn released_reports_are_claimable_at_once() {
 async fn a_report_in_doubt_too_long_stops_for_reconciliation() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        insert_account(&store, "acct_d", Some("cus_d")).await;
-        insert_usage(&store, "acct_d", "created", 1).await;
+        insert_account(
+            &store,
+            "acct_0000000000000000000000000000000d",
+            Some("cus_d"),
+        )
+        .await;
+        insert_usage(
+            &store,
+            "acct_0000000000000000000000000000000d",
+            "created",
+            1,
+        )
+        .await;
         build_reports(&store, &meters()).await.unwrap();
         let in_doubt = Outcome::Retry {
             new_key: false,

@@ -537,3 +537,49 @@ async fn a_client_that_leaves_mid_request_releases_its_idempotency_key() {
         assert_eq!(usage["totals"]["created"], 1, "{usage}");
     }
 }
+
+/// What hyper answers before the router sees a request (README, "Errors"): no JSON there, but
+/// a status, and the server goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_hyper_s_status_and_the_server_goes_on() {
+    let db = TestDatabase::sqlite();
+    let server = start(&db, &[]);
+    let huge_header = format!(
+        "GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(500 * 1024)
+    );
+    let many_headers = format!(
+        "GET /health/live HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..150)
+            .map(|i| format!("x-h{i}: 1\r\n"))
+            .collect::<String>()
+    );
+    let long_uri = format!(
+        "GET /health/live?{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    for (what, request, status) in [
+        ("headers over the buffer", huge_header.as_str(), "431"),
+        ("more than 100 headers", many_headers.as_str(), "431"),
+        ("a 100 KiB URI", long_uri.as_str(), "414"),
+        (
+            "a bad Content-Length",
+            "POST /v1/descriptions HTTP/1.1\r\nhost: x\r\ncontent-length: 12x\r\n\r\n",
+            "400",
+        ),
+        (
+            "two Content-Lengths",
+            "POST /v1/descriptions HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            "400",
+        ),
+        ("a bad request line", "GET\r\n\r\n", "400"),
+    ] {
+        let answer = raw(&server, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {answer}"
+        );
+    }
+    let live = reqwest::get(server.url("/health/live")).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+}

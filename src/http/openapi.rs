@@ -58,7 +58,14 @@ use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
             signed (`Stripe-Signature`), and it exists only when a webhook secret is set.\n\nErrors are JSON `{\"error\": {\"type\", \"code\", \"message\"}}`; \
             every answer carries `x-request-id`; 429 and 503 carry `Retry-After`. While the model \
             loads, every route except `/health/*`, `/metrics`, `/openapi.json` and `/docs` \
-            answers 503 with code `starting`. Unknown paths answer 404 with the same error body."
+            answers 503 with code `starting`. Unknown paths answer 404 with the same error body.\n\n\
+            Any route can also answer, from the HTTP layer around the operations: 405 \
+            `method_not_allowed` (a method the path does not take; `Allow` lists those it does), \
+            408 `body_timeout` (the body did not arrive within `--body-read-timeout-secs`), 501 \
+            `unsupported_transfer_encoding` (a `Transfer-Encoding` other than `chunked`) and 503 \
+            `too_many_connections` (more than `--max-connections` open). Strings holding NUL, \
+            other control characters (tab and line breaks are allowed in text) or noncharacters \
+            are refused with 400 `invalid_characters` naming the field."
     ),
     paths(
         descriptions::create,
@@ -507,6 +514,11 @@ pub fn every_api_error() -> Vec<ApiError> {
             retry_after: after,
         },
         ApiError::NotFound("example".into()),
+        ApiError::Protocol {
+            status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "example".into(),
+        },
         ApiError::Internal("example".into()),
     ]
 }
@@ -1003,6 +1015,12 @@ pub struct InfoLimits {
     pub max_image_bytes: u64,
     pub max_image_pixels: u64,
     pub max_images_per_request: usize,
+    /// Open HTTP connections; one more is answered 503 `too_many_connections`.
+    pub max_connections: u64,
+    /// Seconds for a request's headers (and an idle kept-alive connection).
+    pub header_read_timeout_secs: u64,
+    /// Seconds from a request's headers to the end of its body; then 408.
+    pub body_read_timeout_secs: u64,
     pub max_new_tokens: usize,
     pub max_num_beams: usize,
     /// Requests per minute per account unless the account has its own limit; 0 = no limit.

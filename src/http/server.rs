@@ -33,11 +33,15 @@ pub struct ConnectionLimits {
     pub retry_after: Duration,
 }
 
-/// Refused connections being answered at once; beyond this a refused connection is closed
-/// without an answer, so that a flood cannot make the refusals themselves unbounded.
+/// Refused connections being answered at once, so that a flood cannot make the refusals
+/// themselves unbounded.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// How long a refusal may take to write its answer and read what the client still sends.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
+/// Bytes of a refused connection's request read before answering (its head) and after (its
+/// body, dropped).
+const MAX_REFUSED_HEAD: usize = 64 * 1024;
+const MAX_REFUSED_BODY: usize = 1024 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the open
 /// connections to finish their requests (the caller bounds that wait).
@@ -70,12 +74,17 @@ pub async fn serve(
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics.reject("connections");
-            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse(stream, limits).await;
-                    drop(refusal);
-                });
-            }
+            // Beyond this many answers at once the loop waits, and new connections wait in
+            // the kernel's backlog: refusals stay bounded and none is dropped unanswered.
+            let refusal = refusals
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            tokio::spawn(async move {
+                refuse(stream, limits).await;
+                drop(refusal);
+            });
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -114,8 +123,9 @@ async fn accept_failed(error: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Answers a connection beyond `--max-connections` with the API's 503 and closes it, without
-/// reading its request. What the client sends meanwhile is read and dropped for a moment, so
+/// Answers a connection beyond `--max-connections` with the API's 503 and closes it. The
+/// request's head is read first (clients treat an answer that comes before their request as a
+/// broken connection, not as an answer); what follows it is read and dropped for a moment, so
 /// that closing with unread data does not reset the connection before the answer is read.
 async fn refuse(mut stream: TcpStream, limits: ConnectionLimits) {
     let error = ApiError::Unavailable {
@@ -133,12 +143,19 @@ async fn refuse(mut stream: TcpStream, limits: ConnectionLimits) {
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_TIME, async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REFUSED_HEAD {
+            match stream.read(&mut buf).await? {
+                0 => return Ok(()),
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 8192];
         let mut drained = 0;
-        while drained < 256 * 1024 {
-            match stream.read(&mut sink).await? {
+        while drained < MAX_REFUSED_BODY {
+            match stream.read(&mut buf).await? {
                 0 => break,
                 n => drained += n,
             }
