@@ -8,32 +8,14 @@ use std::time::{Duration, Instant};
 
 use common::db::TestDatabase;
 use common::fixture;
-use common::server::Server;
+use common::server::{Server, call, json_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-for-tests";
 
 fn start(db: &TestDatabase, extra: &[&str]) -> Server {
-    let mut flags: Vec<String> = db.flags();
-    flags.extend(["--admin-token".to_string(), ADMIN.to_string()]);
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start(&flags)
-}
-
-/// Sends `request` and reads the JSON answer.
-async fn call(request: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    json_of(request.send().await.unwrap()).await
-}
-
-async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{status}, not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, headers, value)
+    common::server::start_on(db, ADMIN, extra)
 }
 
 fn admin(server: &Server) -> reqwest::Client {

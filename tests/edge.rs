@@ -9,31 +9,16 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::db::TestDatabase;
 use common::fixture;
-use common::server::Server;
+use common::server::{Server, call};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const ADMIN: &str = "admin-token-for-edge-tests";
 
 fn start(db: &TestDatabase, extra: &[&str]) -> Server {
-    let mut flags: Vec<String> = db.flags();
-    flags.extend(["--admin-token".to_string(), ADMIN.to_string()]);
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start(&flags)
-}
-
-/// Sends `request`; the status, headers and JSON body (every answer of this API is JSON).
-async fn call(request: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{status}, not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, headers, value)
+    common::server::start_on(db, ADMIN, extra)
 }
 
 /// The server's host:port.

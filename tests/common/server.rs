@@ -169,6 +169,11 @@ impl Server {
         (id, key["key"].as_str().unwrap().to_string())
     }
 
+    /// The process id, e.g. to read its memory use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -220,4 +225,41 @@ pub async fn serve_on_loopback(router: axum::Router) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{address}")
+}
+
+/// `altimage serve` on `db` (its database and data directory) with the admin API on under
+/// `admin_token`, and `extra` flags.
+pub fn start_on(db: &super::db::TestDatabase, admin_token: &str, extra: &[&str]) -> Server {
+    let mut flags: Vec<String> = db.flags();
+    flags.extend(["--admin-token".to_string(), admin_token.to_string()]);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start(&flags)
+}
+
+/// Sends `request` and reads the JSON answer (every answer of the API is JSON).
+pub async fn call(
+    request: reqwest::RequestBuilder,
+) -> (
+    reqwest::StatusCode,
+    reqwest::header::HeaderMap,
+    serde_json::Value,
+) {
+    json_of(request.send().await.unwrap()).await
+}
+
+/// The status, headers and JSON body of `response`; panics with the body when it is not JSON.
+pub async fn json_of(
+    response: reqwest::Response,
+) -> (
+    reqwest::StatusCode,
+    reqwest::header::HeaderMap,
+    serde_json::Value,
+) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("{status}, not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, value)
 }
