@@ -1,6 +1,7 @@
 //! Image preprocessing: comparison with the Python reference
 //! (`tests/reference/preprocess_reference.py`, PIL + numpy as the Python Florence-2 processor) on
-//! generated images of every supported kind, and hostile inputs.
+//! generated images of every supported kind, and hostile inputs; `preprocess/limits.rs` has the
+//! shapes and headers that test the memory bounds, on `prepare_image` and on the real server.
 //!
 //! Tolerance, in 8-bit steps of the resized image (one step is 1/255/std[c], 0.0171 to 0.0175 on
 //! the normalised tensor), per class of test image:
@@ -17,6 +18,8 @@
 //! The Python interpreter is the project venv (`scripts/python-env.sh`, which `make test` sets up).
 
 mod common;
+#[path = "preprocess/limits.rs"]
+mod limits;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -652,6 +655,8 @@ fn hostile_inputs_get_the_right_error() {
             refused(&bytes),
             PreprocessError::Decode(_)
                 | PreprocessError::TooManyPixels { .. }
+                | PreprocessError::AspectRatioUnsupported { .. }
+                | PreprocessError::MemoryLimit
                 | PreprocessError::UnsupportedFeature(_)
         ));
     }

@@ -243,16 +243,12 @@ impl Engine {
         .await
         .map_err(|e| EngineError::Inference(format!("image preparation panicked: {e}")))?;
         let (prepared, byte_size, sha256) = prepared.inspect_err(|e| {
-            inner.metrics.reject(
-                if matches!(
-                    e,
-                    PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit
-                ) {
-                    "too_large"
-                } else {
-                    "bad_image"
-                },
-            );
+            inner.metrics.reject(match e {
+                PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit => "too_large",
+                // The server, not the image: short of memory right now.
+                PreprocessError::OutOfMemory { .. } => "overloaded",
+                _ => "bad_image",
+            });
         })?;
         let prepare_time = prepare_started.elapsed();
         inner

@@ -105,13 +105,13 @@ pub fn create_returns(error: &ApiError) -> bool {
         (status = 409, description = "The `Idempotency-Key` was used with a different request in the last 24 hours (`idempotency_key_reused`), or a request with it is still running (`idempotency_key_in_use`).", body = ErrorBody),
         (status = 413, description = "Too large: the body (`--max-body-bytes`), the image bytes (`--max-image-bytes`, sent or fetched) or its pixels (`--max-image-pixels`).", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 415, description = "Unsupported content type: send image/*, application/octet-stream, multipart/form-data or application/json.", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 422, description = "The bytes are not an image that can be read (empty, truncated, unknown format), or the image URL could not be fetched (unreachable, upstream error status, timeout, too many redirects).", body = ErrorBody, headers(("x-request-id" = String))),
+        (status = 422, description = "The bytes are not an image that can be read (empty, truncated, unknown format, or more elongated than 200:1: `image_aspect_ratio_unsupported`), or the image URL could not be fetched (unreachable, upstream error status, timeout, too many redirects).", body = ErrorBody, headers(("x-request-id" = String))),
         (status = 429, description = "At capacity (`--max-concurrent-images`, code `overloaded`), or the account's requests per minute are used up (`rate_limited`); retry after `Retry-After` seconds.", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),
         (status = 500, description = "Inference failed (the worker is marked unhealthy until a run succeeds), or the database failed; nothing was stored or billed.", body = ErrorBody, headers(("x-request-id" = String))),
-        (status = 503, description = "Not available: the model is still loading (`starting`), the server is draining (`draining`), the image waited longer than `--max-queue-time-ms` (`queue_timeout`), or the database did not answer in time (`database_unavailable`).", body = ErrorBody, headers(
+        (status = 503, description = "Not available: the model is still loading (`starting`), the server is draining (`draining`), the image waited longer than `--max-queue-time-ms` (`queue_timeout`), the server is short of memory for preparing the image (`out_of_memory`), or the database did not answer in time (`database_unavailable`).", body = ErrorBody, headers(
             ("x-request-id" = String),
             ("retry-after" = u64, description = "Seconds to wait before retrying."),
         )),

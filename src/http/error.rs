@@ -275,6 +275,11 @@ impl From<PreprocessError> for ApiError {
             PreprocessError::InvalidConfig { .. } | PreprocessError::Internal(_) => {
                 ApiError::Internal(error.to_string())
             }
+            PreprocessError::OutOfMemory { .. } => ApiError::Unavailable {
+                code,
+                message: error.to_string(),
+                retry_after: Duration::from_secs(2),
+            },
             _ => ApiError::BadImage {
                 code,
                 message: error.to_string(),
@@ -451,6 +456,17 @@ mod tests {
         assert_eq!(status_of(&bomb.into()).0, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
             status_of(&PreprocessError::UnsupportedFormat.into()).0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let short = ApiError::from(PreprocessError::OutOfMemory { megabytes: 120 });
+        assert_eq!(status_of(&short).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(short.code(), "out_of_memory");
+        let aspect = PreprocessError::AspectRatioUnsupported {
+            width: 1,
+            height: 40_000_000,
+        };
+        assert_eq!(
+            status_of(&aspect.into()).0,
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }

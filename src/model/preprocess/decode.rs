@@ -1,18 +1,16 @@
-//! Bytes → 8-bit RGB: format sniffing, header-first size check, bounded decode, EXIF orientation,
-//! alpha flattened on white.
+//! Bytes → 8-bit RGB: format sniffing, header-first checks (pixel count, aspect ratio, memory
+//! plan), then a bounded decode into a buffer reserved without aborting, conversion and EXIF
+//! orientation.
 
 use std::io::Cursor;
 
-use image::{
-    DynamicImage, ImageBuffer, ImageDecoder, ImageError, ImageFormat, ImageReader, Pixel, RgbImage,
-};
+use image::metadata::Orientation;
+use image::{ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 
-use super::{ImageKind, ImageLimits, PreprocessError};
-
-/// Headroom on top of the decoded pixels for a decoder's own buffers (rows, strips, tables).
-const DECODER_ALLOC_SLACK: u64 = 64 << 20;
-/// Decoded pixels are at most 8 bytes each (16-bit RGBA).
-const MAX_BYTES_PER_PIXEL: u64 = 8;
+use super::memory::{self, DECODER_SCRATCH_BYTES, Facts, HEADER_ALLOC_BYTES};
+use super::resize::zeroed;
+use super::{ImageKind, ImageLimits, MAX_ASPECT_RATIO, PreprocessError, PreprocessorConfig};
+use super::{convert, header};
 
 /// The format, from the magic bytes only.
 pub(super) fn sniff(bytes: &[u8]) -> Option<ImageKind> {
@@ -34,19 +32,51 @@ pub(super) fn sniff(bytes: &[u8]) -> Option<ImageKind> {
     }
 }
 
-/// The decoded image (first frame of an animation), oriented, as packed 8-bit RGB.
+/// Refuses a header size beyond the pixel limit (413) or the aspect ratio limit (422).
+pub(super) fn check_size(
+    width: u32,
+    height: u32,
+    limits: &ImageLimits,
+) -> Result<(), PreprocessError> {
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(PreprocessError::TooManyPixels {
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
+    }
+    let (long, short) = (width.max(height), width.min(height));
+    if u64::from(long) > u64::from(MAX_ASPECT_RATIO) * u64::from(short) {
+        return Err(PreprocessError::AspectRatioUnsupported { width, height });
+    }
+    Ok(())
+}
+
+/// The decoded image (first frame of an animation), oriented, as packed 8-bit RGB. Nothing of
+/// the pixels is decoded before the header passed [`check_size`] and its memory plan fits the
+/// budget of `limits` (see `memory`).
 pub(super) fn decode_rgb8(
     bytes: &[u8],
     kind: ImageKind,
     limits: &ImageLimits,
+    config: &PreprocessorConfig,
 ) -> Result<RgbImage, PreprocessError> {
-    let alloc_budget = limits
-        .max_pixels
-        .saturating_mul(MAX_BYTES_PER_PIXEL)
-        .saturating_add(DECODER_ALLOC_SLACK);
-    let mut decoder_limits = image::Limits::default();
-    decoder_limits.max_alloc = Some(alloc_budget);
+    // Sizes read here before the decoder exists: image-webp misreads a lossless side of 16384 as
+    // 0, and the png crate reserves a whole row while it reads the header.
+    let declared = match kind {
+        ImageKind::Webp => header::webp(bytes).map(|(w, h, _)| (w, h)),
+        ImageKind::Png => header::png(bytes),
+        _ => None,
+    };
+    if let Some((w, h)) = declared
+        && w > 0
+        && h > 0
+    {
+        check_size(w, h, limits)?;
+    }
 
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_alloc = Some(HEADER_ALLOC_BYTES);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(kind));
     reader.limits(decoder_limits.clone());
     // Constructing the decoder reads only the header (and, for PNG, the chunks before the data).
@@ -55,47 +85,77 @@ pub(super) fn decode_rgb8(
         .map_err(|e| map_image_error(kind, e))?;
 
     let (width, height) = decoder.dimensions();
+    if let Some((w, h)) = declared
+        && kind == ImageKind::Webp
+        && (w, h) != (width, height)
+    {
+        return Err(PreprocessError::UnsupportedFeature(format!(
+            "this WebP image is {w}x{h} pixels; lossless WebP images with a side of exactly \
+             16384 pixels cannot be decoded: re-encode it smaller or as PNG or JPEG"
+        )));
+    }
     if width == 0 || height == 0 {
         return Err(PreprocessError::Decode(format!(
             "the {} header gives an empty size {width}x{height}",
             kind.name()
         )));
     }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(PreprocessError::TooManyPixels {
-            width,
-            height,
-            limit: limits.max_pixels,
-        });
-    }
-    // Strict per-side limits from here on, so that no decoder goes beyond the header's size.
-    decoder_limits.max_image_width = Some(width);
-    decoder_limits.max_image_height = Some(height);
-    decoder
-        .set_limits(decoder_limits)
-        .map_err(|e| map_image_error(kind, e))?;
-    if decoder.total_bytes() > alloc_budget {
-        return Err(PreprocessError::MemoryLimit);
-    }
+    check_size(width, height, limits)?;
     if kind == ImageKind::Jpeg && !jpeg_has_end_marker(bytes) {
         return Err(PreprocessError::Decode(
             "the JPEG data is truncated (no end-of-image marker)".to_owned(),
         ));
     }
     // Broken metadata must not cost the user the description: treat it as "no rotation".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
 
+    let color = decoder.color_type();
+    let pixels = u64::from(width) * u64::from(height);
+    let source_bytes_per_pixel = u64::from(decoder.original_color_type().bits_per_pixel())
+        .div_ceil(8)
+        .max(u64::from(color.bytes_per_pixel()));
+    let facts = Facts {
+        bytes,
+        kind,
+        width,
+        height,
+        color,
+        source_bytes_per_pixel,
+        transposed: matches!(
+            orientation,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::Rotate90FlipH
+                | Orientation::Rotate270FlipH
+        ),
+    };
+    let budget = memory::budget(limits, config);
+    if memory::peak_bytes(&facts, config, budget) > budget {
+        return Err(PreprocessError::MemoryLimit);
+    }
+
+    // Strict per-side limits from here on, so that no decoder goes beyond the header's size, and
+    // an allocation budget that holds the decoders which honour it to their own full-size buffer.
+    decoder_limits.max_image_width = Some(width);
+    decoder_limits.max_image_height = Some(height);
+    decoder_limits.max_alloc =
+        Some((source_bytes_per_pixel * pixels).saturating_add(DECODER_SCRATCH_BYTES));
+    decoder
+        .set_limits(decoder_limits)
+        .map_err(|e| map_image_error(kind, e))?;
+    let total = usize::try_from(decoder.total_bytes()).map_err(|_| PreprocessError::MemoryLimit)?;
+    let mut buf = zeroed(total)?;
     // A decoder bug on hostile data must refuse this image, not take the worker thread down.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        DynamicImage::from_decoder(decoder)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decoder.read_image(&mut buf)
     }))
     .map_err(|_| PreprocessError::Decode(format!("the {} data could not be decoded", kind.name())))?
     .map_err(|e| map_image_error(kind, e))?;
-    let mut rgb = DynamicImage::ImageRgb8(to_rgb8_on_white(decoded));
-    rgb.apply_orientation(orientation);
-    Ok(rgb.into_rgb8())
+
+    let rgb = convert::to_rgb8_on_white(buf, color, pixels as usize)?;
+    let rgb = RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| PreprocessError::Internal("decoded size mismatch".to_owned()))?;
+    convert::orient(rgb, orientation)
 }
 
 fn image_format(kind: ImageKind) -> ImageFormat {
@@ -140,65 +200,6 @@ fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// 8-bit RGB; an alpha channel is flattened on white (see [`flatten_on_white`]). 16-bit samples
-/// keep their high byte, as PIL does when it opens 16-bit PNG and TIFF images.
-fn to_rgb8_on_white(image: DynamicImage) -> RgbImage {
-    match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageRgba8(rgba) => flatten_on_white(&rgba),
-        DynamicImage::ImageLuma16(b) => to_rgb8_on_white(DynamicImage::ImageLuma8(high_bytes(&b))),
-        DynamicImage::ImageLumaA16(b) => {
-            to_rgb8_on_white(DynamicImage::ImageLumaA8(high_bytes(&b)))
-        }
-        DynamicImage::ImageRgb16(b) => high_bytes(&b),
-        DynamicImage::ImageRgba16(b) => flatten_on_white(&high_bytes(&b)),
-        other if other.color().has_alpha() => flatten_on_white(&other.into_rgba8()),
-        other => other.into_rgb8(),
-    }
-}
-
-/// 16-bit → 8-bit by keeping the high byte (PIL's `;16B` unpackers), not by rounding.
-fn high_bytes<P, Q>(image: &ImageBuffer<P, Vec<u16>>) -> ImageBuffer<Q, Vec<u8>>
-where
-    P: Pixel<Subpixel = u16>,
-    Q: Pixel<Subpixel = u8>,
-{
-    let (width, height) = image.dimensions();
-    let samples = image.as_raw().iter().map(|&v| (v >> 8) as u8).collect();
-    ImageBuffer::from_raw(width, height, samples).expect("same number of samples")
-}
-
-/// Composites RGBA over an opaque white background, with Pillow's `Image.alpha_composite`
-/// fixed-point arithmetic (so the Python reference, which composites with PIL, matches exactly).
-fn flatten_on_white(rgba: &image::RgbaImage) -> RgbImage {
-    let (width, height) = rgba.dimensions();
-    let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
-    for px in rgba.as_raw().chunks_exact(4) {
-        let a = u32::from(px[3]);
-        out.extend_from_slice(&match a {
-            255 => [px[0], px[1], px[2]],
-            0 => [255, 255, 255],
-            _ => [
-                composite_on_white(px[0], a),
-                composite_on_white(px[1], a),
-                composite_on_white(px[2], a),
-            ],
-        });
-    }
-    RgbImage::from_raw(width, height, out).expect("3 bytes for each of width*height pixels")
-}
-
-/// Pillow `ImagingAlphaComposite` for an opaque white destination (PRECISION_BITS = 7).
-#[inline]
-fn composite_on_white(c: u8, a: u32) -> u8 {
-    const PRECISION_BITS: u32 = 7;
-    let coef1 = a << PRECISION_BITS; // a * 255 * 255 * 2^7 / (255 * 255)
-    let coef2 = (255 << PRECISION_BITS) - coef1;
-    let tmp = u32::from(c) * coef1 + 255 * coef2 + (0x80 << PRECISION_BITS);
-    let div255 = ((tmp >> 8) + tmp) >> 8;
-    (div255 >> PRECISION_BITS) as u8
 }
 
 fn map_image_error(kind: ImageKind, error: ImageError) -> PreprocessError {
@@ -246,18 +247,6 @@ fn sanitize(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn composite_matches_the_ends_and_pillow() {
-        for c in 0..=255u8 {
-            assert_eq!(composite_on_white(c, 255), c);
-            assert_eq!(composite_on_white(c, 0), 255);
-        }
-        // Pillow 12: Image.alpha_composite(white, (c, c, c, a)) for a few values.
-        assert_eq!(composite_on_white(0, 128), 127);
-        assert_eq!(composite_on_white(0, 1), 254);
-        assert_eq!(composite_on_white(100, 200), 133);
-    }
 
     #[test]
     fn sniffs_magic_bytes_only() {
