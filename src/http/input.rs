@@ -139,10 +139,17 @@ fn decode_base64(data: &str) -> Result<Bytes, ApiError> {
         Some(rest) => rest.split_once(";base64,").map(|(_, b)| b).unwrap_or(rest),
         None => data,
     };
-    let cleaned: String = payload
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    // Line-wrapped base64 needs a copy without the breaks; the usual unwrapped form is decoded
+    // where it is, so a large image is not held a third time.
+    let cleaned: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        payload
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+            .into()
+    } else {
+        payload.into()
+    };
     base64::engine::general_purpose::STANDARD
         .decode(cleaned.as_bytes())
         .map(Bytes::from)
@@ -261,7 +268,7 @@ pub async fn read_images(
         let body = Bytes::from_request(request, &())
             .await
             .map_err(body_error)?;
-        return read_json(&body, allow_many);
+        return read_json(body, allow_many);
     }
     Err(ApiError::UnsupportedMediaType(if kind.is_empty() {
         "(none)".into()
@@ -282,10 +289,13 @@ pub(crate) fn body_error(rejection: axum::extract::rejection::BytesRejection) ->
     }
 }
 
-fn read_json(body: &[u8], allow_many: bool) -> Result<Vec<ImageRequest>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+/// Takes the body by value so that it is gone once parsed: a large image is then held as the
+/// parsed base64 text and, once decoded, its bytes, never as three copies.
+fn read_json(body: Bytes, allow_many: bool) -> Result<Vec<ImageRequest>, ApiError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
+    drop(body);
     check_json(&value)?;
     if allow_many {
         #[derive(Deserialize)]
