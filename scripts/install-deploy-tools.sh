@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the deployment tests (tests/deploy.rs, deploy/tests/) need, into the project
+# Installs what the deployment tests (tests/it/deploy.rs, deploy/tests/) need, into the project
 # cache, and prints the path of the deployment venv's python:
 #   .cache/deploy-venv          PyYAML and kubernetes-validate (deploy/tests/requirements.txt), kept
 #                               apart from the model generator's venv so its pins stay untouched

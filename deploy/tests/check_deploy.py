@@ -2,7 +2,7 @@
 schemas, Compose/Prometheus/Grafana files parsed and checked with promtool, the Dockerfiles' pins,
 and every metric the alerts, dashboard and autoscaler use against a live server's /metrics.
 
-Run by tests/deploy.rs through the deployment venv (scripts/install-deploy-tools.sh):
+Run by tests/it/deploy.rs through the deployment venv (scripts/install-deploy-tools.sh):
     check_deploy.py chart | configs | selftest | metrics --exposition FILE
 Exit status 1 with every problem listed when anything is wrong.
 """

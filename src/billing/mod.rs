@@ -3,7 +3,6 @@
 //! breaker, gauges). Exactly once = at-least-once sending + Stripe's identifier dedup + the
 //! Idempotency-Key replay; leases only save work.
 
-pub mod admin;
 pub mod batcher;
 pub mod sender;
 pub mod stripe;

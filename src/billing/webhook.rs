@@ -1,22 +1,15 @@
-//! `POST /v1/stripe/webhook`: Stripe-Signature verification (HMAC-SHA256 over `t.body`, constant
-//! time, timestamp tolerance) and the events billing acts on: `customer.deleted` unmaps the
-//! customer. Each event id is applied once, in the same transaction as its effect.
+//! Stripe's webhook deliveries: Stripe-Signature verification (HMAC-SHA256 over `t.body`,
+//! constant time, timestamp tolerance) and the events billing acts on: `customer.deleted` unmaps
+//! the customer. Each event id is applied once, in the same transaction as its effect. The route,
+//! `POST /v1/stripe/webhook`, is in `http::billing`.
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::http::AppState;
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::openapi::WebhookReceived;
 use crate::store::{Store, StoreError};
 
 /// The endpoint secret (`whsec_…`) and how old a signature may be.
@@ -155,111 +148,6 @@ pub async fn apply(store: &Store, event: &Value) -> Result<Applied, StoreError> 
     };
     tx.commit().await?;
     Ok(applied)
-}
-
-/// The raw body is taken as bytes: the signature covers exactly what Stripe sent.
-#[utoipa::path(
-    post,
-    path = "/v1/stripe/webhook",
-    operation_id = "stripeWebhook",
-    tag = "billing",
-    summary = "Stripe webhook endpoint",
-    description = "For Stripe, not for API clients: no bearer token; each delivery is verified by \
-        its `Stripe-Signature` header (HMAC-SHA256 with `--stripe-webhook-secret` / \
-        `STRIPE_WEBHOOK_SECRET`, any `v1` signature, timestamp within \
-        `--stripe-webhook-tolerance-secs`). Billing acts on `customer.deleted` (the customer's \
-        accounts are unmapped and their pending reports failed); other events are acknowledged \
-        and ignored. Each event id is applied once; a redelivery answers 200 and does nothing. \
-        The route exists only when a webhook secret is set.",
-    params(("Stripe-Signature" = String, Header, description = "Stripe's signature header, `t=TIMESTAMP,v1=HEX[,v1=HEX]`.", example = "t=1764393600,v1=7500d5d4be4b3ef07af1fe56f7d522d135cdaa7530de557e67cc1049c52de094")),
-    request_body(content = Object, content_type = "application/json", description = "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)."),
-    responses(
-        (status = 200, description = "Received: applied, ignored, or a duplicate.", body = WebhookReceived),
-        (status = 400, description = "Refused: no `Stripe-Signature`, a malformed one, no matching `v1` signature, or a timestamp beyond the tolerance (`invalid_signature`); a body that is not JSON (`invalid_json`); an event without `id` or `type` (`invalid_event`).", body = ErrorBody),
-        (status = 413, description = "The body exceeds `--max-body-bytes` (`body_too_large`); Stripe's events are a few KiB.", body = ErrorBody),
-        (status = 404, description = "The webhook is off: the server runs without a webhook secret.", body = ErrorBody),
-        (status = 503, description = "The event could not be applied (the database failed or did not answer; code `unavailable`), so Stripe redelivers it later; or the model is still loading (`starting`).", body = ErrorBody),
-    ),
-)]
-pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<WebhookReceived>, ApiError> {
-    let Some(config) = state.billing.webhook.clone() else {
-        return Err(ApiError::NotFound("no such route".into()));
-    };
-    let body = body.map_err(crate::http::input::body_error)?;
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
-    let now_secs = crate::store::now_ms() / 1000;
-    if let Err(refused) = verify(header, &body, &config.secret, config.tolerance, now_secs) {
-        tracing::warn!(%refused, "Stripe webhook refused");
-        return Err(ApiError::bad_request(
-            "invalid_signature",
-            refused.to_string(),
-        ));
-    }
-    let event: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the event is not JSON: {e}"))
-    })?;
-    crate::http::extract::check_json(&event)?;
-    match apply(&state.store, &event).await {
-        Ok(applied) => {
-            if let Applied::CustomerDeleted { reports, .. } = applied {
-                state
-                    .engine
-                    .metrics()
-                    .billing_events
-                    .with_label_values(&["customer_deleted"])
-                    .inc_by(reports);
-                if let Some(billing) = state.billing.billing.as_ref() {
-                    billing.wake();
-                }
-            }
-            Ok(Json(WebhookReceived { received: true }))
-        }
-        Err(StoreError::Invalid(message)) => Err(ApiError::bad_request("invalid_event", message)),
-        // Stripe retries a failed delivery for days: a 503 lets it come back (it keeps its own
-        // schedule; Retry-After is there like on every 503 of this API).
-        Err(e) => {
-            tracing::warn!(error = %e, "Stripe webhook not applied; Stripe will redeliver");
-            Err(ApiError::Unavailable {
-                code: "unavailable",
-                message: "the event could not be applied now; redeliver it".into(),
-                retry_after: Duration::from_secs(60),
-            })
-        }
-    }
-}
-
-/// Which errors the webhook answers with (the OpenAPI test holds the document to it).
-pub fn webhook_returns(error: &ApiError) -> bool {
-    match error {
-        // A refused signature, a body that is not JSON, an event without `id` or `type`; an
-        // unreadable body.
-        ApiError::BadRequest { .. } => true,
-        // A body over --max-body-bytes.
-        ApiError::TooLarge { .. } => true,
-        // No webhook secret: the route is not mounted and the fallback answers.
-        ApiError::NotFound(_) => true,
-        // The HTTP layer around the handlers (405, 408, 501): documented once, for every route.
-        ApiError::Protocol { .. } => false,
-        // The store failed: Stripe redelivers.
-        ApiError::Unavailable { .. } => true,
-        // No API key on this route, so no scopes, restriction or rate limit; the body is read as
-        // bytes whatever its type; no images; store failures all answer 503.
-        ApiError::Unauthorized { .. }
-        | ApiError::Forbidden { .. }
-        | ApiError::RateLimited { .. }
-        | ApiError::Conflict { .. }
-        | ApiError::UnsupportedMediaType(_)
-        | ApiError::BadImage { .. }
-        | ApiError::ImageUrlFailed { .. }
-        | ApiError::Overloaded { .. }
-        | ApiError::Internal(_) => false,
-    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub enum AccountOperation {
 }
 
 /// Whether `operation` can answer with `error`; checked against the annotations below by
-/// tests/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
+/// tests/it/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
 pub fn account_returns(operation: AccountOperation, error: &ApiError) -> bool {
     use AccountOperation::*;
     match error {

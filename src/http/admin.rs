@@ -39,7 +39,7 @@ pub enum AdminOperation {
 }
 
 /// Whether `operation` can answer with `error`; checked against the annotations below by
-/// tests/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
+/// tests/it/openapi.rs. Exhaustive on purpose, like `descriptions::create_returns`.
 pub fn admin_returns(operation: AdminOperation, error: &ApiError) -> bool {
     use AdminOperation::*;
     match error {

@@ -32,7 +32,7 @@ struct Timed {
     inference_ms: u128,
 }
 
-/// Whether `create` can answer with `error`. tests/openapi.rs turns this into statuses through
+/// Whether `create` can answer with `error`. tests/it/openapi.rs turns this into statuses through
 /// `status_of` and checks them against the `responses` of `create`'s `#[utoipa::path]` below.
 /// Exhaustive on purpose: a new `ApiError` variant does not compile until this says whether
 /// `create` returns it, and the check then fails until its status is documented.

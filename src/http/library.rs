@@ -68,7 +68,7 @@ pub enum LibraryOperation {
     Export,
 }
 
-/// Whether `operation` can answer with `error`. tests/openapi.rs turns this into statuses
+/// Whether `operation` can answer with `error`. tests/it/openapi.rs turns this into statuses
 /// through `status_of` and checks them against the `responses` of the annotations below.
 /// Exhaustive on purpose, like `descriptions::create_returns`.
 pub fn library_returns(operation: LibraryOperation, error: &ApiError) -> bool {

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod descriptions;
 pub mod error;
 pub mod extract;
@@ -179,13 +180,10 @@ pub fn router(state: AppState) -> Router {
                 "/v1/admin/accounts/{id}/keys/{key_id}",
                 delete(admin::revoke_key),
             )
-            .route(
-                "/v1/admin/billing/reports",
-                get(crate::billing::admin::list_reports),
-            )
+            .route("/v1/admin/billing/reports", get(billing::list_reports))
             .route(
                 "/v1/admin/billing/reports/{id}/retry",
-                post(crate::billing::admin::retry_report),
+                post(billing::retry_report),
             )
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -195,7 +193,7 @@ pub fn router(state: AppState) -> Router {
     }
     if state.billing.webhook.is_some() {
         // Stripe signs the body instead of sending an API key.
-        app = app.route("/v1/stripe/webhook", post(crate::billing::webhook::receive));
+        app = app.route("/v1/stripe/webhook", post(billing::receive));
     }
     app.route("/health/live", get(live))
         .route("/health/ready", get(ready))

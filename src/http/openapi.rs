@@ -3,7 +3,7 @@
 //! mod.rs) and the wire types' `ToSchema` derives. Served at `/openapi.json`; `/docs` is a
 //! self-contained page (no CDN, no external fonts or scripts) that fetches it and renders it.
 //!
-//! The status check (tests/openapi.rs) compares, per operation, the documented response statuses
+//! The status check (tests/it/openapi.rs) compares, per operation, the documented response statuses
 //! with [`handler_statuses`]: for the `/v1/` handlers these come from the `ApiError` variants
 //! they can return (`descriptions::create_returns`, `library::library_returns`,
 //! `account::account_returns`, `admin::admin_returns`: exhaustive matches) through
@@ -30,12 +30,11 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema
 
 use super::account::{self, AccountOperation, AccountPatch};
 use super::admin::{self, AdminOperation, CreateAccount, CreateKey, CreatedKeyBody, UpdateAccount};
+use super::billing::{self as billing_http, BillingAdminOperation};
 use super::descriptions;
 use super::error::{ApiError, ErrorBody, ErrorDetail, status_of};
 use super::library::{self, EditRequest, ExportFormat, LibraryOperation};
-use crate::billing::admin::{self as billing_admin, BillingAdminOperation};
 use crate::billing::sender::MeterReport;
-use crate::billing::webhook;
 use crate::model::Detail;
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageKind;
@@ -89,9 +88,9 @@ use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
         admin::create_key,
         admin::list_keys,
         admin::revoke_key,
-        billing_admin::list_reports,
-        billing_admin::retry_report,
-        webhook::receive,
+        billing_http::list_reports,
+        billing_http::retry_report,
+        billing_http::receive,
         health_live,
         health_ready,
         health,
@@ -279,7 +278,7 @@ fn metrics() {}
 /// handler can answer with)`. The description handlers derive theirs from the `ApiError` variants
 /// they return; the operations handlers in mod.rs return no `ApiError` and answer with the
 /// statuses listed here. The start-up router (`starting_router`) adds 503 to the routes it does
-/// not serve; tests/openapi.rs measures that by calling it.
+/// not serve; tests/it/openapi.rs measures that by calling it.
 pub fn handler_statuses() -> Vec<(&'static str, &'static str, BTreeSet<u16>)> {
     let fixed = |statuses: &[StatusCode]| statuses.iter().map(StatusCode::as_u16).collect();
     vec![
@@ -430,20 +429,20 @@ pub fn handler_statuses() -> Vec<(&'static str, &'static str, BTreeSet<u16>)> {
             "get",
             "/v1/admin/billing/reports",
             statuses(StatusCode::OK, |e| {
-                billing_admin::billing_admin_returns(BillingAdminOperation::ListReports, e)
+                billing_http::billing_admin_returns(BillingAdminOperation::ListReports, e)
             }),
         ),
         (
             "post",
             "/v1/admin/billing/reports/{id}/retry",
             statuses(StatusCode::OK, |e| {
-                billing_admin::billing_admin_returns(BillingAdminOperation::RetryReport, e)
+                billing_http::billing_admin_returns(BillingAdminOperation::RetryReport, e)
             }),
         ),
         (
             "post",
             "/v1/stripe/webhook",
-            statuses(StatusCode::OK, webhook::webhook_returns),
+            statuses(StatusCode::OK, billing_http::webhook_returns),
         ),
         ("get", "/health/live", fixed(&[StatusCode::OK])),
         (
@@ -473,7 +472,7 @@ pub fn statuses(success: StatusCode, returns: impl Fn(&ApiError) -> bool) -> BTr
         .collect()
 }
 
-/// One value of each `ApiError` variant (tests/openapi.rs checks that none is missing).
+/// One value of each `ApiError` variant (tests/it/openapi.rs checks that none is missing).
 pub fn every_api_error() -> Vec<ApiError> {
     let after = std::time::Duration::from_secs(1);
     vec![

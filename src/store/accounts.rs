@@ -7,8 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::keys::{CreatedKey, Scope, insert_key};
-use super::{Backend, Result, Store, StoreError, check_string, known_id, new_id, now_ms};
+use super::{Result, Store, StoreError, check_string, known_id, new_id, now_ms};
 use crate::strings::Shape;
 
 /// Who restricted an account's processing. The account may lift only its own restriction.
@@ -136,7 +135,7 @@ fn customer_conflict(error: StoreError) -> StoreError {
 
 /// Checks and inserts a new account through `executor` (the pool, or a transaction); returns
 /// its id.
-async fn insert_account<'e>(
+pub(super) async fn insert_account<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     new: NewAccount,
 ) -> Result<String> {
@@ -159,49 +158,10 @@ async fn insert_account<'e>(
     Ok(id)
 }
 
-/// Serialises first starts on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already does). Any constant
-/// works, as long as nothing else in the database takes the same advisory lock.
-const BOOTSTRAP_LOCK: i64 = 0x616c_7469_6d67_0001;
-
 impl Store {
     pub async fn create_account(&self, new: NewAccount) -> Result<Account> {
         let id = insert_account(self.pool(), new).await?;
         self.account(&id).await
-    }
-
-    /// The first start's account and key, created only when the database holds no account at
-    /// all; `None` otherwise. The check and the creation are one transaction, serialised across
-    /// replicas, so replicas starting together on an empty database create one account, not one
-    /// each.
-    pub async fn create_first_account(
-        &self,
-        new: NewAccount,
-        key_name: &str,
-        scopes: &[Scope],
-    ) -> Result<Option<(Account, CreatedKey)>> {
-        let mut tx = self.begin_write().await?;
-        if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(BOOTSTRAP_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-        if accounts > 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let account_id = insert_account(&mut *tx, new).await?;
-        let (key_id, secret) = insert_key(&mut *tx, &account_id, key_name, scopes).await?;
-        tx.commit().await?;
-        let key = self.key(&account_id, &key_id).await?;
-        Ok(Some((
-            self.account(&account_id).await?,
-            CreatedKey { key, secret },
-        )))
     }
 
     /// Any account that has not been purged, deleted or not (admin view).

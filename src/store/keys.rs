@@ -1,5 +1,6 @@
 //! API keys: created with a recognisable prefix and shown once, stored only as a SHA-256 hash,
-//! scoped, revocable at once; and the lookup that authenticates a request.
+//! scoped, revocable at once; the lookup that authenticates a request; and a first start's
+//! account with its key, made together (keys build on accounts, never the other way).
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -7,8 +8,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::accounts::RestrictedBy;
-use super::{Result, Store, StoreError, check_string, known_id, new_id, now_ms};
+use super::accounts::{Account, NewAccount, RestrictedBy, insert_account};
+use super::{Backend, Result, Store, StoreError, check_string, known_id, new_id, now_ms};
 use crate::strings::Shape;
 
 /// Every secret starts with this, so leaked keys are easy to spot (secret scanners, logs).
@@ -171,7 +172,46 @@ pub(super) async fn insert_key<'e>(
     Ok((id, secret))
 }
 
+/// Serialises first starts on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already does). Any constant
+/// works, as long as nothing else in the database takes the same advisory lock.
+const BOOTSTRAP_LOCK: i64 = 0x616c_7469_6d67_0001;
+
 impl Store {
+    /// The first start's account and key, created only when the database holds no account at
+    /// all; `None` otherwise. The check and the creation are one transaction, serialised across
+    /// replicas, so replicas starting together on an empty database create one account, not one
+    /// each.
+    pub async fn create_first_account(
+        &self,
+        new: NewAccount,
+        key_name: &str,
+        scopes: &[Scope],
+    ) -> Result<Option<(Account, CreatedKey)>> {
+        let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(BOOTSTRAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let accounts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if accounts > 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let account_id = insert_account(&mut *tx, new).await?;
+        let (key_id, secret) = insert_key(&mut *tx, &account_id, key_name, scopes).await?;
+        tx.commit().await?;
+        let key = self.key(&account_id, &key_id).await?;
+        Ok(Some((
+            self.account(&account_id).await?,
+            CreatedKey { key, secret },
+        )))
+    }
+
     pub async fn create_key(
         &self,
         account_id: &str,

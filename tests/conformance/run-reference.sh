@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs transformers.js (pinned, --ignore-scripts: the CPU onnxruntime-node binary ships in the
 # package) and records its greedy output on the tiny model over the fixtures into reference.json,
-# which tests/conformance.rs compares with ours token for token.
+# which tests/it/conformance.rs compares with ours token for token.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the test images of tests/preprocess.rs into OUTDIR (deterministic, seeded).
+"""Writes the test images of tests/it/preprocess.rs into OUTDIR (deterministic, seeded).
 
 Usage: make_preprocess_fixtures.py OUTDIR
 Prints one file name per line. Formats PIL cannot write (16-bit RGB PNG/TIFF) are made by the

@@ -3,7 +3,7 @@
 //! sending them every way the API takes images, including ones that fail, every file the server
 //! wrote, its log and (on PostgreSQL) a dump of its database are searched for the marker.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

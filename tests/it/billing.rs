@@ -3,7 +3,7 @@
 //! leases, two replicas on one PostgreSQL database, customer creation and the webhook; plus the
 //! batcher and sender on both databases directly (claims never overlap, no ledger row is lost).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! the 768×768 fixtures (tests/conformance/run-reference.sh); our greedy output must equal its
 //! output token for token, and the cleaned text must match.
 
-mod common;
+use crate::common;
 
 use altimage::model::Detail;
 use altimage::model::florence2::GenerationRequest;

@@ -17,8 +17,7 @@
 //!
 //! The Python interpreter is the project venv (`scripts/python-env.sh`, which `make test` sets up).
 
-mod common;
-#[path = "preprocess/limits.rs"]
+use crate::common;
 mod limits;
 
 use std::io::Cursor;

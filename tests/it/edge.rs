@@ -2,7 +2,7 @@
 //! and PostgreSQL alike), wrong methods, transfer codings, slow clients, the connection cap, and
 //! an `Idempotency-Key` whose client disconnected mid-request.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

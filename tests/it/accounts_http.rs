@@ -2,7 +2,7 @@
 //! scopes, the admin API, the description library with usage counts, idempotent replays, tenant
 //! isolation, restricted processing, deletion and purge, export, rate limits and the bootstrap.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

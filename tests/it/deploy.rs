@@ -4,7 +4,7 @@
 //! deploy/tests/check_deploy.py; scripts/install-deploy-tools.sh installs helm, promtool and the
 //! Python packages they need.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

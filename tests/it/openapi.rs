@@ -7,7 +7,7 @@
 //! requests produce is documented, bodies and headers fit what is documented, and `/docs` is
 //! self-contained and renders in a headless browser when one is installed.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

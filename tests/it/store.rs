@@ -2,7 +2,7 @@
 //! with their usage rows, idempotency records, versions, tenant scoping and the retention purge,
 //! including two purges racing on one database.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The committed tiny model is exactly what the generator writes with its fixed seed, so anyone
 //! can rebuild it and nobody can change it silently.
 
-mod common;
+use crate::common;
 
 #[test]
 fn generator_reproduces_the_committed_tiny_model_byte_for_byte() {

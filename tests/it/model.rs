@@ -1,7 +1,7 @@
 //! The pipeline on the tiny model: determinism, batch invariance, finished rows leaving the batch,
 //! beam search, and clear load errors for model directories that do not fit.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `altimage migrate`, `altimage accounts …` and `altimage keys …` against real SQLite and
 //! PostgreSQL databases: the operator's path when the admin API is off.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! and the I/O-binding decoder (cache kept where the session made it, beams reordered by a
 //! Gather session) gives exactly the tokens of the host-copy path.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `altimage describe` end to end: folders walked recursively, one record per file in input
 //! order, hostile files answered with error records, exit status, CSV output, start-up errors.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

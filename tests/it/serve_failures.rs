@@ -8,7 +8,7 @@
 //! batch dimension of 1; a decoder position table shorter than config.json promises). No switch
 //! in the server fakes them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

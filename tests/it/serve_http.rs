@@ -1,7 +1,7 @@
 //! `altimage serve` over real HTTP on loopback with the tiny model: every input form, every limit,
 //! overload, client disconnect, metrics before traffic, and a graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

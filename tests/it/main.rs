@@ -1,0 +1,25 @@
+//! The one integration-test binary. Each `tests/*.rs` file used to be its own binary, and each
+//! binary links the whole crate and its dependencies again: minutes on a 2-core machine. Here
+//! every former file is a module (`cargo test accounts_http::` runs one of them), and they share
+//! `common` (the tiny model, the server process, test databases, the Stripe fake).
+
+mod common;
+
+mod accounts_cli;
+mod accounts_http;
+mod billing;
+mod conformance;
+mod deploy;
+mod describe_cli;
+mod device_path;
+mod edge;
+mod image_url;
+mod model;
+mod model_generator;
+mod openapi;
+mod preprocess;
+mod privacy;
+mod readme_flags;
+mod serve_failures;
+mod serve_http;
+mod store;
