@@ -202,15 +202,7 @@ impl Engine {
 
     /// Takes one permit per image without waiting (429 when full, 503 while draining).
     pub fn try_admit(&self, images: usize) -> Result<Permits, EngineError> {
-        let admitted = self.inner.admission.try_admit(images);
-        if let Err(error) = &admitted {
-            match error {
-                EngineError::Overloaded { .. } => self.inner.metrics.reject("overloaded"),
-                EngineError::TooManyImages { .. } => self.inner.metrics.reject("too_large"),
-                _ => {}
-            }
-        }
-        admitted
+        self.inner.admission.try_admit(images)
     }
 
     /// Describes one admitted image. The bytes are dropped as soon as the tensor exists. If the
@@ -242,14 +234,7 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Inference(format!("image preparation panicked: {e}")))?;
-        let (prepared, byte_size, sha256) = prepared.inspect_err(|e| {
-            inner.metrics.reject(match e {
-                PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit => "too_large",
-                // The server, not the image: short of memory right now.
-                PreprocessError::OutOfMemory { .. } => "overloaded",
-                _ => "bad_image",
-            });
-        })?;
+        let (prepared, byte_size, sha256) = prepared?;
         let prepare_time = prepare_started.elapsed();
         inner
             .metrics
@@ -302,7 +287,6 @@ impl Engine {
             .max_new_tokens
             .unwrap_or_else(|| default_max_new_tokens(options.detail));
         if max_new_tokens == 0 || max_new_tokens > limit {
-            self.inner.metrics.reject("bad_request");
             return Err(EngineError::InvalidRequest(format!(
                 "max_new_tokens must be between 1 and {limit}"
             )));
@@ -310,7 +294,6 @@ impl Engine {
         let num_beams = options.num_beams.unwrap_or(1);
         let max_beams = self.inner.config.max_num_beams;
         if num_beams == 0 || num_beams > max_beams {
-            self.inner.metrics.reject("bad_request");
             return Err(EngineError::InvalidRequest(format!(
                 "num_beams must be between 1 and {max_beams} (--max-num-beams)"
             )));

@@ -80,7 +80,7 @@ pub async fn show(State(state): State<AppState>, caller: Caller) -> Response {
         Ok::<_, ApiError>(Json(state.store.account(caller.account_id()).await?))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -125,7 +125,7 @@ pub async fn update(
         Ok::<_, ApiError>(Json(account))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 /// Deletion: keys revoked and data hidden at once; purged after `--deletion-grace-days`.
@@ -157,7 +157,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Response {
         Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(account)))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -223,7 +223,7 @@ pub async fn usage(State(state): State<AppState>, caller: Caller, uri: Uri) -> R
         })))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 /// The account's profile, key metadata, every description with its versions, and its usage
@@ -249,7 +249,7 @@ pub async fn usage(State(state): State<AppState>, caller: Caller, uri: Uri) -> R
 )]
 pub async fn export(State(state): State<AppState>, caller: Caller) -> Response {
     if let Err(error) = caller.require(Scope::Read) {
-        return state.reject(error);
+        return error.into_response();
     }
     let account_id = caller.account_id().to_string();
     // The head is read before answering, so that a database failure is a proper error status.
@@ -265,7 +265,7 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Response {
     };
     let head = match head.await {
         Ok(head) => head,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = state.store.clone();

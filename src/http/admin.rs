@@ -117,7 +117,7 @@ pub async fn create_account(
         Ok::<_, ApiError>((StatusCode::CREATED, Json(account)))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -162,7 +162,7 @@ pub async fn list_accounts(State(state): State<AppState>, uri: Uri) -> Response 
         ))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -187,7 +187,7 @@ pub async fn show_account(
 ) -> Response {
     let run = async { Ok::<_, ApiError>(Json(state.store.account(&id).await?)) };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -256,7 +256,7 @@ pub async fn update_account(
         Ok::<_, ApiError>(Json(account))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -289,7 +289,7 @@ pub async fn delete_account(
         Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(account)))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -364,7 +364,7 @@ pub async fn create_key(
         Ok::<_, ApiError>((StatusCode::CREATED, Json(body)))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -394,7 +394,7 @@ pub async fn list_keys(
         ))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -427,5 +427,5 @@ pub async fn revoke_key(
         Ok::<_, ApiError>(Json(key))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }

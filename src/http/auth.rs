@@ -84,18 +84,20 @@ pub async fn require_api_key(
     next: Next,
 ) -> Response {
     let Some(secret) = bearer(request.headers()) else {
-        return state.reject(ApiError::Unauthorized {
+        return ApiError::Unauthorized {
             code: "missing_api_key",
             message: "send an API key as `Authorization: Bearer KEY`".into(),
-        });
+        }
+        .into_response();
     };
     let principal = match state.store.authenticate(secret).await {
         Ok(Some(principal)) => principal,
         Ok(None) => {
-            return state.reject(ApiError::Unauthorized {
+            return ApiError::Unauthorized {
                 code: "invalid_api_key",
                 message: "the API key is unknown or revoked".into(),
-            });
+            }
+            .into_response();
         }
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -110,13 +112,14 @@ pub async fn require_api_key(
             .check(&principal.account_id, limit)
     });
     if let Some(decision) = decision.filter(|d| !d.allowed) {
-        let mut response = state.reject(ApiError::RateLimited {
+        let mut response = ApiError::RateLimited {
             message: format!(
                 "rate limit of {} requests per minute reached; retry after {} s",
                 decision.limit, decision.retry_after_secs
             ),
             retry_after: std::time::Duration::from_secs(decision.retry_after_secs),
-        });
+        }
+        .into_response();
         rate_limit_headers(response.headers_mut(), decision);
         return response;
     }
@@ -147,10 +150,11 @@ pub async fn require_admin(
     let matches =
         !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()));
     if !matches {
-        return state.reject(ApiError::Unauthorized {
+        return ApiError::Unauthorized {
             code: "invalid_admin_token",
             message: "admin routes need `Authorization: Bearer <--admin-token>`".into(),
-        });
+        }
+        .into_response();
     }
     next.run(request).await
 }

@@ -117,7 +117,7 @@ pub async fn list_reports(State(state): State<AppState>, uri: Uri) -> Response {
         ))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 /// `POST /v1/admin/billing/reports/{id}/retry`: back to pending with a fresh Idempotency-Key
@@ -154,7 +154,7 @@ pub async fn retry_report(
         Ok::<_, ApiError>(Json(report))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 /// The raw body is taken as bytes: the signature covers exactly what Stripe sent.

@@ -120,13 +120,13 @@ pub fn create_returns(error: &ApiError) -> bool {
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
     let (request_id, idempotency_key, images) = match read_request(&caller, request, false).await {
         Ok(read) => read,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     let guard = match Idempotency::claim(&state, &caller, idempotency_key, "create", &images).await
     {
         Ok(Ok(guard)) => guard,
         Ok(Err(replay)) => return replay,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     let image = images
         .into_iter()
@@ -138,7 +138,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
     };
     let timed = match describe_one(&state, permits, image).await {
         Ok(timed) => timed,
-        Err(error) => return guard.fail(state.reject(error)).await,
+        Err(error) => return guard.fail(error).await,
     };
     let body = serde_json::to_string(&timed.body).expect("serialisable; this is a bug");
     let saved = state
@@ -248,22 +248,23 @@ pub async fn create_batch(
 ) -> Response {
     let (request_id, idempotency_key, images) = match read_request(&caller, request, true).await {
         Ok(read) => read,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     let limit = state.limits.max_images_per_request;
     if images.len() > limit {
-        return state.reject(ApiError::too_large(
+        return ApiError::too_large(
             "too_many_images",
             format!(
                 "{} images in one request; the limit is {limit} (--max-images-per-request)",
                 images.len()
             ),
-        ));
+        )
+        .into_response();
     }
     let guard = match Idempotency::claim(&state, &caller, idempotency_key, "batch", &images).await {
         Ok(Ok(guard)) => guard,
         Ok(Err(replay)) => return replay,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     // All permits at once: a batch request is admitted whole or refused whole, like single ones.
     let mut permits = match state.engine.try_admit(images.len()) {
@@ -290,7 +291,10 @@ pub async fn create_batch(
                 value
             }
             Err(error) => {
-                state.count_rejection(&error);
+                // Inside the 200 list, no error answer carries it to `observe`.
+                if let Some(reason) = error.metric_reason() {
+                    state.engine.metrics().reject(reason);
+                }
                 serde_json::to_value(error.body()).expect("serialisable; this is a bug")
             }
         })

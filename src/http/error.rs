@@ -152,6 +152,41 @@ impl ApiError {
     }
 }
 
+/// The `reason` an answered error is counted under in `rejected_total`, carried from the error
+/// to the `observe` middleware in the response's extensions: errors are counted in one place,
+/// whichever layer or handler answered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected(pub &'static str);
+
+impl ApiError {
+    /// The `rejected_total` reason of this error, or `None` when it is no refusal of work
+    /// (conflicts, missing objects, server faults) or was counted where it happened (the
+    /// queue and workers count what they drop: `expired`, `cancelled`; the accept loop counts
+    /// `connections`).
+    pub fn metric_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BadImage { .. } => "bad_image",
+            ApiError::BadRequest { .. }
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::ImageUrlFailed { .. } => "bad_request",
+            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded { .. } => "overloaded",
+            // Short of memory for preparing an image: capacity, like a full queue.
+            ApiError::Unavailable {
+                code: "out_of_memory",
+                ..
+            } => "overloaded",
+            ApiError::Protocol { .. } => "protocol",
+            ApiError::Conflict { .. }
+            | ApiError::Unavailable { .. }
+            | ApiError::Internal(_)
+            | ApiError::NotFound(_) => return None,
+        })
+    }
+}
+
 /// Every error answer: `{"error": {"type", "code", "message"}}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -179,6 +214,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let retry_after = self.retry_after();
+        let rejected = self.metric_reason().map(Rejected);
         let unauthorized = status == StatusCode::UNAUTHORIZED;
         // After a body that was not (fully) read, the connection's framing is lost.
         let close = matches!(
@@ -186,6 +222,9 @@ impl IntoResponse for ApiError {
             StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_IMPLEMENTED
         );
         let mut response = (status, Json(self.body())).into_response();
+        if let Some(rejected) = rejected {
+            response.extensions_mut().insert(rejected);
+        }
         if close {
             response
                 .headers_mut()

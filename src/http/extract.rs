@@ -43,9 +43,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
                 .map(|Path(value)| PathParams(value))
                 .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
         };
-        result
-            .await
-            .inspect_err(|error| state.count_rejection(error))
+        result.await
     }
 }
 

@@ -139,7 +139,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> Re
         })))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -174,7 +174,7 @@ pub async fn retrieve(
         Ok::<_, ApiError>(Json(description))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -230,7 +230,7 @@ pub async fn edit(
         Ok(Json(description))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -267,7 +267,7 @@ pub async fn delete(
         ))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[utoipa::path(
@@ -303,7 +303,7 @@ pub async fn versions(
         ))
     };
     run.await
-        .map_or_else(|e| state.reject(e), IntoResponse::into_response)
+        .map_or_else(ApiError::into_response, IntoResponse::into_response)
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
@@ -406,11 +406,11 @@ fn csv_rows(descriptions: &[Description], header: bool) -> Result<Vec<u8>, csv::
 )]
 pub async fn export(State(state): State<AppState>, caller: Caller, uri: Uri) -> Response {
     if let Err(error) = caller.require(Scope::Read) {
-        return state.reject(error);
+        return error.into_response();
     }
     let query: ExportQuery = match query(&uri) {
         Ok(query) => query,
-        Err(error) => return state.reject(error),
+        Err(error) => return error.into_response(),
     };
     let format = query.format.unwrap_or_default();
     let account_id = caller.account_id().to_string();

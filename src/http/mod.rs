@@ -72,35 +72,6 @@ pub struct AppState {
     pub billing: crate::billing::BillingHttp,
 }
 
-impl AppState {
-    /// Counts a refused request under its metric reason and turns it into a response.
-    pub fn reject(&self, error: ApiError) -> Response {
-        self.count_rejection(&error);
-        error.into_response()
-    }
-
-    pub fn count_rejection(&self, error: &ApiError) {
-        let reason = match error {
-            ApiError::TooLarge { .. } => "too_large",
-            ApiError::BadImage { .. } => "bad_image",
-            ApiError::BadRequest { .. }
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::ImageUrlFailed { .. } => "bad_request",
-            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => "unauthorized",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Protocol { .. } => "protocol",
-            // Not a refusal of work: the request was answered from or against stored state.
-            ApiError::Conflict { .. } => return,
-            // Counted where they happen (admission, queue).
-            ApiError::Overloaded { .. }
-            | ApiError::Unavailable { .. }
-            | ApiError::Internal(_)
-            | ApiError::NotFound(_) => return,
-        };
-        self.engine.metrics().reject(reason);
-    }
-}
-
 /// Routes with each of their success statuses, so their metric series exist before traffic.
 pub const ROUTES: [(&str, u16); 26] = [
     ("/v1/descriptions", 201),
@@ -247,10 +218,8 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
     );
     let metrics = state.engine.metrics();
-    // These three come only from the layer around the handlers (`ApiError::Protocol`; no
-    // handler returns one, as the `*_returns` tables say), which has no state to count with.
-    if matches!(status.as_u16(), 405 | 408 | 501) {
-        metrics.reject("protocol");
+    if let Some(error::Rejected(reason)) = response.extensions().get::<error::Rejected>() {
+        metrics.reject(reason);
     }
     metrics
         .requests

@@ -568,3 +568,45 @@ async fn malformed_requests_get_hyper_s_status_and_the_server_goes_on() {
     let live = reqwest::get(server.url("/health/live")).await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
 }
+
+/// Every refusal is counted once, under its reason, wherever it was decided (the engine used to
+/// count image and option errors that the HTTP layer counted again).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_refusal_is_counted_once() {
+    let db = TestDatabase::sqlite();
+    let server = start(&db, &["--max-image-pixels", "100"]);
+    let http = server.client();
+    let post = |query: &'static str, body: Vec<u8>| {
+        http.post(server.url(&format!("/v1/descriptions?{query}")))
+            .header("content-type", "image/png")
+            .body(body)
+    };
+    for (request, status) in [
+        (post("", b"not an image".to_vec()), StatusCode::UNPROCESSABLE_ENTITY),
+        (post("", fixture(0)), StatusCode::PAYLOAD_TOO_LARGE),
+        (post("num_beams=99", fixture(0)), StatusCode::BAD_REQUEST),
+        (
+            http.put(server.url("/v1/descriptions")),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (got, _, body) = call(request).await;
+        assert_eq!(got, status, "{body}");
+    }
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (reason, count) in [
+        ("bad_image", 1),
+        ("too_large", 1),
+        ("bad_request", 1),
+        ("protocol", 1),
+        ("overloaded", 0),
+    ] {
+        let line = format!("altimage_rejected_total{{reason=\"{reason}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}
