@@ -72,7 +72,7 @@ pub struct StoreArgs {
 
     /// Database connections per process. PostgreSQL's max_connections must cover every
     /// replica's pool.
-    #[arg(long, env = "ALTIMAGE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "ALTIMAGE_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
 }
 
@@ -189,7 +189,7 @@ pub struct ServeArgs {
 
     /// How often the retention job runs (purges due accounts, old usage rows, expired
     /// idempotency records). Safe on every replica.
-    #[arg(long, env = "ALTIMAGE_PURGE_INTERVAL_SECS", default_value_t = 3600)]
+    #[arg(long, env = "ALTIMAGE_PURGE_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub purge_interval_secs: u64,
 
     /// Model instances, each on its own thread with its own sessions (e.g. 2 on one GPU to
@@ -218,7 +218,7 @@ pub struct ServeArgs {
 
     /// Images admitted at once (queued, preparing or running); beyond it requests get 429. Each
     /// prepared image holds ~7 MB until its batch runs.
-    #[arg(long, env = "ALTIMAGE_MAX_CONCURRENT_IMAGES", default_value_t = 64)]
+    #[arg(long, env = "ALTIMAGE_MAX_CONCURRENT_IMAGES", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrent_images: usize,
 
     /// Threads decoding and resizing images (0 = half the cores, at least 1).
@@ -238,11 +238,11 @@ pub struct ServeArgs {
     pub max_image_pixels: u64,
 
     /// Images in one /v1/descriptions/batch request.
-    #[arg(long, env = "ALTIMAGE_MAX_IMAGES_PER_REQUEST", default_value_t = 16)]
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGES_PER_REQUEST", default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_images_per_request: usize,
 
     /// Widest beam search a request may ask for.
-    #[arg(long, env = "ALTIMAGE_MAX_NUM_BEAMS", default_value_t = 4)]
+    #[arg(long, env = "ALTIMAGE_MAX_NUM_BEAMS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_num_beams: usize,
 
     /// Fetch `image_url`s that resolve to private or loopback addresses. Off: such URLs are
@@ -274,7 +274,7 @@ pub struct ServeArgs {
     pub body_read_timeout_secs: u64,
 
     /// Seconds clients are told to wait (Retry-After) on 429 and 503.
-    #[arg(long, env = "ALTIMAGE_RETRY_AFTER_SECS", default_value_t = 2)]
+    #[arg(long, env = "ALTIMAGE_RETRY_AFTER_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_after_secs: u64,
 
     /// On SIGTERM/SIGINT, how long in-flight work may take before the server exits anyway. Keep
@@ -326,12 +326,12 @@ pub struct BillingArgs {
 
     /// How often usage is grouped into meter reports and sent. Shorter: usage shows in Stripe
     /// sooner; longer: fewer Stripe calls (at most one per account, meter and hour per flush).
-    #[arg(long, env = "ALTIMAGE_BILLING_FLUSH_SECS", default_value_t = 60)]
+    #[arg(long, env = "ALTIMAGE_BILLING_FLUSH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub billing_flush_secs: u64,
 
     /// Longest wait between two attempts of one report (backoff starts at 2 s and doubles, with
     /// jitter). Shorter recovers sooner after an outage; longer spares a struggling Stripe.
-    #[arg(long, env = "ALTIMAGE_BILLING_RETRY_MAX_SECS", default_value_t = 600)]
+    #[arg(long, env = "ALTIMAGE_BILLING_RETRY_MAX_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub billing_retry_max_secs: u64,
 
     /// Meter event name for descriptions created (the meter's `event_name` in Stripe).
@@ -391,8 +391,8 @@ impl BillingArgs {
             secret_key,
             api_base: self.stripe_api_base.clone(),
             timeout: std::time::Duration::from_millis(self.stripe_timeout_ms.max(100)),
-            flush_interval: std::time::Duration::from_secs(self.billing_flush_secs.max(1)),
-            retry_max: std::time::Duration::from_secs(self.billing_retry_max_secs.max(1)),
+            flush_interval: std::time::Duration::from_secs(self.billing_flush_secs),
+            retry_max: std::time::Duration::from_secs(self.billing_retry_max_secs),
             meters: crate::billing::MeterNames {
                 created: self.stripe_meter_created.clone(),
                 retrieved: self.stripe_meter_retrieved.clone(),
@@ -502,7 +502,7 @@ impl StoreArgs {
     pub fn options(&self) -> crate::store::StoreOptions {
         let mut options =
             crate::store::StoreOptions::resolve(self.database_url.as_deref(), &self.data_dir);
-        options.max_connections = self.database_max_connections.max(1);
+        options.max_connections = self.database_max_connections;
         options
     }
 }
@@ -596,4 +596,38 @@ pub struct DescribeArgs {
     /// Never draw the progress bar (it is drawn only when stderr is a terminal).
     #[arg(long, env = "ALTIMAGE_NO_PROGRESS")]
     pub no_progress: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Counts and periods that make no sense at zero are refused at parse time, naming the
+    /// flag, instead of being raised to 1 behind the operator's back.
+    #[test]
+    fn zero_is_refused_where_it_means_nothing() {
+        for flag in [
+            "--max-concurrent-images",
+            "--max-images-per-request",
+            "--max-num-beams",
+            "--retry-after-secs",
+            "--purge-interval-secs",
+            "--database-max-connections",
+            "--billing-flush-secs",
+            "--billing-retry-max-secs",
+            "--max-connections",
+            "--header-read-timeout-secs",
+            "--body-read-timeout-secs",
+        ] {
+            let parsed = Cli::try_parse_from(["altimage", "serve", "--model-dir", "m", flag, "0"]);
+            let error = parsed
+                .err()
+                .unwrap_or_else(|| panic!("{flag} 0 was accepted"));
+            assert!(error.to_string().contains(flag), "{flag}: {error}");
+            let parsed = Cli::try_parse_from(["altimage", "serve", "--model-dir", "m", flag, "1"]);
+            assert!(parsed.is_ok(), "{flag} 1: {:?}", parsed.err());
+        }
+    }
 }

@@ -26,9 +26,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n,
     };
-    let retry_after = Duration::from_secs(args.retry_after_secs.max(1));
+    let retry_after = Duration::from_secs(args.retry_after_secs);
     let config = EngineConfig {
-        max_concurrent_images: args.max_concurrent_images.max(1),
+        max_concurrent_images: args.max_concurrent_images,
         max_batch_size: args.max_batch_size,
         max_batch_tokens: args.max_batch_tokens,
         max_batch_delay: Duration::from_millis(args.max_batch_delay_ms),
@@ -38,7 +38,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         image_limits: ImageLimits {
             max_pixels: args.max_image_pixels,
         },
-        max_num_beams: args.max_num_beams.max(1),
+        max_num_beams: args.max_num_beams,
         retry_after,
     };
     let metrics = Arc::new(Metrics::new(args.max_batch_size, &ROUTES));
@@ -135,7 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         rate_limit_per_minute: args.rate_limit_per_minute,
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
         idempotency_window_ms: 24 * 60 * 60 * 1000,
-        deletion_grace: Duration::from_secs(args.deletion_grace_days.min(30) * 86_400),
+        deletion_grace: Duration::from_secs(args.deletion_grace_days * 86_400),
     };
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_loop(
@@ -143,7 +143,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // With billing off nothing is ever reported, so the 2-year rule applies to every ledger
         // row; with billing on, unreported rows wait for the sender.
         RetentionPolicy::standard(billing_config.is_some()),
-        Duration::from_secs(args.purge_interval_secs.max(1)),
+        Duration::from_secs(args.purge_interval_secs),
         jobs_stopped,
     ));
     let billing = match billing_config {
@@ -166,7 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: HttpLimits {
             max_body_bytes: args.max_body_bytes,
             max_image_bytes: args.max_image_bytes,
-            max_images_per_request: args.max_images_per_request.max(1),
+            max_images_per_request: args.max_images_per_request,
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
         model_name,

@@ -582,7 +582,10 @@ async fn each_refusal_is_counted_once() {
             .body(body)
     };
     for (request, status) in [
-        (post("", b"not an image".to_vec()), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            post("", b"not an image".to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (post("", fixture(0)), StatusCode::PAYLOAD_TOO_LARGE),
         (post("num_beams=99", fixture(0)), StatusCode::BAD_REQUEST),
         (
