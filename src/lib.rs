@@ -4,6 +4,7 @@ pub mod billing;
 pub mod config;
 pub mod describe;
 pub mod engine;
+pub mod fetch;
 pub mod http;
 pub mod manage;
 pub mod metrics;

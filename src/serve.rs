@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::billing::{Billing, BillingHttp};
 use crate::config::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
-use crate::http::image_url::{FetchPolicy, ImageFetcher};
+use crate::fetch::{FetchPolicy, ImageFetcher};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::server::ConnectionLimits;
 use crate::http::{Access, AppState, HttpLimits, ROUTES, router};

@@ -8,8 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::image_url::ImageUrlError;
 use crate::engine::EngineError;
+use crate::fetch::ImageUrlError;
 use crate::model::preprocess::PreprocessError;
 use crate::store::StoreError;
 

@@ -10,7 +10,6 @@ pub mod error;
 pub mod extract;
 pub mod framing;
 pub mod idempotency;
-pub mod image_url;
 pub mod input;
 pub mod library;
 pub mod openapi;
@@ -29,9 +28,9 @@ use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
+use crate::fetch::ImageFetcher;
 use crate::store::Store;
 use error::ApiError;
-use image_url::ImageFetcher;
 use ratelimit::RateLimiter;
 
 /// Who may do what, and how often.

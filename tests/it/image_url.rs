@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use altimage::http::image_url::{
+use altimage::fetch::{
     FetchPolicy, ImageFetcher, ImageUrlError, is_always_forbidden_ip, is_forbidden_ip,
 };
 use axum::Router;
