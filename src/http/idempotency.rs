@@ -171,15 +171,16 @@ impl<'a> Idempotency<'a> {
     /// Gives the key back: the request ends without an answer to replay.
     pub(super) async fn release(mut self) {
         if let Some(held) = self.held.as_mut() {
-            held.settled = true;
-            if let Err(error) = self
+            let released = self
                 .state
                 .store
                 .release_idempotency_key(self.account_id, &held.key, &held.claim_id)
-                .await
-            {
+                .await;
+            if let Err(error) = released {
                 tracing::warn!(%error, "could not release an idempotency key; its lease lapses by itself");
             }
+            // Only now: if the client leaves during the release, `Drop` releases again.
+            held.settled = true;
         }
     }
 

@@ -717,15 +717,7 @@ async fn the_rate_limit_answers_429_with_ratelimit_headers() {
             .status(),
         StatusCode::OK
     );
-    let metrics = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("altimage_rejected_total{reason=\"rate_limited\"} 1"),
         "{metrics}"

@@ -134,21 +134,6 @@ async fn new_account(server: &Server, customer: Option<&str>) -> (String, reqwes
     (id, server.client_with_key(&key))
 }
 
-async fn metric(server: &Server, name: &str) -> Option<f64> {
-    let text = common::server::http_client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn assert_each_identifier_once(fake: &StripeFake) {
     for (identifier, count) in fake.identifier_counts() {
         assert_eq!(count, 1, "{identifier} accepted {count} times");
@@ -272,16 +257,18 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         eventually!(
             "no report pending",
             &server,
-            metric(&server, "altimage_billing_reports_pending").await == Some(0.0)
+            server.sample("altimage_billing_reports_pending").await == Some(0.0)
         );
         assert!(
-            metric(&server, "altimage_billing_events_total{result=\"sent\"}")
+            server
+                .sample("altimage_billing_events_total{result=\"sent\"}")
                 .await
                 .unwrap()
                 >= 4.0
         );
         assert!(
-            metric(&server, "altimage_billing_stripe_request_seconds_count")
+            server
+                .sample("altimage_billing_stripe_request_seconds_count")
                 .await
                 .unwrap()
                 >= 4.0
@@ -304,7 +291,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         eventually!(
             "B's new report built and waiting",
             &server,
-            metric(&server, "altimage_billing_reports_pending").await == Some(1.0)
+            server.sample("altimage_billing_reports_pending").await == Some(1.0)
         );
 
         // Webhook: bad signature and stale timestamp refused; customer.deleted applied once.
@@ -336,11 +323,9 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         let (_, after) = admin_get(&server, &format!("/v1/admin/accounts/{b_id}")).await;
         assert_eq!(after["stripe_customer_id"], Value::Null, "{after}");
         assert_eq!(
-            metric(
-                &server,
-                "altimage_billing_events_total{result=\"customer_deleted\"}"
-            )
-            .await,
+            server
+                .sample("altimage_billing_events_total{result=\"customer_deleted\"}")
+                .await,
             Some(1.0),
             "one pending report failed by the deletion, counted once despite the redelivery"
         );
@@ -389,7 +374,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         eventually!(
             "the backlog shows in the gauge",
             &server,
-            metric(&server, "altimage_billing_reports_pending")
+            server
+                .sample("altimage_billing_reports_pending")
                 .await
                 .is_some_and(|pending| pending >= 1.0)
         );
@@ -414,7 +400,7 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         eventually!(
             "every report sent",
             &server,
-            metric(&server, "altimage_billing_reports_pending").await == Some(0.0)
+            server.sample("altimage_billing_reports_pending").await == Some(0.0)
         );
         assert!(
             fake.duplicates() >= 1,
@@ -423,12 +409,10 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         );
         assert_each_identifier_once(&fake);
         assert!(
-            metric(
-                &server,
-                "altimage_billing_events_total{result=\"duplicate\"}"
-            )
-            .await
-            .unwrap()
+            server
+                .sample("altimage_billing_events_total{result=\"duplicate\"}")
+                .await
+                .unwrap()
                 >= 1.0
         );
 
@@ -460,7 +444,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
             "{dead}"
         );
         assert!(
-            metric(&server, "altimage_billing_events_total{result=\"failed\"}")
+            server
+                .sample("altimage_billing_events_total{result=\"failed\"}")
                 .await
                 .unwrap()
                 >= 1.0
@@ -966,12 +951,10 @@ async fn a_refused_key_pauses_sending_without_spending_attempts() {
     eventually!(
         "the circuit to open",
         &server,
-        metric(
-            &server,
-            "altimage_billing_events_total{result=\"circuit_open\"}"
-        )
-        .await
-        .is_some_and(|n| n >= 1.0)
+        server
+            .sample("altimage_billing_events_total{result=\"circuit_open\"}")
+            .await
+            .is_some_and(|n| n >= 1.0)
     );
     let store = db.store().await;
     let row = sqlx::query("SELECT status, attempts, last_result FROM meter_reports")

@@ -314,12 +314,7 @@ async fn wrong_methods_are_405_with_allow_and_the_json_error() {
         got.sort_unstable();
         assert_eq!(got.join(","), allow, "{method} {path}");
     }
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("altimage_rejected_total{reason=\"protocol\"} 5"),
         "{metrics}"
@@ -596,12 +591,7 @@ async fn each_refusal_is_counted_once() {
         let (got, _, body) = call(request).await;
         assert_eq!(got, status, "{body}");
     }
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for (reason, count) in [
         ("bad_image", 1),
         ("too_large", 1),

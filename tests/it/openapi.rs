@@ -871,14 +871,7 @@ impl Ids {
 
 /// Every (route, status) that `server` counted in its metrics is documented for that route.
 async fn counted_statuses_are_documented(doc: &Value, server: &Server) -> usize {
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let documented = documented_statuses(doc);
     let mut counted = 0;
     for line in metrics

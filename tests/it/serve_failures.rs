@@ -113,16 +113,6 @@ async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// The value of one sample in the Prometheus text, e.g. `altimage_images_total{outcome="failed"}`.
-async fn metric(server: &Server, sample: &str) -> f64 {
-    let text = get(server, "/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn assert_error_body(status: StatusCode, body: &Value, expected: StatusCode) {
     assert_eq!(status, expected, "{body}");
     let error = &body["error"];
@@ -188,7 +178,10 @@ async fn a_failed_batch_answers_every_entry_500_and_the_worker_recovers() {
         &["--max-batch-size", "3", "--max-batch-delay-ms", "3000"],
     );
     assert_eq!(get(&server, "/health/ready").await.status(), StatusCode::OK);
-    assert_eq!(metric(&server, "altimage_unhealthy_workers").await, 0.0);
+    assert_eq!(
+        server.sample("altimage_unhealthy_workers").await.unwrap(),
+        0.0
+    );
 
     // One long caption that reaches the missing positions, two short ones that alone succeed.
     let (long, short_a, short_b) = tokio::join!(
@@ -202,10 +195,13 @@ async fn a_failed_batch_answers_every_entry_500_and_the_worker_recovers() {
         assert_eq!(body["error"]["code"], "internal_error", "{body}");
     }
     assert_eq!(
-        metric(&server, "altimage_images_total{outcome=\"failed\"}").await,
+        server
+            .sample("altimage_images_total{outcome=\"failed\"}")
+            .await
+            .unwrap(),
         3.0
     );
-    assert_eq!(metric(&server, "altimage_batches_total").await, 0.0);
+    assert_eq!(server.sample("altimage_batches_total").await.unwrap(), 0.0);
     assert!(
         server.log().contains("batch failed"),
         "no log line for the failed batch:\n{}",
@@ -221,13 +217,19 @@ async fn a_failed_batch_answers_every_entry_500_and_the_worker_recovers() {
             .is_some_and(|r| r.contains("no healthy")),
         "{body}"
     );
-    assert_eq!(metric(&server, "altimage_unhealthy_workers").await, 1.0);
+    assert_eq!(
+        server.sample("altimage_unhealthy_workers").await.unwrap(),
+        1.0
+    );
 
     // Requests are still taken; the next batch that succeeds makes the worker healthy again.
     let (status, body) = describe(&server, "detail=brief&max_new_tokens=4", fixture(4)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = json_of(get(&server, "/health/ready").await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(metric(&server, "altimage_unhealthy_workers").await, 0.0);
-    assert_eq!(metric(&server, "altimage_batches_total").await, 1.0);
+    assert_eq!(
+        server.sample("altimage_unhealthy_workers").await.unwrap(),
+        0.0
+    );
+    assert_eq!(server.sample("altimage_batches_total").await.unwrap(), 1.0);
 }

@@ -316,14 +316,7 @@ async fn hostile_inputs_get_their_4xx_and_the_server_stays_up() {
         StatusCode::CREATED,
         "the server still describes after all that"
     );
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for reason in ["too_large", "bad_image", "bad_request"] {
         let line = metrics
             .lines()
@@ -413,15 +406,7 @@ async fn a_burst_of_500_gets_only_201_429_and_503_and_the_server_still_answers()
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_exist_before_traffic() {
     let server = Server::start(&[]);
-    let text = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     for name in [
         "altimage_requests_total{route=\"/v1/descriptions\",status=\"201\"} 0",
         "altimage_request_duration_seconds_bucket",
@@ -446,27 +431,10 @@ async fn metrics_exist_before_traffic() {
     }
 }
 
-async fn counter(http: &reqwest::Client, server: &Server, series: &str) -> f64 {
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(series))
-        .unwrap_or_else(|| panic!("{series} missing"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_costs_no_compute() {
     // The batch delay holds the image in the queue long enough for its client to give up.
     let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-batch-size", "8"]);
-    let http = server.client();
     let impatient = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(300))
@@ -482,21 +450,19 @@ async fn a_client_that_leaves_costs_no_compute() {
     assert!(result.unwrap_err().is_timeout());
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(
-        counter(
-            &http,
-            &server,
-            "altimage_rejected_total{reason=\"cancelled\"}"
-        )
-        .await,
+        server
+            .sample("altimage_rejected_total{reason=\"cancelled\"}")
+            .await
+            .unwrap(),
         1.0
     );
     assert_eq!(
-        counter(&http, &server, "altimage_batches_total").await,
+        server.sample("altimage_batches_total").await.unwrap(),
         0.0,
         "no batch ran for it"
     );
     assert_eq!(
-        counter(&http, &server, "altimage_permits_in_use").await,
+        server.sample("altimage_permits_in_use").await.unwrap(),
         0.0,
         "its permit came back"
     );
