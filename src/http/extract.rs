@@ -26,24 +26,21 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let result = async {
-            let raw = RawPathParams::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
-            if let Some((name, _)) = raw
-                .iter()
-                .find(|(_, value)| strings::check(value, Shape::Line).is_err())
-            {
-                return Err(ApiError::NotFound(format!(
-                    "no such object: the `{name}` in the path holds characters no id has"
-                )));
-            }
-            Path::<T>::from_request_parts(parts, state)
-                .await
-                .map(|Path(value)| PathParams(value))
-                .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
-        };
-        result.await
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+        if let Some((name, _)) = raw
+            .iter()
+            .find(|(_, value)| strings::check(value, Shape::Line).is_err())
+        {
+            return Err(ApiError::NotFound(format!(
+                "no such object: the `{name}` in the path holds characters no id has"
+            )));
+        }
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| PathParams(value))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
     }
 }
 
