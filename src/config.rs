@@ -256,8 +256,8 @@ pub struct ServeArgs {
     pub image_url_timeout_ms: u64,
 
     /// HTTP connections open at once; one more is answered 503 (Retry-After) and closed. Each
-    /// connection may hold a request body of up to --max-body-bytes in memory, so the product of
-    /// the two bounds body memory.
+    /// connection may hold a request body of up to --max-body-bytes in memory (twice that while
+    /// a JSON body is parsed), so twice the product of the two bounds body memory.
     #[arg(long, env = "ALTIMAGE_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
