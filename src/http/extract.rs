@@ -91,6 +91,12 @@ fn checked(value: &str, shape: Shape, field: impl FnOnce() -> String) -> Result<
 /// Checks every string of a JSON document, object keys included: keys are one line, values may
 /// hold line breaks and tabs. The error names the field by its path (`images[2].metadata.colour`).
 pub fn check_json(value: &Value) -> Result<(), ApiError> {
+    check_json_at(value, "")
+}
+
+/// [`check_json`] for a document that sits at `root` in the request (a multipart `metadata`
+/// field), so that errors name the same paths as for a JSON body.
+pub fn check_json_at(value: &Value, root: &str) -> Result<(), ApiError> {
     fn walk(value: &Value, path: &mut String) -> Result<(), ApiError> {
         let name = |path: &str| {
             if path.is_empty() {
@@ -122,7 +128,7 @@ pub fn check_json(value: &Value) -> Result<(), ApiError> {
             Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
         }
     }
-    walk(value, &mut String::new())
+    walk(value, &mut root.to_owned())
 }
 
 /// A JSON body (`Content-Type: application/json`), every string checked by [`check_json`]

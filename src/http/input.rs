@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::extract::{check_json, line};
+use super::extract::{check_json, check_json_at, line};
 use crate::engine::DescribeOptions;
 use crate::model::Detail;
 
@@ -74,12 +74,6 @@ impl OptionFields {
             line(id, || "`asset_id`".to_owned())?;
         }
         if let Some(metadata) = &self.metadata {
-            check_json(metadata).map_err(|e| match e {
-                ApiError::BadRequest { message, .. } => {
-                    ApiError::bad_request("invalid_characters", format!("metadata: {message}"))
-                }
-                other => other,
-            })?;
             if !metadata.is_object() {
                 return Err(ApiError::bad_request(
                     "invalid_metadata",
@@ -345,9 +339,12 @@ async fn read_multipart(
             "image" => images.push(field.bytes().await.map_err(invalid)?),
             "metadata" => {
                 let text = field.text().await.map_err(invalid)?;
-                fields.metadata = Some(serde_json::from_str(&text).map_err(|e| {
+                let metadata = serde_json::from_str(&text).map_err(|e| {
                     ApiError::bad_request("invalid_metadata", format!("metadata is not JSON: {e}"))
-                })?);
+                })?;
+                // A JSON body is checked whole in `read_json`; this field is JSON of its own.
+                check_json_at(&metadata, "metadata")?;
+                fields.metadata = Some(metadata);
             }
             "detail" | "max_chars" | "max_new_tokens" | "num_beams" | "asset_id" => {
                 let text = field.text().await.map_err(invalid)?;

@@ -78,10 +78,7 @@ async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    let (status, _, value) = common::server::json_of(response).await;
     (status, value)
 }
 

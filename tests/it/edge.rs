@@ -178,6 +178,18 @@ async fn strings_no_field_may_hold_are_refused_at_the_edge_on_both_databases() {
                 bad("asset_id"),
             ),
             (
+                "multipart metadata value",
+                shop.post(server.url("/v1/descriptions")).multipart(
+                    reqwest::multipart::Form::new()
+                        .part(
+                            "image",
+                            reqwest::multipart::Part::bytes(fixture(1)).file_name("a.png"),
+                        )
+                        .text("metadata", r#"{"colour": "red\u0000"}"#),
+                ),
+                bad("`metadata.colour`"),
+            ),
+            (
                 "edited text",
                 shop.patch(server.url(&format!("/v1/descriptions/{desc}")))
                     .json(&json!({"text": "a red\u{0} shoe"})),

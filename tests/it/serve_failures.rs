@@ -105,14 +105,10 @@ async fn get(server: &Server, path: &str) -> reqwest::Response {
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    let (status, _, value) = common::server::json_of(response).await;
     (status, value)
 }
 
-/// The value of one sample in the Prometheus text, e.g. `altimage_images_total{outcome="failed"}`.
 fn assert_error_body(status: StatusCode, body: &Value, expected: StatusCode) {
     assert_eq!(status, expected, "{body}");
     let error = &body["error"];

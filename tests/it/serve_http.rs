@@ -6,20 +6,11 @@ use crate::common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::server::Server;
+use common::server::{Server, json_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use common::fixture;
-
-async fn json_of(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, headers, value)
-}
 
 /// A BMP header claiming 50000×50000 pixels: a decompression bomb in 60 bytes.
 fn bomb() -> Vec<u8> {
