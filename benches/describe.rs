@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use altimage::model::Detail;
-use altimage::model::florence2::{Florence2, GenerationRequest, LoadOptions, StageTimings};
-use altimage::model::preprocess::{ImageLimits, prepare_image};
+use altimage::model::preprocess::ImageLimits;
 use altimage::model::runtime::{self, Device, KvCache, RuntimeOptions};
+use altimage::model::{
+    Captioner, GenerationOptions, GenerationRequest, LoadOptions, StageTimings, Task,
+};
 
 mod common;
 use common::{env_or, write_images};
@@ -28,7 +29,7 @@ struct Pass {
 }
 
 fn run_ours(
-    model: &mut Florence2,
+    model: &mut dyn Captioner,
     files: &[PathBuf],
     batch_size: usize,
     max_new_tokens: usize,
@@ -38,7 +39,7 @@ fn run_ours(
 
 /// As `run_ours` with `num_beams`; also returns the token ids, to check two paths agree.
 fn run_search(
-    model: &mut Florence2,
+    model: &mut dyn Captioner,
     files: &[PathBuf],
     batch_size: usize,
     max_new_tokens: usize,
@@ -53,13 +54,18 @@ fn run_search(
             .iter()
             .map(|file| {
                 let bytes = std::fs::read(file).unwrap();
-                let prepared =
-                    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default()).unwrap();
+                let prepared = model
+                    .card()
+                    .frontend
+                    .prepare(&bytes, &ImageLimits::default())
+                    .unwrap();
                 GenerationRequest {
-                    pixel_values: prepared.pixel_values,
-                    detail: Detail::Brief,
-                    max_new_tokens: Some(max_new_tokens),
-                    num_beams: Some(num_beams),
+                    image: prepared.tensor,
+                    options: GenerationOptions {
+                        task: Task::default(),
+                        max_new_tokens,
+                        num_beams,
+                    },
                 }
             })
             .collect();
@@ -146,7 +152,7 @@ fn main() {
     let (library, _) =
         runtime::find_library(None, env_path.as_deref(), &root.join(".cache"), device).unwrap();
     let load = |kv_cache: KvCache| {
-        Florence2::load(&LoadOptions {
+        altimage::model::load(&LoadOptions {
             model_dir: model_dir.clone(),
             library: library.clone(),
             runtime: RuntimeOptions {
@@ -166,7 +172,7 @@ fn main() {
         model_dir.display()
     );
     // One warm-up image so that one-time allocations do not land on the first pass.
-    run_ours(&mut model, &files[..1], 1, max_new_tokens);
+    run_ours(model.as_mut(), &files[..1], 1, max_new_tokens);
 
     let report = |name: &str, pass: &Pass, images: usize| {
         println!(
@@ -183,8 +189,8 @@ fn main() {
     let kv_cache_only = std::env::var("BENCH_KV_CACHE_ONLY").is_ok();
     let mut batching = None;
     if !kv_cache_only {
-        let batch1 = run_ours(&mut model, &files, 1, max_new_tokens);
-        let batch8 = run_ours(&mut model, &files, 8, max_new_tokens);
+        let batch1 = run_ours(model.as_mut(), &files, 1, max_new_tokens);
+        let batch8 = run_ours(model.as_mut(), &files, 8, max_new_tokens);
         report("altimage batch 1", &batch1, files.len());
         report("altimage batch 8", &batch8, files.len());
         println!(
@@ -197,7 +203,7 @@ fn main() {
     // The decoder's KV cache: kept where the session made it (I/O binding, the default) vs
     // handed back in host memory and fed in again every step. Same images, same tokens.
     let mut host_model = load(KvCache::Host);
-    run_ours(&mut host_model, &files[..1], 1, max_new_tokens);
+    run_ours(host_model.as_mut(), &files[..1], 1, max_new_tokens);
     // Alternating passes, the faster of each kept: other work on the machine hits both alike.
     let repeats = env_or("BENCH_KV_REPEATS", 2usize).max(1);
     let best = |a: Option<(Pass, Vec<Vec<i64>>)>, b: (Pass, Vec<Vec<i64>>)| match a {
@@ -209,19 +215,19 @@ fn main() {
     for _ in 0..repeats {
         host_g = Some(best(
             host_g,
-            run_search(&mut host_model, &files, 8, max_new_tokens, 1),
+            run_search(host_model.as_mut(), &files, 8, max_new_tokens, 1),
         ));
         device_g = Some(best(
             device_g,
-            run_search(&mut model, &files, 8, max_new_tokens, 1),
+            run_search(model.as_mut(), &files, 8, max_new_tokens, 1),
         ));
         host_b = Some(best(
             host_b,
-            run_search(&mut host_model, beam_files, 1, max_new_tokens, 3),
+            run_search(host_model.as_mut(), beam_files, 1, max_new_tokens, 3),
         ));
         device_b = Some(best(
             device_b,
-            run_search(&mut model, beam_files, 1, max_new_tokens, 3),
+            run_search(model.as_mut(), beam_files, 1, max_new_tokens, 3),
         ));
     }
     let ((host8, host_ids), (device8, device_ids)) = (host_g.unwrap(), device_g.unwrap());

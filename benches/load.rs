@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use altimage::model::Detail;
-use altimage::model::florence2::{Florence2, GenerationRequest, LoadOptions};
-use altimage::model::preprocess::{ImageLimits, prepare_image};
+use altimage::model::preprocess::ImageLimits;
 use altimage::model::runtime::{self, Device, RuntimeOptions};
+use altimage::model::{Captioner, GenerationOptions, GenerationRequest, LoadOptions, Task};
 use bytes::Bytes;
 
 mod common;
@@ -147,8 +146,8 @@ struct RawRun {
 }
 
 /// The model loaded in this process with the runtime options `serve` uses by default.
-fn load_raw_model(settings: &Settings) -> Florence2 {
-    Florence2::load(&LoadOptions {
+fn load_raw_model(settings: &Settings) -> Box<dyn Captioner> {
+    altimage::model::load(&LoadOptions {
         model_dir: settings.model_dir.clone(),
         library: settings.library.clone(),
         runtime: RuntimeOptions::default(),
@@ -160,17 +159,22 @@ fn load_raw_model(settings: &Settings) -> Florence2 {
 
 /// `prepare_image` + `generate` on `bytes`, the way the server's worker runs one image alone:
 /// greedy, `<CAPTION>`, `max_new_tokens`.
-fn raw_once(model: &mut Florence2, bytes: &[u8], max_new_tokens: usize) -> RawRun {
+fn raw_once(model: &mut dyn Captioner, bytes: &[u8], max_new_tokens: usize) -> RawRun {
     let started = Instant::now();
-    let prepared = prepare_image(bytes, model.preprocessor(), &ImageLimits::default())
+    let prepared = model
+        .card()
+        .frontend
+        .prepare(bytes, &ImageLimits::default())
         .expect("prepare the image");
     let prepared_at = Instant::now();
     let generated = model
         .generate(&[GenerationRequest {
-            pixel_values: prepared.pixel_values,
-            detail: Detail::Brief,
-            max_new_tokens: Some(max_new_tokens),
-            num_beams: Some(1),
+            image: prepared.tensor,
+            options: GenerationOptions {
+                task: Task::default(),
+                max_new_tokens,
+                num_beams: 1,
+            },
         }])
         .expect("generate")
         .remove(0);
@@ -480,7 +484,7 @@ fn overhead(
     runtime: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     urls: &[String],
-    model: &mut Florence2,
+    model: &mut dyn Captioner,
     image: &Bytes,
     settings: &Settings,
 ) -> Vec<Overhead> {
@@ -753,7 +757,14 @@ fn main() {
         .build()
         .expect("HTTP client");
 
-    let overheads = overhead(&runtime, &client, &urls, &mut model, &images[0], &settings);
+    let overheads = overhead(
+        &runtime,
+        &client,
+        &urls,
+        model.as_mut(),
+        &images[0],
+        &settings,
+    );
     for (batch_size, o) in BATCH_SIZES.iter().zip(&overheads) {
         print_overhead(*batch_size, o);
     }

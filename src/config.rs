@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::florence2::LoadOptions;
 use crate::model::preprocess::ImageLimits;
 use crate::model::runtime::{self, Device, KvCache, RuntimeOptions};
-use crate::model::{Detail, ModelError};
+use crate::model::{Detail, LoadOptions, ModelError};
 
 #[derive(Debug, Parser)]
 #[command(

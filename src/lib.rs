@@ -1,6 +1,7 @@
 //! altimage: alt text and product descriptions for e-commerce images, from Florence-2 on ONNX Runtime.
 
 pub mod billing;
+pub mod cli;
 pub mod config;
 pub mod describe;
 pub mod engine;

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     let outcome = match &cli.command {
-        Command::Describe(args) => altimage::describe::run(args),
+        Command::Describe(args) => altimage::cli::describe::run(args),
         Command::Serve(args) => serve(args.clone()),
         Command::Migrate(args) => altimage::manage::migrate(args).map(|()| ExitCode::SUCCESS),
         Command::Accounts(command) => {

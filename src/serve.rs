@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::billing::{Billing, BillingHttp};
 use crate::config::ServeArgs;
+use crate::describe::{DescribeService, Validator};
 use crate::engine::{Engine, EngineConfig};
 use crate::fetch::{FetchPolicy, ImageFetcher};
 use crate::http::ratelimit::RateLimiter;
@@ -125,7 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "max_connections": args.max_connections,
             "header_read_timeout_secs": args.header_read_timeout_secs,
             "body_read_timeout_secs": args.body_read_timeout_secs,
-            "max_new_tokens": engine.max_new_tokens_limit(),
+            "max_new_tokens": engine.card().max_new_tokens,
             "max_num_beams": config.max_num_beams,
             "rate_limit_per_minute": args.rate_limit_per_minute,
         },
@@ -134,7 +135,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         rate_limiter: RateLimiter::new(),
         rate_limit_per_minute: args.rate_limit_per_minute,
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
-        idempotency_window_ms: 24 * 60 * 60 * 1000,
         deletion_grace: Duration::from_secs(args.deletion_grace_days * 86_400),
     };
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
@@ -158,18 +158,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let describe = DescribeService::new(
+        engine.clone(),
+        store.clone(),
+        Arc::new(fetcher),
+        Validator::new(engine.card().clone(), config.max_num_beams),
+        model_name,
+        args.max_image_bytes,
+    );
     let state = AppState {
+        describe,
         engine: engine.clone(),
         store: store.clone(),
         access: Arc::new(access),
-        fetcher: Arc::new(fetcher),
         limits: HttpLimits {
             max_body_bytes: args.max_body_bytes,
-            max_image_bytes: args.max_image_bytes,
             max_images_per_request: args.max_images_per_request,
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
-        model_name,
         info: Arc::new(info),
         billing: BillingHttp {
             billing: billing.as_ref().map(|(handle, _)| handle.clone()),

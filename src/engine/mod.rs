@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
@@ -19,12 +18,10 @@ use queue::{BatchLimits, Entry, Queue};
 use worker::WorkerHealth;
 
 use crate::metrics::Metrics;
-use crate::model::Detail;
-use crate::model::florence2::{
-    Florence2, Generated, GenerationRequest, LoadOptions, default_max_new_tokens,
-};
-use crate::model::preprocess::{
-    ImageKind, ImageLimits, PreprocessError, PreprocessorConfig, prepare_image,
+use crate::model::preprocess::{ImageKind, ImageLimits, PreprocessError};
+use crate::model::{
+    Captioner, Detail, Generated, GenerationOptions, GenerationRequest, LoadOptions, ModelCard,
+    Task,
 };
 
 /// Why the engine could not describe an image. The HTTP layer maps each to a status.
@@ -42,18 +39,16 @@ pub enum EngineError {
         "{images} images in one request exceed the server's {capacity} concurrent images (--max-concurrent-images)"
     )]
     TooManyImages { images: usize, capacity: usize },
-    #[error("{0}")]
-    InvalidRequest(String),
     #[error("inference failed: {0}")]
     Inference(String),
 }
 
-/// Per-request generation options, validated by `Engine::describe`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DescribeOptions {
-    pub detail: Detail,
-    pub max_new_tokens: Option<usize>,
-    pub num_beams: Option<usize>,
+/// An image's bytes with their SHA-256 (hex), hashed once by the caller: the describe service
+/// needs it before the engine does (the `Idempotency-Key` fingerprint).
+#[derive(Debug, Clone)]
+pub struct ImageBytes {
+    pub bytes: Bytes,
+    pub sha256: String,
 }
 
 /// What a worker returns for one image.
@@ -106,9 +101,7 @@ struct Inner {
     admission: Admission,
     queue: Queue,
     prepare_slots: Arc<Semaphore>,
-    preprocessor: PreprocessorConfig,
-    prompt_lengths: [usize; 3],
-    max_new_tokens_limit: usize,
+    card: ModelCard,
     workers: Vec<WorkerHealth>,
     warmed: AtomicBool,
     metrics: Arc<Metrics>,
@@ -135,15 +128,12 @@ impl Engine {
         );
         let mut models = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
-            let mut model = Florence2::load(load)
+            let mut model = crate::model::load(load)
                 .map_err(|e| anyhow::anyhow!("loading model instance {index}: {e}"))?;
-            warm_up(&mut model, config.max_batch_size)?;
+            warm_up(model.as_mut(), config.max_batch_size)?;
             models.push(model);
         }
-        let first = &models[0];
-        let preprocessor = first.preprocessor().clone();
-        let prompt_lengths = Detail::ALL.map(|d| first.prompt_ids(d).len());
-        let max_new_tokens_limit = first.max_new_tokens_limit();
+        let card = models[0].card().clone();
 
         let limits = BatchLimits {
             max_size: config.max_batch_size,
@@ -174,9 +164,7 @@ impl Engine {
             prepare_slots: Arc::new(Semaphore::new(config.prepare_threads.max(1))),
             config,
             queue,
-            preprocessor,
-            prompt_lengths,
-            max_new_tokens_limit,
+            card,
             workers,
             warmed: AtomicBool::new(true),
             metrics,
@@ -196,8 +184,9 @@ impl Engine {
         &self.inner.metrics
     }
 
-    pub fn max_new_tokens_limit(&self) -> usize {
-        self.inner.max_new_tokens_limit
+    /// What the loaded model is and takes.
+    pub fn card(&self) -> &ModelCard {
+        &self.inner.card
     }
 
     /// Takes one permit per image without waiting (429 when full, 503 while draining).
@@ -205,16 +194,16 @@ impl Engine {
         self.inner.admission.try_admit(images)
     }
 
-    /// Describes one admitted image. The bytes are dropped as soon as the tensor exists. If the
-    /// caller drops this future (client gone), the image leaves the queue or the running batch.
+    /// Describes one admitted image with options the describe service validated. The bytes are
+    /// dropped as soon as the tensor exists. If the caller drops this future (client gone), the
+    /// image leaves the queue or the running batch.
     pub async fn describe(
         &self,
         permit: Permits,
-        bytes: Bytes,
-        options: DescribeOptions,
+        image: ImageBytes,
+        options: GenerationOptions,
     ) -> Result<Described, EngineError> {
         let _permit = permit;
-        let (max_new_tokens, num_beams) = self.validate(&options)?;
         let inner = &self.inner;
 
         let prepare_started = Instant::now();
@@ -224,25 +213,23 @@ impl Engine {
             .acquire_owned()
             .await
             .expect("the slots are never closed; this is a bug");
-        let (preprocessor, limits) = (inner.preprocessor.clone(), inner.config.image_limits);
+        let (frontend, limits) = (inner.card.frontend.clone(), inner.config.image_limits);
+        let ImageBytes { bytes, sha256 } = image;
+        let byte_size = bytes.len();
         let prepared = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let facts_hash = hex(&Sha256::digest(&bytes));
-            let byte_size = bytes.len();
-            prepare_image(&bytes, &preprocessor, &limits)
-                .map(|prepared| (prepared, byte_size, facts_hash))
+            frontend.prepare(&bytes, &limits)
         })
         .await
-        .map_err(|e| EngineError::Inference(format!("image preparation panicked: {e}")))?;
-        let (prepared, byte_size, sha256) = prepared?;
+        .map_err(|e| EngineError::Inference(format!("image preparation panicked: {e}")))??;
         let prepare_time = prepare_started.elapsed();
         inner
             .metrics
             .prepare_time
             .observe(prepare_time.as_secs_f64());
         let image = ImageFacts {
-            width: prepared.original_width,
-            height: prepared.original_height,
+            width: prepared.width,
+            height: prepared.height,
             format: prepared.format,
             byte_size,
             sha256,
@@ -250,15 +237,16 @@ impl Engine {
 
         let now = Instant::now();
         let (reply, answer) = oneshot::channel();
-        let prompt = inner.prompt_lengths[options.detail as usize];
+        let prompt = inner
+            .card
+            .frontend
+            .prompt_len(&options.task, &prepared.tensor);
         let entry = Entry {
+            token_cost: (prompt + options.max_new_tokens) * options.num_beams,
             request: GenerationRequest {
-                pixel_values: prepared.pixel_values,
-                detail: options.detail,
-                max_new_tokens: Some(max_new_tokens),
-                num_beams: Some(num_beams),
+                image: prepared.tensor,
+                options,
             },
-            token_cost: (prompt + max_new_tokens) * num_beams,
             enqueued_at: now,
             deadline: now + inner.config.max_queue_time,
             reply,
@@ -279,26 +267,6 @@ impl Engine {
             inference_time: inferred.inference_time,
             batch_size: inferred.batch_size,
         })
-    }
-
-    fn validate(&self, options: &DescribeOptions) -> Result<(usize, usize), EngineError> {
-        let limit = self.inner.max_new_tokens_limit;
-        let max_new_tokens = options
-            .max_new_tokens
-            .unwrap_or_else(|| default_max_new_tokens(options.detail));
-        if max_new_tokens == 0 || max_new_tokens > limit {
-            return Err(EngineError::InvalidRequest(format!(
-                "max_new_tokens must be between 1 and {limit}"
-            )));
-        }
-        let num_beams = options.num_beams.unwrap_or(1);
-        let max_beams = self.inner.config.max_num_beams;
-        if num_beams == 0 || num_beams > max_beams {
-            return Err(EngineError::InvalidRequest(format!(
-                "num_beams must be between 1 and {max_beams} (--max-num-beams)"
-            )));
-        }
-        Ok((max_new_tokens, num_beams))
     }
 
     /// Ready: warmed up, not draining, and at least one worker whose last batch succeeded. A full
@@ -336,7 +304,7 @@ impl Engine {
 /// One batch at the maximum size before the server says ready, so that a batch size the machine
 /// (or the export) cannot hold fails at start-up, not under traffic. When it fails, one image is
 /// tried alone, so that the message says whether lowering `--max-batch-size` can help.
-fn warm_up(model: &mut Florence2, max_batch_size: usize) -> anyhow::Result<()> {
+fn warm_up(model: &mut dyn Captioner, max_batch_size: usize) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match warm_up_batch(model, max_batch_size) {
         Ok(()) => {
@@ -359,20 +327,19 @@ fn warm_up(model: &mut Florence2, max_batch_size: usize) -> anyhow::Result<()> {
     }
 }
 
-fn warm_up_batch(model: &mut Florence2, images: usize) -> Result<(), crate::model::ModelError> {
-    let (width, height) = model.preprocessor().output_size();
-    let blank = ndarray::Array3::<f32>::zeros((3, height as usize, width as usize));
+fn warm_up_batch(model: &mut dyn Captioner, images: usize) -> Result<(), crate::model::ModelError> {
+    let blank = model.blank_image();
     let requests: Vec<GenerationRequest> = (0..images)
         .map(|_| GenerationRequest {
-            pixel_values: blank.clone(),
-            detail: Detail::Paragraph,
-            max_new_tokens: Some(4),
-            num_beams: Some(1),
+            image: blank.clone(),
+            options: GenerationOptions {
+                task: Task {
+                    detail: Detail::Paragraph,
+                },
+                max_new_tokens: 4,
+                num_beams: 1,
+            },
         })
         .collect();
     model.generate(&requests).map(drop)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

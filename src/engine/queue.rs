@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{EngineError, Inferred};
 use crate::metrics::Metrics;
-use crate::model::florence2::GenerationRequest;
+use crate::model::GenerationRequest;
 
 /// One prepared image waiting for a batch.
 pub struct Entry {
@@ -223,7 +223,7 @@ fn count_rejections(metrics: &Metrics, abandoned: usize, expired: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Detail;
+    use crate::model::{GenerationOptions, ImageTensor, Task};
 
     fn limits(max_size: usize, max_tokens: usize) -> BatchLimits {
         BatchLimits {
@@ -239,10 +239,12 @@ mod tests {
     fn entry(cost: usize, now: Instant, ttl: Duration) -> (Entry, Reply) {
         let (reply, receiver) = oneshot::channel();
         let request = GenerationRequest {
-            pixel_values: ndarray::Array3::zeros((3, 1, 1)),
-            detail: Detail::Brief,
-            max_new_tokens: Some(cost),
-            num_beams: None,
+            image: ImageTensor(ndarray::ArrayD::zeros(vec![3, 1, 1])),
+            options: GenerationOptions {
+                task: Task::default(),
+                max_new_tokens: cost,
+                num_beams: 1,
+            },
         };
         (
             Entry {

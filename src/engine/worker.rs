@@ -10,9 +10,8 @@ use tokio::sync::mpsc;
 use super::queue::{Entry, Queue};
 use super::{EngineError, Inferred};
 use crate::metrics::{Metrics, STAGES};
-use crate::model::ModelError;
-use crate::model::florence2::{Florence2, GenerationRequest};
 use crate::model::generate::FinishReason;
+use crate::model::{Captioner, GenerationRequest};
 
 /// Whether a worker's last batch succeeded; read by `/health/ready`.
 #[derive(Clone, Default)]
@@ -40,7 +39,7 @@ impl WorkerHealth {
 /// Starts the staging task (on the current runtime) and the worker thread.
 pub fn spawn(
     index: usize,
-    model: Florence2,
+    model: Box<dyn Captioner>,
     queue: Queue,
     health: WorkerHealth,
     metrics: Arc<Metrics>,
@@ -64,13 +63,13 @@ pub fn spawn(
         .spawn(move || {
             let mut model = model;
             while let Some(batch) = staged.blocking_recv() {
-                run_batch(&mut model, batch, &health, &metrics, retry_after);
+                run_batch(model.as_mut(), batch, &health, &metrics, retry_after);
             }
         })
 }
 
 fn run_batch(
-    model: &mut Florence2,
+    model: &mut dyn Captioner,
     batch: Vec<Entry>,
     health: &WorkerHealth,
     metrics: &Metrics,
@@ -145,19 +144,13 @@ fn run_batch(
             }
         }
         Err(error) => {
-            let invalid = matches!(error, ModelError::InvalidRequest(_));
-            if !invalid {
-                health.set(false, metrics);
-                tracing::error!(%error, images = waiting.len(), "batch failed; worker marked unhealthy until a batch succeeds");
-            }
+            // Requests were validated before they were queued: a failed batch is the model's
+            // or the machine's fault, and the next one tells whether it persists.
+            health.set(false, metrics);
+            tracing::error!(%error, images = waiting.len(), "batch failed; worker marked unhealthy until a batch succeeds");
             for (reply, _) in waiting {
                 metrics.images.with_label_values(&["failed"]).inc();
-                let answer = if invalid {
-                    EngineError::InvalidRequest(error.to_string())
-                } else {
-                    EngineError::Inference(error.to_string())
-                };
-                let _ = reply.send(Err(answer));
+                let _ = reply.send(Err(EngineError::Inference(error.to_string())));
             }
         }
     }

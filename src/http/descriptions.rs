@@ -2,35 +2,25 @@
 //! the description and its usage row stored in one transaction, `Idempotency-Key` replays, and
 //! the answer with its timing headers.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{self, Idempotency};
-use super::input::{ImageRequest, ImageSource, ResponseOptions, read_images, truncate_at_word};
+use super::input::read_images;
 use super::library::request_id;
 use super::openapi::{
     DescriptionForm, DescriptionJson, DescriptionList, DescriptionsBatchForm,
     DescriptionsBatchJson, IdempotencyKey, RawImage, RawImageQuery,
 };
-use crate::engine::{DescribeOptions, Described, Permits};
-use crate::store::descriptions::{Description, ImageFacts, Provenance};
+use crate::describe::{Answer, Call, DescribeRequest, Rendered};
+use crate::store::descriptions::Description;
 use crate::store::keys::Scope;
-use crate::store::now_ms;
-
-struct Timed {
-    body: Description,
-    queue_ms: u128,
-    inference_ms: u128,
-}
 
 /// Whether `create` can answer with `error`. tests/it/openapi.rs turns this into statuses through
 /// `status_of` and checks them against the `responses` of `create`'s `#[utoipa::path]` below.
@@ -118,51 +108,22 @@ pub fn create_returns(error: &ApiError) -> bool {
     ),
 )]
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
-    let (request_id, idempotency_key, images) = match read_request(&caller, request, false).await {
-        Ok(read) => read,
-        Err(error) => return error.into_response(),
+    let run = async {
+        let (head, images) = read_request(&caller, request, false).await?;
+        let image = state
+            .describe
+            .validate(images)?
+            .pop()
+            .expect("read_images returns one image here; this is a bug");
+        let answer = state
+            .describe
+            .describe_one(head.call(&caller, "create"), image, |description| {
+                rendered(StatusCode::CREATED, description)
+            })
+            .await?;
+        Ok::<_, ApiError>(answer_response(answer))
     };
-    let guard = match Idempotency::claim(&state, &caller, idempotency_key, "create", &images).await
-    {
-        Ok(Ok(guard)) => guard,
-        Ok(Err(replay)) => return replay,
-        Err(error) => return error.into_response(),
-    };
-    let image = images
-        .into_iter()
-        .next()
-        .expect("read_images returns at least one; this is a bug");
-    let permits = match state.engine.try_admit(1) {
-        Ok(permits) => permits,
-        Err(error) => return guard.fail(ApiError::from(error)).await,
-    };
-    let timed = match describe_one(&state, permits, image).await {
-        Ok(timed) => timed,
-        Err(error) => return guard.fail(error).await,
-    };
-    let body = serde_json::to_string(&timed.body).expect("serialisable; this is a bug");
-    let saved = state
-        .store
-        .save_created(
-            caller.account_id(),
-            &request_id,
-            std::slice::from_ref(&timed.body),
-            guard.completion(StatusCode::CREATED, &body),
-        )
-        .await;
-    if let Err(error) = saved {
-        // Not stored, so not billed: the caller gets an error and may retry.
-        return guard.fail(ApiError::from(error)).await;
-    }
-    guard.answered();
-    let mut response = (
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
-    timing_headers(response.headers_mut(), timed.queue_ms, timed.inference_ms);
-    response
+    run.await.unwrap_or_else(ApiError::into_response)
 }
 
 /// Whether `create_batch` answers the whole request with `error` (per-image errors are inside
@@ -246,87 +207,64 @@ pub async fn create_batch(
     caller: Caller,
     request: Request,
 ) -> Response {
-    let (request_id, idempotency_key, images) = match read_request(&caller, request, true).await {
-        Ok(read) => read,
-        Err(error) => return error.into_response(),
-    };
-    let limit = state.limits.max_images_per_request;
-    if images.len() > limit {
-        return ApiError::too_large(
-            "too_many_images",
-            format!(
-                "{} images in one request; the limit is {limit} (--max-images-per-request)",
-                images.len()
-            ),
-        )
-        .into_response();
-    }
-    let guard = match Idempotency::claim(&state, &caller, idempotency_key, "batch", &images).await {
-        Ok(Ok(guard)) => guard,
-        Ok(Err(replay)) => return replay,
-        Err(error) => return error.into_response(),
-    };
-    // All permits at once: a batch request is admitted whole or refused whole, like single ones.
-    let mut permits = match state.engine.try_admit(images.len()) {
-        Ok(permits) => permits,
-        Err(error) => return guard.fail(ApiError::from(error)).await,
-    };
-    let tasks = images.into_iter().map(|image| {
-        let permit = permits
-            .split_one()
-            .expect("one permit per image; this is a bug");
-        describe_one(&state, permit, image)
-    });
-    let results = join_all(tasks).await;
-    let (mut queue_ms, mut inference_ms) = (0, 0);
-    let mut described = Vec::new();
-    let data: Vec<Value> = results
-        .into_iter()
-        .map(|result| match result {
-            Ok(timed) => {
-                queue_ms = queue_ms.max(timed.queue_ms);
-                inference_ms = inference_ms.max(timed.inference_ms);
-                let value = serde_json::to_value(&timed.body).expect("serialisable; this is a bug");
-                described.push(timed.body);
-                value
-            }
-            Err(error) => {
-                // Inside the 200 list, no error answer carries it to `observe`.
-                if let Some(reason) = error.metric_reason() {
-                    state.engine.metrics().reject(reason);
+    let run = async {
+        let (head, images) = read_request(&caller, request, true).await?;
+        let limit = state.limits.max_images_per_request;
+        if images.len() > limit {
+            return Err(ApiError::too_large(
+                "too_many_images",
+                format!(
+                    "{} images in one request; the limit is {limit} (--max-images-per-request)",
+                    images.len()
+                ),
+            ));
+        }
+        let images = state.describe.validate(images)?;
+        let metrics = state.engine.metrics();
+        let answer = state
+            .describe
+            .describe_many(head.call(&caller, "batch"), images, |results| {
+                let data: Vec<Value> = results
+                    .iter()
+                    .map(|result| match result {
+                        Ok(described) => serde_json::to_value(&described.description)
+                            .expect("serialisable; this is a bug"),
+                        Err(error) => {
+                            let error = ApiError::from_describe(error);
+                            // Inside the 200 list, no error answer carries it to `observe`.
+                            if let Some(reason) = error.metric_reason() {
+                                metrics.reject(reason);
+                            }
+                            serde_json::to_value(error.body()).expect("serialisable; this is a bug")
+                        }
+                    })
+                    .collect();
+                Rendered {
+                    status: StatusCode::OK.as_u16(),
+                    body: json!({"object": "list", "data": data}).to_string(),
                 }
-                serde_json::to_value(error.body()).expect("serialisable; this is a bug")
-            }
-        })
-        .collect();
-    let body = json!({"object": "list", "data": data}).to_string();
-    // When no image succeeded there is nothing to replay: a retry should run again.
-    let completion = if described.is_empty() {
-        None
-    } else {
-        guard.completion(StatusCode::OK, &body)
+            })
+            .await?;
+        Ok(answer_response(answer))
     };
-    let stored = completion.is_some();
-    if let Err(error) = state
-        .store
-        .save_created(caller.account_id(), &request_id, &described, completion)
-        .await
-    {
-        return guard.fail(ApiError::from(error)).await;
+    run.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// The request id and `Idempotency-Key` of a create call.
+struct Head {
+    request_id: String,
+    idempotency_key: Option<String>,
+}
+
+impl Head {
+    fn call<'a>(&'a self, caller: &'a Caller, route: &'static str) -> Call<'a> {
+        Call {
+            account_id: caller.account_id(),
+            request_id: &self.request_id,
+            idempotency_key: self.idempotency_key.as_deref(),
+            route,
+        }
     }
-    if stored {
-        guard.answered();
-    } else {
-        guard.release().await;
-    }
-    let mut response = (
-        StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
-    timing_headers(response.headers_mut(), queue_ms, inference_ms);
-    response
 }
 
 /// What both create routes check and read before any work: the `describe` scope, restricted
@@ -335,118 +273,68 @@ async fn read_request(
     caller: &Caller,
     request: Request,
     allow_many: bool,
-) -> Result<(String, Option<String>, Vec<ImageRequest>), ApiError> {
+) -> Result<(Head, Vec<DescribeRequest>), ApiError> {
     caller.require(Scope::Describe)?;
     caller.require_unrestricted()?;
-    let request_id = request_id(request.headers());
-    let idempotency_key = idempotency::header_key(request.headers())?;
+    let head = Head {
+        request_id: request_id(request.headers()),
+        idempotency_key: idempotency_key(request.headers())?,
+    };
     let images = read_images(request, allow_many).await?;
-    Ok((request_id, idempotency_key, images))
+    Ok((head, images))
 }
 
-async fn describe_one(
-    state: &AppState,
-    permit: Permits,
-    image: ImageRequest,
-) -> Result<Timed, ApiError> {
-    let ImageRequest {
-        source,
-        describe,
-        response,
-    } = image;
-    let bytes = fetch(state, source).await?;
-    let max = state.limits.max_image_bytes;
-    if bytes.len() as u64 > max {
-        return Err(ApiError::too_large(
-            "image_too_large",
-            format!(
-                "the image has {} bytes; the limit is {max} (--max-image-bytes)",
-                bytes.len()
-            ),
+/// The `Idempotency-Key` header, when sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
         ));
     }
-    let started = Instant::now();
-    let described = state.engine.describe(permit, bytes, describe).await?;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "described"
-    );
-    Ok(body_of(state, described, describe, response))
+    Ok(Some(key.to_string()))
 }
 
-async fn fetch(state: &AppState, source: ImageSource) -> Result<Bytes, ApiError> {
-    match source {
-        ImageSource::Bytes(bytes) => Ok(bytes),
-        ImageSource::Url(url) => Ok(state.fetcher.fetch(&url).await?),
+fn rendered(status: StatusCode, description: &Description) -> Rendered {
+    Rendered {
+        status: status.as_u16(),
+        body: serde_json::to_string(description).expect("serialisable; this is a bug"),
     }
 }
 
-fn body_of(
-    state: &AppState,
-    described: Described,
-    describe: DescribeOptions,
-    options: ResponseOptions,
-) -> Timed {
-    let Described {
-        generated,
-        image: facts,
-        queue_time,
-        inference_time,
-        ..
-    } = described;
-    let (text, truncated) = match options.max_chars {
-        Some(max) => {
-            let cut = truncate_at_word(&generated.text, max);
-            let truncated = cut.len() < generated.text.len();
-            (cut, truncated)
-        }
-        None => (generated.text.clone(), false),
+/// The JSON answer, with the timing headers of work that ran, or the replay marker.
+fn answer_response(answer: Answer) -> Response {
+    let (rendered, timings) = match answer {
+        Answer::Replay(rendered) => (rendered, None),
+        Answer::Done {
+            rendered,
+            queue_time,
+            inference_time,
+        } => (rendered, Some((queue_time, inference_time))),
     };
-    let mut asked = serde_json::Map::new();
-    if let Some(max) = options.max_chars {
-        asked.insert("max_chars".into(), max.into());
+    let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::OK);
+    let mut response = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        rendered.body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    match timings {
+        Some((queue, inference)) => timing_headers(headers, queue, inference),
+        None => {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
     }
-    if let Some(max) = describe.max_new_tokens {
-        asked.insert("max_new_tokens".into(), max.into());
-    }
-    if let Some(beams) = describe.num_beams {
-        asked.insert("num_beams".into(), beams.into());
-    }
-    let now = now_ms();
-    Timed {
-        body: Description {
-            object: "description",
-            id: crate::store::new_id("desc"),
-            text,
-            provenance: Provenance::Ai,
-            version: 1,
-            detail: describe.detail.as_str().to_string(),
-            model: state.model_name.clone(),
-            asset_id: options.asset_id,
-            metadata: options.metadata,
-            image: ImageFacts {
-                width: facts.width,
-                height: facts.height,
-                format: facts.format.as_str().to_string(),
-                byte_size: facts.byte_size as u64,
-                sha256: facts.sha256,
-            },
-            options: Value::Object(asked),
-            generated_tokens: generated.generated_tokens() as u64,
-            finish_reason: generated.finish_reason.as_str().to_string(),
-            truncated,
-            created_at: now,
-            updated_at: now,
-        },
-        queue_ms: queue_time.as_millis(),
-        inference_ms: inference_time.as_millis(),
-    }
+    response
 }
 
-fn timing_headers(headers: &mut HeaderMap, queue_ms: u128, inference_ms: u128) {
-    headers.insert("x-queue-time-ms", HeaderValue::from(queue_ms as u64));
-    headers.insert(
-        "x-inference-time-ms",
-        HeaderValue::from(inference_ms as u64),
-    );
+fn timing_headers(headers: &mut HeaderMap, queue: Duration, inference: Duration) {
+    let millis = |time: Duration| HeaderValue::from(time.as_millis() as u64);
+    headers.insert("x-queue-time-ms", millis(queue));
+    headers.insert("x-inference-time-ms", millis(inference));
 }

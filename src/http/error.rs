@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::describe::{DescribeError, ValidationError};
 use crate::engine::EngineError;
 use crate::fetch::ImageUrlError;
 use crate::model::preprocess::PreprocessError;
@@ -247,29 +248,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
+impl From<&EngineError> for ApiError {
+    fn from(error: &EngineError) -> Self {
         match error {
             EngineError::Overloaded { retry_after } => ApiError::Overloaded {
                 message: error.to_string(),
-                retry_after,
+                retry_after: *retry_after,
             },
             EngineError::Draining { retry_after } => ApiError::Unavailable {
                 code: "draining",
                 message: error.to_string(),
-                retry_after,
+                retry_after: *retry_after,
             },
             EngineError::QueueTimeout { retry_after } => ApiError::Unavailable {
                 code: "queue_timeout",
                 message: error.to_string(),
-                retry_after,
+                retry_after: *retry_after,
             },
             EngineError::Image(image) => image.into(),
             EngineError::TooManyImages { .. } => {
                 ApiError::too_large("too_many_images", error.to_string())
-            }
-            EngineError::InvalidRequest(message) => {
-                ApiError::bad_request("invalid_option", message)
             }
             EngineError::Inference(message) => {
                 ApiError::Internal(format!("inference failed: {message}"))
@@ -278,14 +276,16 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+impl From<&StoreError> for ApiError {
+    fn from(error: &StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
-            StoreError::Invalid(message) => ApiError::bad_request("invalid_request", message),
+            StoreError::Invalid(message) => {
+                ApiError::bad_request("invalid_request", message.clone())
+            }
             StoreError::Conflict(message) => ApiError::Conflict {
                 code: "conflict",
-                message,
+                message: message.clone(),
             },
             StoreError::Unavailable(message) => ApiError::Unavailable {
                 code: "database_unavailable",
@@ -304,8 +304,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<PreprocessError> for ApiError {
-    fn from(error: PreprocessError) -> Self {
+impl From<&PreprocessError> for ApiError {
+    fn from(error: &PreprocessError) -> Self {
         let code = error.code();
         match error {
             PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit => {
@@ -327,8 +327,8 @@ impl From<PreprocessError> for ApiError {
     }
 }
 
-impl From<ImageUrlError> for ApiError {
-    fn from(error: ImageUrlError) -> Self {
+impl From<&ImageUrlError> for ApiError {
+    fn from(error: &ImageUrlError) -> Self {
         let code = error.code();
         match error {
             ImageUrlError::InvalidUrl(_) | ImageUrlError::ForbiddenAddress(_) => {
@@ -340,6 +340,56 @@ impl From<ImageUrlError> for ApiError {
                 message: error.to_string(),
             },
         }
+    }
+}
+
+impl ApiError {
+    /// A describe call's refusal, also for the per-image errors inside a batch answer.
+    pub fn from_describe(error: &DescribeError) -> Self {
+        match error {
+            DescribeError::Invalid(invalid) => {
+                ApiError::bad_request(invalid.code, invalid.message.clone())
+            }
+            DescribeError::ImageTooLarge { .. } => {
+                ApiError::too_large("image_too_large", error.to_string())
+            }
+            DescribeError::Fetch(fetch) => fetch.into(),
+            DescribeError::Engine(engine) => engine.into(),
+            DescribeError::Store(store) => store.into(),
+            DescribeError::IdempotencyKeyReused => ApiError::Conflict {
+                code: "idempotency_key_reused",
+                message: error.to_string(),
+            },
+            DescribeError::IdempotencyKeyInUse => ApiError::Conflict {
+                code: "idempotency_key_in_use",
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// By value, for `?`: each maps as its reference does.
+macro_rules! from_owned {
+    ($($error:ty),*) => {$(
+        impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                ApiError::from(&error)
+            }
+        }
+    )*};
+}
+
+from_owned!(EngineError, StoreError, PreprocessError, ImageUrlError);
+
+impl From<DescribeError> for ApiError {
+    fn from(error: DescribeError) -> Self {
+        ApiError::from_describe(&error)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        ApiError::bad_request(error.code, error.message)
     }
 }
 

@@ -10,31 +10,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{check_json, check_json_at, line};
-use crate::engine::DescribeOptions;
-use crate::model::Detail;
-
-/// Where the image comes from before it is fetched or decoded.
-#[derive(Debug)]
-pub enum ImageSource {
-    Bytes(Bytes),
-    Url(String),
-}
-
-/// Options that shape the answer but not the model call.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ResponseOptions {
-    pub max_chars: Option<usize>,
-    pub asset_id: Option<String>,
-    pub metadata: Option<Value>,
-}
-
-/// One image and everything the caller said about it.
-#[derive(Debug)]
-pub struct ImageRequest {
-    pub source: ImageSource,
-    pub describe: DescribeOptions,
-    pub response: ResponseOptions,
-}
+use crate::describe::{DescribeOptions, DescribeRequest, ImageSource};
 
 /// Options as they appear in JSON, a form or a query string.
 #[derive(Debug, Default, Deserialize)]
@@ -51,58 +27,21 @@ pub struct OptionFields {
 }
 
 impl OptionFields {
-    fn options(&self) -> Result<(DescribeOptions, ResponseOptions), ApiError> {
-        let detail = match &self.detail {
-            Some(d) => d
-                .parse::<Detail>()
-                .map_err(|e| ApiError::bad_request("invalid_detail", e))?,
-            None => Detail::default(),
-        };
-        if self.max_chars == Some(0) {
-            return Err(ApiError::bad_request(
-                "invalid_max_chars",
-                "max_chars must be at least 1",
-            ));
-        }
-        if let Some(id) = &self.asset_id {
-            if id.len() > 256 {
-                return Err(ApiError::bad_request(
-                    "invalid_asset_id",
-                    "asset_id is longer than 256 characters",
-                ));
-            }
-            line(id, || "`asset_id`".to_owned())?;
-        }
-        if let Some(metadata) = &self.metadata {
-            if !metadata.is_object() {
-                return Err(ApiError::bad_request(
-                    "invalid_metadata",
-                    "metadata must be a JSON object",
-                ));
-            }
-            if metadata.to_string().len() > 16 * 1024 {
-                return Err(ApiError::bad_request(
-                    "invalid_metadata",
-                    "metadata is larger than 16 KiB",
-                ));
-            }
-        }
-        let describe = DescribeOptions {
-            detail,
+    /// What the caller said, for the describe service's validation stage.
+    fn options(&self) -> DescribeOptions {
+        DescribeOptions {
+            detail: self.detail.clone(),
             max_new_tokens: self.max_new_tokens,
             num_beams: self.num_beams,
-        };
-        let response = ResponseOptions {
             max_chars: self.max_chars,
             asset_id: self.asset_id.clone(),
             metadata: self.metadata.clone(),
-        };
-        Ok((describe, response))
+        }
     }
 
     /// The JSON form: exactly one of `image_base64` and `image_url`.
-    pub fn into_image_request(self) -> Result<ImageRequest, ApiError> {
-        let (describe, response) = self.options()?;
+    pub fn into_image_request(self) -> Result<DescribeRequest, ApiError> {
+        let options = self.options();
         let source = match (self.image_base64, self.image_url) {
             (Some(data), None) => ImageSource::Bytes(decode_base64(&data)?),
             (None, Some(url)) => ImageSource::Url(url),
@@ -119,11 +58,7 @@ impl OptionFields {
                 ));
             }
         };
-        Ok(ImageRequest {
-            source,
-            describe,
-            response,
-        })
+        Ok(DescribeRequest { source, options })
     }
 }
 
@@ -237,18 +172,16 @@ fn percent_decode(value: &str) -> String {
 pub async fn read_images(
     request: Request,
     allow_many: bool,
-) -> Result<Vec<ImageRequest>, ApiError> {
+) -> Result<Vec<DescribeRequest>, ApiError> {
     let kind = content_type(&request);
     if kind.starts_with("image/") || kind == "application/octet-stream" {
         let fields = query_options(&request)?;
         let bytes = Bytes::from_request(request, &())
             .await
             .map_err(body_error)?;
-        let (describe, response) = fields.options()?;
-        return Ok(vec![ImageRequest {
+        return Ok(vec![DescribeRequest {
             source: ImageSource::Bytes(bytes),
-            describe,
-            response,
+            options: fields.options(),
         }]);
     }
     if kind == "multipart/form-data" {
@@ -285,7 +218,7 @@ pub(crate) fn body_error(rejection: axum::extract::rejection::BytesRejection) ->
 
 /// Takes the body by value so that it is gone once parsed: a large image is then held as the
 /// parsed base64 text and, once decoded, its bytes, never as three copies.
-fn read_json(body: Bytes, allow_many: bool) -> Result<Vec<ImageRequest>, ApiError> {
+fn read_json(body: Bytes, allow_many: bool) -> Result<Vec<DescribeRequest>, ApiError> {
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -321,7 +254,7 @@ async fn read_multipart(
     mut multipart: Multipart,
     mut fields: OptionFields,
     allow_many: bool,
-) -> Result<Vec<ImageRequest>, ApiError> {
+) -> Result<Vec<DescribeRequest>, ApiError> {
     let invalid = |e: axum::extract::multipart::MultipartError| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(
@@ -371,13 +304,12 @@ async fn read_multipart(
             "send one `image` field here; use /v1/descriptions/batch for several",
         ));
     }
-    let (describe, response) = fields.options()?;
+    let options = fields.options();
     Ok(images
         .into_iter()
-        .map(|bytes| ImageRequest {
+        .map(|bytes| DescribeRequest {
             source: ImageSource::Bytes(bytes),
-            describe,
-            response: response.clone(),
+            options: options.clone(),
         })
         .collect())
 }
@@ -390,48 +322,9 @@ fn merge(into: &mut OptionFields, from: OptionFields) {
     into.asset_id = from.asset_id.or(into.asset_id.take());
 }
 
-/// Cuts text at a word boundary so that it never exceeds `max_chars` characters.
-pub fn truncate_at_word(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_string();
-    }
-    let cut: String = text.chars().take(max_chars).collect();
-    let next_is_space = text.chars().nth(max_chars).is_some_and(char::is_whitespace);
-    let kept = if next_is_space {
-        cut.as_str()
-    } else {
-        match cut.rfind(char::is_whitespace) {
-            Some(at) => &cut[..at],
-            None => cut.as_str(),
-        }
-    };
-    kept.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':')
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncation_respects_words_and_the_limit() {
-        assert_eq!(
-            truncate_at_word("a red shoe on white", 100),
-            "a red shoe on white"
-        );
-        assert_eq!(truncate_at_word("a red shoe on white", 10), "a red shoe");
-        assert_eq!(truncate_at_word("a red shoe, on white", 11), "a red shoe");
-        assert_eq!(truncate_at_word("unbreakable", 4), "unbr");
-        assert_eq!(truncate_at_word("ü ü ü ü", 3), "ü ü");
-        for limit in 1..30 {
-            assert!(
-                truncate_at_word("A green car parked in front of a yellow building.", limit)
-                    .chars()
-                    .count()
-                    <= limit
-            );
-        }
-    }
 
     #[test]
     fn query_options_parse_and_refuse_unknowns() {

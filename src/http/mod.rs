@@ -9,7 +9,6 @@ pub mod descriptions;
 pub mod error;
 pub mod extract;
 pub mod framing;
-pub mod idempotency;
 pub mod input;
 pub mod library;
 pub mod openapi;
@@ -27,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
+use crate::describe::DescribeService;
 use crate::engine::Engine;
-use crate::fetch::ImageFetcher;
 use crate::store::Store;
 use error::ApiError;
 use ratelimit::RateLimiter;
@@ -40,8 +39,6 @@ pub struct Access {
     pub rate_limit_per_minute: u64,
     /// `None`: the admin routes are not mounted.
     pub admin_token: Option<String>,
-    /// How long an `Idempotency-Key` answer is replayed.
-    pub idempotency_window_ms: i64,
     /// Between an account's deletion request and the purge of its data.
     pub deletion_grace: std::time::Duration,
 }
@@ -50,7 +47,6 @@ pub struct Access {
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
-    pub max_image_bytes: u64,
     pub max_images_per_request: usize,
     /// From a request's head to the end of its body (`--body-read-timeout-secs`).
     pub body_read_timeout: std::time::Duration,
@@ -59,12 +55,11 @@ pub struct HttpLimits {
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    pub describe: DescribeService,
     pub engine: Engine,
     pub store: Store,
     pub access: Arc<Access>,
-    pub fetcher: Arc<ImageFetcher>,
     pub limits: HttpLimits,
-    pub model_name: String,
     /// The effective configuration shown at `/info` (no secrets).
     pub info: Arc<Value>,
     /// The billing loop's handle and the Stripe webhook settings.

@@ -4,8 +4,8 @@
 
 use crate::common;
 
-use altimage::model::Detail;
-use altimage::model::florence2::GenerationRequest;
+use altimage::model::florence2::task_token;
+use altimage::model::{Captioner, Detail, GenerationRequest};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -27,7 +27,7 @@ fn reference() -> Value {
 fn detail_of(task: &str) -> Detail {
     Detail::ALL
         .into_iter()
-        .find(|d| d.task_token() == task)
+        .find(|&d| task_token(d) == task)
         .unwrap_or_else(|| panic!("unknown task {task}"))
 }
 
@@ -45,14 +45,14 @@ fn greedy_output_equals_transformers_js_token_for_token() {
     let mut model = common::tiny_model();
     let requests: Vec<GenerationRequest> = results
         .iter()
-        .map(|r| GenerationRequest {
-            pixel_values: common::pixels(
+        .map(|r| {
+            common::request(
                 &model,
                 &common::fixtures_dir().join(r["file"].as_str().unwrap()),
-            ),
-            detail: detail_of(r["task"].as_str().unwrap()),
-            max_new_tokens: Some(max_new_tokens),
-            num_beams: Some(1),
+                detail_of(r["task"].as_str().unwrap()),
+                max_new_tokens,
+                1,
+            )
         })
         .collect();
     // All 18 in one batch: conformance must hold for batched generation too.
@@ -68,7 +68,7 @@ fn greedy_output_equals_transformers_js_token_for_token() {
             .map(|v| v.as_i64().unwrap())
             .collect();
         assert_eq!(
-            model.prompt_ids(request.detail),
+            model.prompt_ids(request.options.task.detail),
             prompt.as_slice(),
             "{label}: prompt ids differ"
         );

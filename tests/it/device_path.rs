@@ -9,18 +9,13 @@ use crate::common;
 use std::path::Path;
 
 use altimage::config::{Cli, Command};
-use altimage::model::florence2::{Florence2, GenerationRequest};
+use altimage::model::florence2::{Florence2, default_max_new_tokens};
 use altimage::model::runtime::{Device, KvCache};
-use altimage::model::{Detail, ModelError};
+use altimage::model::{Captioner, Detail, GenerationRequest, ModelError};
 use clap::Parser;
 
 fn request(model: &Florence2, file: &Path, detail: Detail, beams: usize) -> GenerationRequest {
-    GenerationRequest {
-        pixel_values: common::pixels(model, file),
-        detail,
-        max_new_tokens: None,
-        num_beams: Some(beams),
-    }
+    common::request(model, file, detail, default_max_new_tokens(detail), beams)
 }
 
 fn load(kv_cache: KvCache) -> Florence2 {
@@ -44,7 +39,7 @@ fn io_binding_cache_gives_the_tokens_of_the_host_copy_path() {
         request(&device, &files[2], Detail::Paragraph, 1),
         request(&device, &files[3 % files.len()], Detail::Brief, 2),
     ];
-    batch[2].max_new_tokens = Some(5);
+    batch[2].options.max_new_tokens = 5;
     let on_device = device.generate(&batch).unwrap();
     let on_host = host.generate(&batch).unwrap();
     assert_eq!(on_device, on_host);

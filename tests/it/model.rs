@@ -5,17 +5,12 @@ use crate::common;
 
 use std::path::Path;
 
-use altimage::model::florence2::{Florence2, GenerationRequest};
+use altimage::model::florence2::Florence2;
 use altimage::model::generate::FinishReason;
-use altimage::model::{Detail, ModelError};
+use altimage::model::{Captioner, Detail, GenerationRequest};
 
 fn request(model: &Florence2, file: &Path, detail: Detail) -> GenerationRequest {
-    GenerationRequest {
-        pixel_values: common::pixels(model, file),
-        detail,
-        max_new_tokens: Some(48),
-        num_beams: None,
-    }
+    common::request(model, file, detail, 48, 1)
 }
 
 #[test]
@@ -63,7 +58,7 @@ fn each_image_alone_equals_the_same_image_in_a_mixed_batch_of_eight() {
         assert_eq!(
             &alone[0], expected,
             "row with detail {:?} differs alone vs batched",
-            row.detail
+            row.options.task.detail
         );
     }
     // The vision encoder batched too (as on a GPU), not only the encoder and decoder.
@@ -78,7 +73,7 @@ fn max_new_tokens_forces_the_end() {
     let mut model = common::tiny_model();
     let file = &common::fixture_files()[0];
     let mut short = request(&model, file, Detail::Paragraph);
-    short.max_new_tokens = Some(3);
+    short.options.max_new_tokens = 3;
     let generated = model.generate(&[short]).unwrap().remove(0);
     assert_eq!(generated.generated_tokens(), 3, "{generated:?}");
     assert_eq!(
@@ -87,13 +82,6 @@ fn max_new_tokens_forces_the_end() {
         "EOS is forced at the limit"
     );
     assert_eq!(generated.finish_reason, FinishReason::Length);
-
-    let mut invalid = request(&model, file, Detail::Brief);
-    invalid.max_new_tokens = Some(0);
-    assert!(matches!(
-        model.generate(&[invalid]),
-        Err(ModelError::InvalidRequest(_))
-    ));
 }
 
 #[test]
@@ -101,7 +89,7 @@ fn beam_search_runs_beside_greedy_rows() {
     let mut model = common::tiny_model();
     let files = common::fixture_files();
     let mut beam = request(&model, &files[1], Detail::Brief);
-    beam.num_beams = Some(3);
+    beam.options.num_beams = 3;
     let greedy = request(&model, &files[2], Detail::Detailed);
     let mixed = model.generate(&[beam.clone(), greedy.clone()]).unwrap();
     let beam_alone = model.generate(std::slice::from_ref(&beam)).unwrap();
@@ -143,8 +131,9 @@ fn copy_model(to: &Path) {
     }
 }
 
+/// Through the family seam, as the server and the CLI load.
 fn load_error(dir: &Path) -> String {
-    match Florence2::load(&common::load_options(dir)) {
+    match altimage::model::load(&common::load_options(dir)) {
         Ok(_) => panic!("{} should not load", dir.display()),
         Err(e) => e.to_string(),
     }
@@ -195,13 +184,21 @@ fn model_directories_that_do_not_fit_are_refused_with_the_file_named() {
     let err = load_error(&no_tokenizer);
     assert!(err.contains("tokenizer.json"), "{err}");
 
+    // The family comes from config.json's model_type: an unknown one lists those we run.
     let not_florence = tmp.path().join("not-florence");
     copy_model(&not_florence);
-    std::fs::write(
-        not_florence.join("config.json"),
-        r#"{"model_type": "bert"}"#,
-    )
-    .unwrap();
+    let config = not_florence.join("config.json");
+    std::fs::write(&config, r#"{"model_type": "bert"}"#).unwrap();
+    let err = load_error(&not_florence);
+    assert!(
+        err.contains("model_type `bert`") && err.contains("florence2"),
+        "{err}"
+    );
+    std::fs::write(&config, r#"{"architectures": ["Florence2"]}"#).unwrap();
+    let err = load_error(&not_florence);
+    assert!(err.contains("no `model_type`"), "{err}");
+    // Florence-2's own contract still applies once the family is known.
+    std::fs::write(&config, r#"{"model_type": "florence2"}"#).unwrap();
     let err = load_error(&not_florence);
     assert!(err.contains("is_encoder_decoder"), "{err}");
 

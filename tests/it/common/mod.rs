@@ -7,10 +7,11 @@ pub mod stripe_fake;
 
 use std::path::{Path, PathBuf};
 
-use altimage::model::florence2::{Florence2, LoadOptions};
-use altimage::model::preprocess::{ImageLimits, prepare_image};
+use altimage::model::florence2::Florence2;
+use altimage::model::preprocess::ImageLimits;
 use altimage::model::runtime::{self, Device, RuntimeOptions};
-use ndarray::Array3;
+use altimage::model::{Captioner, Detail, GenerationOptions, GenerationRequest, ImageTensor};
+use altimage::model::{LoadOptions, Task};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,11 +71,33 @@ pub fn fixture(index: usize) -> Vec<u8> {
     std::fs::read(&fixture_files()[index]).unwrap()
 }
 
-pub fn pixels(model: &Florence2, file: &Path) -> Array3<f32> {
+/// A file prepared the way the model's family prepares it.
+pub fn image(model: &dyn Captioner, file: &Path) -> ImageTensor {
     let bytes = std::fs::read(file).unwrap();
-    prepare_image(&bytes, model.preprocessor(), &ImageLimits::default())
+    model
+        .card()
+        .frontend
+        .prepare(&bytes, &ImageLimits::default())
         .unwrap()
-        .pixel_values
+        .tensor
+}
+
+/// A request for `file` at `detail`, greedy unless `num_beams` says otherwise.
+pub fn request(
+    model: &dyn Captioner,
+    file: &Path,
+    detail: Detail,
+    max_new_tokens: usize,
+    num_beams: usize,
+) -> GenerationRequest {
+    GenerationRequest {
+        image: image(model, file),
+        options: GenerationOptions {
+            task: Task { detail },
+            max_new_tokens,
+            num_beams,
+        },
+    }
 }
 
 /// The project's Python (pinned venv), created by scripts/python-env.sh.

@@ -15,9 +15,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::{DescribeArgs, OutputFormat};
-use crate::model::florence2::{Florence2, GenerationRequest};
+use crate::describe::request::{DescribeOptions, Validator};
 use crate::model::generate::FinishReason;
-use crate::model::preprocess::{ImageLimits, PreparedImage, PreprocessorConfig, prepare_image};
+use crate::model::preprocess::ImageLimits;
+use crate::model::{Captioner, Frontend, GenerationOptions, GenerationRequest, Prepared};
 
 /// Extensions picked up when walking a folder; files named explicitly are always tried.
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
@@ -103,10 +104,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
 /// Reads and prepares one file; the error is already a record.
 fn prepare_file(
     path: &Path,
-    config: &PreprocessorConfig,
+    frontend: &dyn Frontend,
     limits: &ImageLimits,
     max_bytes: u64,
-) -> Result<PreparedImage, Box<Record>> {
+) -> Result<Prepared, Box<Record>> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
     if !meta.is_file() {
@@ -128,7 +129,9 @@ fn prepare_file(
     }
     let bytes =
         std::fs::read(path).map_err(|e| Record::failed(path, "file_unreadable", e.to_string()))?;
-    prepare_image(&bytes, config, limits).map_err(|e| Record::failed(path, e.code(), e.to_string()))
+    frontend
+        .prepare(&bytes, limits)
+        .map_err(|e| Record::failed(path, e.code(), e.to_string()))
 }
 
 enum Writer {
@@ -224,7 +227,16 @@ impl OrderedOutput {
 pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
     let files = collect_files(&args.paths);
     let options = args.model.load_options()?;
-    let mut model = Florence2::load(&options).context("loading the model")?;
+    let mut model = crate::model::load(&options).context("loading the model")?;
+    // The same checks as the API's, before any image is read.
+    let generation = Validator::new(model.card().clone(), usize::MAX)
+        .generation(&DescribeOptions {
+            detail: Some(args.detail.as_str().to_string()),
+            max_new_tokens: args.max_new_tokens,
+            num_beams: Some(args.num_beams),
+            ..DescribeOptions::default()
+        })
+        .map_err(|e| anyhow::anyhow!("{e} (--max-new-tokens, --num-beams)"))?;
     tracing::info!(model = %args.model.model_dir.display(), device = %args.model.device, images = files.len(), "describing");
 
     let sink: Box<dyn Write> = match &args.output {
@@ -263,23 +275,23 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
     let limits = ImageLimits {
         max_pixels: args.max_image_pixels,
     };
-    let preprocessor = model.preprocessor().clone();
+    let frontend = model.card().frontend.clone();
     let next_file = AtomicUsize::new(0);
     // Bounded, so prepared tensors (7 MB each at 768×768) cannot pile up while the model works.
     let (sender, receiver) =
-        mpsc::sync_channel::<(usize, Result<PreparedImage, Box<Record>>)>(batch_size);
+        mpsc::sync_channel::<(usize, Result<Prepared, Box<Record>>)>(batch_size);
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..threads {
             let sender = sender.clone();
-            let (files, next_file, preprocessor) = (&files, &next_file, &preprocessor);
+            let (files, next_file, frontend) = (&files, &next_file, &*frontend);
             scope.spawn(move || {
                 loop {
                     let index = next_file.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(index) else { break };
                     // A decoder bug on one odd file must cost that file, not the run.
                     let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        prepare_file(path, preprocessor, &limits, args.max_image_bytes)
+                        prepare_file(path, frontend, &limits, args.max_image_bytes)
                     }))
                     .unwrap_or_else(|_| {
                         Err(Record::failed(
@@ -296,7 +308,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
         }
         drop(sender);
 
-        let mut batch: Vec<(usize, PreparedImage)> = Vec::with_capacity(batch_size);
+        let mut batch: Vec<(usize, Prepared)> = Vec::with_capacity(batch_size);
         let mut producers_done = false;
         while !producers_done || !batch.is_empty() {
             // Fill the batch; run it when full or when no more images will come.
@@ -313,7 +325,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
             if batch.is_empty() {
                 continue;
             }
-            let records = describe_batch(&mut model, args, &files, &mut batch);
+            let records = describe_batch(model.as_mut(), &generation, &files, &mut batch);
             progress.inc(records.len() as u64);
             for (index, record) in records {
                 output.push(index, record)?;
@@ -336,26 +348,19 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs one batch; a failed model call gives every image in it an error record.
 fn describe_batch(
-    model: &mut Florence2,
-    args: &DescribeArgs,
+    model: &mut dyn Captioner,
+    generation: &GenerationOptions,
     files: &[PathBuf],
-    batch: &mut Vec<(usize, PreparedImage)>,
+    batch: &mut Vec<(usize, Prepared)>,
 ) -> Vec<(usize, Record)> {
     // The tensors move into the requests; only the metadata stays for the records.
     let mut meta = Vec::with_capacity(batch.len());
     let mut requests = Vec::with_capacity(batch.len());
     for (index, prepared) in batch.drain(..) {
-        meta.push((
-            index,
-            prepared.original_width,
-            prepared.original_height,
-            prepared.format,
-        ));
+        meta.push((index, prepared.width, prepared.height, prepared.format));
         requests.push(GenerationRequest {
-            pixel_values: prepared.pixel_values,
-            detail: args.detail,
-            max_new_tokens: args.max_new_tokens,
-            num_beams: Some(args.num_beams),
+            image: prepared.tensor,
+            options: generation.clone(),
         });
     }
     match model.generate(&requests) {
@@ -367,7 +372,7 @@ fn describe_batch(
                     path: files[index].display().to_string(),
                     generated_tokens: Some(generated.generated_tokens()),
                     description: Some(generated.text),
-                    detail: Some(args.detail.as_str()),
+                    detail: Some(generation.task.detail.as_str()),
                     width: Some(width),
                     height: Some(height),
                     format: Some(format.as_str()),
@@ -379,16 +384,11 @@ fn describe_batch(
             .collect(),
         Err(error) => {
             tracing::error!(%error, images = meta.len(), "batch failed");
-            let code = match error {
-                crate::model::ModelError::InvalidRequest(_) => "invalid_request",
-                _ => "inference_failed",
-            };
             meta.into_iter()
                 .map(|(index, ..)| {
-                    (
-                        index,
-                        *Record::failed(&files[index], code, error.to_string()),
-                    )
+                    let record =
+                        Record::failed(&files[index], "inference_failed", error.to_string());
+                    (index, *record)
                 })
                 .collect()
         }

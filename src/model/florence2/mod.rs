@@ -1,23 +1,36 @@
-//! One Florence-2 model instance: the four ONNX sessions of an onnx-community export and the
-//! batched generation that drives them (spec section 3). Owned by one thread; not shared.
+//! Florence-2: the four ONNX sessions of an onnx-community export and the batched generation
+//! that drives them (spec section 3). One instance is owned by one thread; not shared.
+
+mod config;
+mod kv_cache;
+mod prompts;
+mod signature;
+pub mod text;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ndarray::Array3;
+use ndarray::{Array3, ArrayView3, Ix3};
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
-use super::ModelError;
-use super::config::{GenerationConfig, ModelConfig};
+use super::config::GenerationConfig;
 use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
-use super::kv_cache::{CacheNames, DecoderState, DeviceGather, RowTensor};
-use super::preprocess::PreprocessorConfig;
-use super::prompts::{Detail, Prompts};
-use super::runtime::{self, Device, KvCache, RuntimeOptions};
-use super::signature::{DecoderShape, GraphPorts, Port};
-use super::text::TextCodec;
+use super::preprocess::{ImageLimits, PreprocessError, PreprocessorConfig, prepare_image};
+use super::runtime::{self, Device, KvCache};
+use super::signature::ports;
+use super::{
+    Captioner, Detail, Family, Frontend, Generated, GenerationRequest, ImageTensor, LoadOptions,
+    ModelCard, ModelError, Prepared, StageTimings, Task,
+};
+use config::ModelConfig;
+use kv_cache::{CacheNames, DecoderState, DeviceGather, RowTensor};
+use prompts::Prompts;
+pub use prompts::task_token;
+use signature::DecoderShape;
+use text::TextCodec;
 
 /// The graphs the server runs, by basename (spec 11.8: the others are not needed).
 const GRAPHS: [&str; 4] = [
@@ -27,59 +40,9 @@ const GRAPHS: [&str; 4] = [
     "decoder_model_merged",
 ];
 
-/// Where to load a model from and how to run it.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub model_dir: PathBuf,
-    /// The ONNX Runtime shared library (see `runtime::find_library`).
-    pub library: PathBuf,
-    pub runtime: RuntimeOptions,
-    /// File-name suffix of the graph variant (`""` fp32, `"_fp16"`, `"_quantized"`, ...).
-    pub variant_suffix: String,
-    /// Images per vision-encoder call (0 = auto: 1 on the CPU, the whole batch on CUDA). On a
-    /// CPU the tower is compute-bound and a batch of 8 only thrashes the caches (measured 1.3×
-    /// slower per image); on a GPU batching is where its throughput comes from.
-    pub vision_batch_size: usize,
-}
-
-/// One image to describe, already preprocessed.
-#[derive(Debug, Clone)]
-pub struct GenerationRequest {
-    /// `[3, H, W]`, normalised, H and W as `preprocessor_config.json` says.
-    pub pixel_values: Array3<f32>,
-    pub detail: Detail,
-    /// Tokens to generate at most; `None` takes the detail's default.
-    pub max_new_tokens: Option<usize>,
-    /// 1 = greedy; `None` takes 1 (transformers.js parity, spec P5).
-    pub num_beams: Option<usize>,
-}
-
-/// A description and how it came about.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generated {
-    pub text: String,
-    /// Decoder tokens, start token included.
-    pub token_ids: Vec<i64>,
-    pub finish_reason: FinishReason,
-}
-
-impl Generated {
-    /// Tokens the model produced (start token excluded).
-    pub fn generated_tokens(&self) -> usize {
-        self.token_ids.len().saturating_sub(1)
-    }
-}
-
-/// Where a batch's time went, for metrics and benchmarks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StageTimings {
-    pub vision: Duration,
-    pub encoder: Duration,
-    pub decode: Duration,
-    pub decode_steps: usize,
-    /// Part of `decode` spent reordering the cache (rows leaving, beams).
-    pub reorder: Duration,
-}
+/// The widest beam search this family runs (transformers.js takes any; beyond 16 the batch's
+/// cache grows for no gain in caption quality).
+const MAX_NUM_BEAMS: usize = 16;
 
 /// Default `max_new_tokens` per detail level: enough for the style, bounded so one request
 /// cannot hold a batch for long.
@@ -88,6 +51,33 @@ pub fn default_max_new_tokens(detail: Detail) -> usize {
         Detail::Brief => 64,
         Detail::Detailed => 128,
         Detail::Paragraph => 256,
+    }
+}
+
+/// Florence-2's side of preparation: the CLIP processor's fixed-size pipeline, and prompts whose
+/// length depends on the detail level only.
+struct FlorenceFrontend {
+    preprocessor: PreprocessorConfig,
+    prompt_lengths: [usize; 3],
+}
+
+impl Frontend for FlorenceFrontend {
+    fn prepare(&self, bytes: &[u8], limits: &ImageLimits) -> Result<Prepared, PreprocessError> {
+        let prepared = prepare_image(bytes, &self.preprocessor, limits)?;
+        Ok(Prepared {
+            tensor: ImageTensor(prepared.pixel_values.into_dyn()),
+            width: prepared.original_width,
+            height: prepared.original_height,
+            format: prepared.format,
+        })
+    }
+
+    fn prompt_len(&self, task: &Task, _image: &ImageTensor) -> usize {
+        self.prompt_lengths[task.detail as usize]
+    }
+
+    fn default_max_new_tokens(&self, task: &Task) -> usize {
+        default_max_new_tokens(task.detail)
     }
 }
 
@@ -104,6 +94,7 @@ pub struct Florence2 {
     max_positions: usize,
     vision_batch_size: usize,
     prompt_ids: [Vec<i64>; 3],
+    card: ModelCard,
     model_dir: PathBuf,
     device: Device,
     /// `Some` with `KvCache::Device`: the cache stays in the session's memory between steps.
@@ -115,12 +106,6 @@ impl Florence2 {
     /// other. Any mismatch is an error naming the file.
     pub fn load(options: &LoadOptions) -> Result<Self, ModelError> {
         let dir = &options.model_dir;
-        if !dir.is_dir() {
-            return Err(ModelError::ModelDir {
-                dir: dir.clone(),
-                message: "not a directory (pass --model-dir, env ALTIMAGE_MODEL_DIR: the bundled test model is models/tiny-florence2, `scripts/fetch-model.sh` fetches the real one)".into(),
-            });
-        }
         let files = graph_files(dir, &options.variant_suffix)?;
         let config = ModelConfig::load(dir)?;
         let preprocessor = PreprocessorConfig::from_file(&dir.join("preprocessor_config.json"))
@@ -179,6 +164,16 @@ impl Florence2 {
             text.encode_prompt(prompts.text(Detail::Detailed))?,
             text.encode_prompt(prompts.text(Detail::Paragraph))?,
         ];
+        let max_positions = config.max_position_embeddings.unwrap_or(1024);
+        let card = ModelCard {
+            family: Family::Florence2,
+            max_new_tokens: max_positions.saturating_sub(1),
+            max_num_beams: MAX_NUM_BEAMS,
+            frontend: Arc::new(FlorenceFrontend {
+                preprocessor: preprocessor.clone(),
+                prompt_lengths: prompt_ids.clone().map(|ids| ids.len()),
+            }),
+        };
         Ok(Self {
             vision: vision_session,
             embed: embed_session,
@@ -189,13 +184,14 @@ impl Florence2 {
             preprocessor,
             text,
             generation: config.generation,
-            max_positions: config.max_position_embeddings.unwrap_or(1024),
+            max_positions,
             vision_batch_size: match (options.vision_batch_size, options.runtime.device) {
                 (0, Device::Cpu) => 1,
                 (0, Device::Cuda(_)) => usize::MAX,
                 (n, _) => n,
             },
             prompt_ids,
+            card,
             model_dir: dir.clone(),
             device: options.runtime.device,
             device_gather: match options.runtime.kv_cache {
@@ -226,103 +222,31 @@ impl Florence2 {
         }
     }
 
-    /// The largest `max_new_tokens` a request may ask for (decoder positions, start included).
-    pub fn max_new_tokens_limit(&self) -> usize {
-        self.max_positions.saturating_sub(1)
-    }
-
     /// Prompt token ids of a detail level (start and end tokens included).
     pub fn prompt_ids(&self, detail: Detail) -> &[i64] {
         &self.prompt_ids[detail as usize]
     }
 
-    /// Describes a batch of images; results in request order.
-    pub fn generate(
-        &mut self,
-        requests: &[GenerationRequest],
-    ) -> Result<Vec<Generated>, ModelError> {
-        self.generate_with(requests, &mut |_| false)
-            .map(|(results, _)| results)
-    }
-
-    /// As `generate`, asking `is_cancelled(i)` between decode steps: a cancelled request's rows
-    /// leave the batch, and its result is `FinishReason::Cancelled` with empty text.
-    pub fn generate_with(
-        &mut self,
-        requests: &[GenerationRequest],
-        is_cancelled: &mut dyn FnMut(usize) -> bool,
-    ) -> Result<(Vec<Generated>, StageTimings), ModelError> {
-        if requests.is_empty() {
-            return Ok((Vec::new(), StageTimings::default()));
-        }
-        let specs = self.group_specs(requests)?;
-        let mut timings = StageTimings::default();
-
-        let started = Instant::now();
-        let image_features = self.run_vision(requests)?;
-        timings.vision = started.elapsed();
-
-        let started = Instant::now();
-        let state = self.run_encoder(requests, &image_features)?;
-        timings.encoder = started.elapsed();
-
-        let started = Instant::now();
-        let (search, steps) = self.decode(state, &specs, is_cancelled, &mut timings.reorder)?;
-        timings.decode = started.elapsed();
-        timings.decode_steps = steps;
-
-        let results = search
-            .results()
-            .into_iter()
-            .map(|result| {
-                let text = if result.finish_reason == FinishReason::Cancelled {
-                    String::new()
-                } else {
-                    self.text.decode_caption(&result.tokens)?
-                };
-                Ok(Generated {
-                    text,
-                    token_ids: result.tokens,
-                    finish_reason: result.finish_reason,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        Ok((results, timings))
-    }
-
-    fn group_specs(&self, requests: &[GenerationRequest]) -> Result<Vec<GroupSpec>, ModelError> {
-        let (height, width) = {
-            let (w, h) = self.preprocessor.output_size();
-            (h as usize, w as usize)
-        };
+    /// The search's view of each request. What a request asks was validated against the card
+    /// before it got here (`describe::request`); a breach is a bug upstream.
+    fn group_specs(&self, requests: &[GenerationRequest]) -> Vec<GroupSpec> {
+        let (width, height) = self.preprocessor.output_size();
         requests
             .iter()
             .map(|request| {
-                let dims = request.pixel_values.dim();
-                if dims != (3, height, width) {
-                    return Err(ModelError::InvalidRequest(format!(
-                        "pixel_values has shape {dims:?}, expected (3, {height}, {width})"
-                    )));
+                debug_assert_eq!(
+                    request.image.0.shape(),
+                    [3, height as usize, width as usize],
+                    "an image tensor of another family or size"
+                );
+                debug_assert!(
+                    (1..=self.card.max_new_tokens).contains(&request.options.max_new_tokens)
+                );
+                debug_assert!((1..=self.card.max_num_beams).contains(&request.options.num_beams));
+                GroupSpec {
+                    num_beams: request.options.num_beams,
+                    max_length: request.options.max_new_tokens + 1,
                 }
-                let max_new_tokens = request
-                    .max_new_tokens
-                    .unwrap_or_else(|| default_max_new_tokens(request.detail));
-                if max_new_tokens == 0 || max_new_tokens > self.max_new_tokens_limit() {
-                    return Err(ModelError::InvalidRequest(format!(
-                        "max_new_tokens must be between 1 and {}",
-                        self.max_new_tokens_limit()
-                    )));
-                }
-                let num_beams = request.num_beams.unwrap_or(1);
-                if !(1..=16).contains(&num_beams) {
-                    return Err(ModelError::InvalidRequest(
-                        "num_beams must be between 1 and 16".into(),
-                    ));
-                }
-                Ok(GroupSpec {
-                    num_beams,
-                    max_length: max_new_tokens + 1,
-                })
             })
             .collect()
     }
@@ -332,15 +256,16 @@ impl Florence2 {
         &mut self,
         requests: &[GenerationRequest],
     ) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let (c, h, w) = requests[0].pixel_values.dim();
+        let (c, h, w) = pixels_of(&requests[0])?.dim();
         let mut features = Vec::new();
         let mut dims = (0, 0);
         for chunk in requests.chunks(self.vision_batch_size.max(1)) {
             let mut pixels = Vec::with_capacity(chunk.len() * c * h * w);
             for request in chunk {
-                match request.pixel_values.as_slice() {
+                let values = pixels_of(request)?;
+                match values.as_slice() {
                     Some(slice) => pixels.extend_from_slice(slice),
-                    None => pixels.extend(request.pixel_values.iter().copied()),
+                    None => pixels.extend(values.iter().copied()),
                 }
             }
             let input = Tensor::from_array(([chunk.len(), c, h, w], pixels))
@@ -384,21 +309,24 @@ impl Florence2 {
         let rows = requests.len();
         let prompt_len = requests
             .iter()
-            .map(|r| self.prompt_ids(r.detail).len())
+            .map(|r| self.prompt_ids(r.options.task.detail).len())
             .max()
             .unwrap_or(0);
         let encoder_len = image_tokens + prompt_len;
         if encoder_len > self.max_positions {
-            return Err(ModelError::InvalidRequest(format!(
-                "{image_tokens} image tokens + {prompt_len} prompt tokens exceed the model's {} positions",
-                self.max_positions
-            )));
+            return Err(ModelError::Inference {
+                stage: "encoder",
+                message: format!(
+                    "{image_tokens} image tokens + {prompt_len} prompt tokens exceed the model's {} positions",
+                    self.max_positions
+                ),
+            });
         }
         let pad = self.text.special().pad;
         let mut ids = Vec::with_capacity(rows * prompt_len);
         let mut mask = Vec::with_capacity(rows * encoder_len);
         for request in requests {
-            let prompt = self.prompt_ids(request.detail);
+            let prompt = self.prompt_ids(request.options.task.detail);
             ids.extend_from_slice(prompt);
             ids.extend(std::iter::repeat_n(pad, prompt_len - prompt.len()));
             mask.extend(std::iter::repeat_n(1i64, image_tokens + prompt.len()));
@@ -608,6 +536,73 @@ impl Florence2 {
     }
 }
 
+impl Captioner for Florence2 {
+    fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    fn blank_image(&self) -> ImageTensor {
+        let (width, height) = self.preprocessor.output_size();
+        ImageTensor(Array3::<f32>::zeros((3, height as usize, width as usize)).into_dyn())
+    }
+
+    fn generate_with(
+        &mut self,
+        requests: &[GenerationRequest],
+        is_cancelled: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<(Vec<Generated>, StageTimings), ModelError> {
+        if requests.is_empty() {
+            return Ok((Vec::new(), StageTimings::default()));
+        }
+        let specs = self.group_specs(requests);
+        let mut timings = StageTimings::default();
+
+        let started = Instant::now();
+        let image_features = self.run_vision(requests)?;
+        timings.vision = started.elapsed();
+
+        let started = Instant::now();
+        let state = self.run_encoder(requests, &image_features)?;
+        timings.encoder = started.elapsed();
+
+        let started = Instant::now();
+        let (search, steps) = self.decode(state, &specs, is_cancelled, &mut timings.reorder)?;
+        timings.decode = started.elapsed();
+        timings.decode_steps = steps;
+
+        let results = search
+            .results()
+            .into_iter()
+            .map(|result| {
+                let text = if result.finish_reason == FinishReason::Cancelled {
+                    String::new()
+                } else {
+                    self.text.decode_caption(&result.tokens)?
+                };
+                Ok(Generated {
+                    text,
+                    token_ids: result.tokens,
+                    finish_reason: result.finish_reason,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok((results, timings))
+    }
+}
+
+/// A request's image as `[3, H, W]`, the layout `FlorenceFrontend` prepares.
+fn pixels_of(request: &GenerationRequest) -> Result<ArrayView3<'_, f32>, ModelError> {
+    request
+        .image
+        .0
+        .view()
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| ModelError::Inference {
+            stage: "vision",
+            message: format!("not a Florence-2 image tensor: {e}"),
+        })
+}
+
 /// The last position's logits of a decoder call, `[rows, vocab]` flat.
 fn last_logits(outputs: &mut SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, ModelError> {
     let (shape, data) = outputs["logits"]
@@ -657,12 +652,4 @@ fn graph_files(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>, ModelError> {
             }
         })
         .collect()
-}
-
-fn ports<'a>(session: &Session, file: &'a Path) -> GraphPorts<'a> {
-    GraphPorts {
-        file,
-        inputs: session.inputs().iter().map(Port::from_outlet).collect(),
-        outputs: session.outputs().iter().map(Port::from_outlet).collect(),
-    }
 }

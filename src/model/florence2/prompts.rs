@@ -1,66 +1,21 @@
-//! The three description styles and their prompt texts, read from the model's
-//! `preprocessor_config.json` task maps (spec section 5.1) rather than hard-coded.
+//! Florence-2's prompt per detail level: each `Detail` is one caption task token, whose prompt
+//! text is read from the model's `preprocessor_config.json` task maps (spec section 5.1) rather
+//! than hard-coded.
 
 use std::path::Path;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ModelError;
-use super::config::read_json_object;
+use crate::model::ModelError;
+use crate::model::config::read_json_object;
+use crate::model::task::Detail;
 
-/// How much text the caller wants. Each maps to one Florence-2 caption task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Detail {
-    /// One short sentence (`<CAPTION>`): alt text.
-    #[default]
-    Brief,
-    /// A few sentences (`<DETAILED_CAPTION>`).
-    Detailed,
-    /// A paragraph (`<MORE_DETAILED_CAPTION>`): product descriptions.
-    Paragraph,
-}
-
-impl Detail {
-    pub const ALL: [Detail; 3] = [Detail::Brief, Detail::Detailed, Detail::Paragraph];
-
-    pub fn task_token(self) -> &'static str {
-        match self {
-            Detail::Brief => "<CAPTION>",
-            Detail::Detailed => "<DETAILED_CAPTION>",
-            Detail::Paragraph => "<MORE_DETAILED_CAPTION>",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Detail::Brief => "brief",
-            Detail::Detailed => "detailed",
-            Detail::Paragraph => "paragraph",
-        }
-    }
-}
-
-impl std::fmt::Display for Detail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Detail {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "brief" => Ok(Detail::Brief),
-            "detailed" => Ok(Detail::Detailed),
-            "paragraph" => Ok(Detail::Paragraph),
-            other => Err(format!(
-                "unknown detail `{other}`: expected brief, detailed or paragraph"
-            )),
-        }
+/// The caption task token of a detail level.
+pub fn task_token(detail: Detail) -> &'static str {
+    match detail {
+        Detail::Brief => "<CAPTION>",
+        Detail::Detailed => "<DETAILED_CAPTION>",
+        Detail::Paragraph => "<MORE_DETAILED_CAPTION>",
     }
 }
 
@@ -91,7 +46,7 @@ impl Prompts {
             .get("tasks_answer_post_processing_type")
             .and_then(Value::as_object);
         let text_for = |detail: Detail| -> Result<String, String> {
-            let token = detail.task_token();
+            let token = task_token(detail);
             if let Some(kind) = post.and_then(|p| p.get(token)).and_then(Value::as_str)
                 && kind != "pure_text"
             {
@@ -147,15 +102,5 @@ mod tests {
         let config = json!({"task_prompts_without_inputs": {"<CAPTION>": "x"}});
         let err = Prompts::from_preprocessor_config(&config).unwrap_err();
         assert!(err.contains("<DETAILED_CAPTION>"), "{err}");
-    }
-
-    #[test]
-    fn parses_detail_names() {
-        assert_eq!("Paragraph".parse::<Detail>().unwrap(), Detail::Paragraph);
-        assert!("long".parse::<Detail>().is_err());
-        assert_eq!(
-            serde_json::to_string(&Detail::Detailed).unwrap(),
-            "\"detailed\""
-        );
     }
 }

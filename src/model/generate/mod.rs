@@ -3,8 +3,10 @@
 //! each step says which cache rows survive (their parents) and which token each appends, so
 //! finished requests leave the running batch and beams reorder it.
 
-pub use super::logits::LogitsRules;
-use super::logits::{apply_rules, argmax, log_softmax, top_k};
+pub mod logits;
+
+pub use logits::LogitsRules;
+use logits::{apply_rules, argmax, log_softmax, top_k};
 
 /// What one request asks of the search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,7 +358,7 @@ fn worst_of_best(finished: &[(Vec<i64>, f32, FinishReason)], beams: usize) -> f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::logits::tests::{one_hot, rules};
+    use crate::model::generate::logits::tests::{one_hot, rules};
 
     #[test]
     fn greedy_rows_leave_when_finished() {

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::ModelError;
-use super::config::read_json_object;
+use crate::model::ModelError;
+use crate::model::config::read_json_object;
 
 /// Ids of the tokens generation and clean-up care about, looked up by content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,10 @@ impl TextCodec {
         let encoding = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| ModelError::InvalidRequest(format!("cannot tokenize prompt: {e}")))?;
+            .map_err(|e| ModelError::Inference {
+                stage: "tokenizer",
+                message: format!("cannot tokenize the prompt `{text}`: {e}"),
+            })?;
         Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 

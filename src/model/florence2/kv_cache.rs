@@ -13,9 +13,9 @@ use ort::value::{
     DynValue, Outlet, Shape, SymbolicDimensions, Tensor, TensorElementType, ValueType,
 };
 
-use super::ModelError;
-use super::runtime::{self, RuntimeOptions};
 use super::signature::{DecoderShape, past_names, present_name};
+use crate::model::ModelError;
+use crate::model::runtime::{self, RuntimeOptions};
 
 /// A tensor kept between decoder calls: either a session output, fed back as is (no copy), or
 /// one we built.
@@ -232,11 +232,6 @@ impl DecoderState {
             }
         }
         Ok(())
-    }
-
-    /// Cached positions so far (the decoder derives token positions from it).
-    pub fn past_length(&self) -> usize {
-        self.self_attn.first().map_or(0, |pair| pair[0].shape[2])
     }
 }
 

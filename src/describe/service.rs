@@ -1,0 +1,392 @@
+//! Describe-and-store: validated requests in, stored descriptions out. The steps every surface
+//! shares, in order: hash inline images once, claim the `Idempotency-Key`, take admission
+//! permits without waiting, fetch image URLs, run the engine, assemble the description, and
+//! store it with its usage row and the replayable answer in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use super::idempotency::{Claimed, Idempotency, Named, fingerprint};
+use super::request::{
+    DescribeRequest, ImageSource, ValidDescribeRequest, ValidationError, Validator,
+    truncate_at_word,
+};
+use super::{DescribeError, DescribeOptions};
+use crate::engine::{Engine, ImageBytes, Permits};
+use crate::fetch::ImageFetcher;
+use crate::model::GenerationOptions;
+use crate::store::descriptions::{Description, ImageFacts, Provenance};
+use crate::store::{Store, new_id, now_ms};
+
+/// How long an `Idempotency-Key`'s answer is replayed.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Cheap handle to the describe service.
+#[derive(Clone)]
+pub struct DescribeService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    store: Store,
+    fetcher: Arc<ImageFetcher>,
+    validator: Validator,
+    /// Stored with each description: the model directory's name.
+    model_name: String,
+    max_image_bytes: u64,
+}
+
+/// Who asks, and under which key.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub account_id: &'a str,
+    pub request_id: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    /// Part of the fingerprint: the same key on another route is another request.
+    pub route: &'static str,
+}
+
+/// The answer as the surface sends it, stored with the work so that a replay gets it byte for
+/// byte.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One description made, with where its time went.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub description: Description,
+    pub queue_time: Duration,
+    pub inference_time: Duration,
+}
+
+/// What a describe call gave.
+#[derive(Debug)]
+pub enum Answer {
+    /// The stored answer of an earlier call with the same key and request: not run, not billed.
+    Replay(Rendered),
+    /// The work ran and is stored; the timings are the longest among the images.
+    Done {
+        rendered: Rendered,
+        queue_time: Duration,
+        inference_time: Duration,
+    },
+}
+
+/// An image ready to run: inline bytes hashed, or a URL to fetch once admitted.
+enum Source {
+    Bytes(ImageBytes),
+    Url(String),
+}
+
+struct Ready {
+    source: Source,
+    generation: GenerationOptions,
+    asked: DescribeOptions,
+}
+
+impl DescribeService {
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        fetcher: Arc<ImageFetcher>,
+        validator: Validator,
+        model_name: String,
+        max_image_bytes: u64,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                store,
+                fetcher,
+                validator,
+                model_name,
+                max_image_bytes,
+            }),
+        }
+    }
+
+    pub fn validator(&self) -> &Validator {
+        &self.inner.validator
+    }
+
+    /// The validation stage, for every image of a call; the first refusal is the answer.
+    pub fn validate(
+        &self,
+        requests: Vec<DescribeRequest>,
+    ) -> Result<Vec<ValidDescribeRequest>, ValidationError> {
+        requests
+            .into_iter()
+            .map(|request| self.inner.validator.validate(request))
+            .collect()
+    }
+
+    /// One image, all or nothing: any failure is the call's answer, and nothing is stored or
+    /// billed.
+    pub async fn describe_one(
+        &self,
+        call: Call<'_>,
+        request: ValidDescribeRequest,
+        render: impl FnOnce(&Description) -> Rendered,
+    ) -> Result<Answer, DescribeError> {
+        let mut ready = ready(vec![request]).await?;
+        let guard = match self.claim(&call, &ready).await? {
+            Claimed::Fresh(guard) => guard,
+            Claimed::Replay { status, body } => {
+                return Ok(Answer::Replay(Rendered { status, body }));
+            }
+        };
+        let permits = match self.inner.engine.try_admit(1) {
+            Ok(permits) => permits,
+            Err(error) => return guard.fail(error).await,
+        };
+        let image = ready.pop().expect("one request; this is a bug");
+        let described = match self.run(permits, image).await {
+            Ok(described) => described,
+            Err(error) => return guard.fail(error).await,
+        };
+        let rendered = render(&described.description);
+        let descriptions = std::slice::from_ref(&described.description);
+        let completion = guard.completion(rendered.status, &rendered.body);
+        let saved = self.save(&call, descriptions, completion).await;
+        if let Err(error) = saved {
+            // Not stored, so not billed: the caller gets an error and may retry.
+            return guard.fail(error).await;
+        }
+        guard.answered();
+        Ok(Answer::Done {
+            rendered,
+            queue_time: described.queue_time,
+            inference_time: described.inference_time,
+        })
+    }
+
+    /// Several images, admitted whole or refused whole; then each its own result, in order: an
+    /// image that fails (bad bytes, URL failure, queue timeout, inference failure) does not fail
+    /// the others. Only what succeeded is stored and billed.
+    pub async fn describe_many(
+        &self,
+        call: Call<'_>,
+        requests: Vec<ValidDescribeRequest>,
+        render: impl FnOnce(&[Result<Described, DescribeError>]) -> Rendered,
+    ) -> Result<Answer, DescribeError> {
+        let ready = ready(requests).await?;
+        let guard = match self.claim(&call, &ready).await? {
+            Claimed::Fresh(guard) => guard,
+            Claimed::Replay { status, body } => {
+                return Ok(Answer::Replay(Rendered { status, body }));
+            }
+        };
+        let mut permits = match self.inner.engine.try_admit(ready.len()) {
+            Ok(permits) => permits,
+            Err(error) => return guard.fail(error).await,
+        };
+        let runs = ready.into_iter().map(|image| {
+            let permit = permits
+                .split_one()
+                .expect("one permit per image; this is a bug");
+            self.run(permit, image)
+        });
+        let results = join_all(runs).await;
+        let (mut queue_time, mut inference_time) = (Duration::ZERO, Duration::ZERO);
+        let mut descriptions = Vec::new();
+        for described in results.iter().flatten() {
+            queue_time = queue_time.max(described.queue_time);
+            inference_time = inference_time.max(described.inference_time);
+            descriptions.push(described.description.clone());
+        }
+        let rendered = render(&results);
+        // When no image succeeded there is nothing to replay: a retry should run again.
+        let completion = if descriptions.is_empty() {
+            None
+        } else {
+            guard.completion(rendered.status, &rendered.body)
+        };
+        let stored = completion.is_some();
+        if let Err(error) = self.save(&call, &descriptions, completion).await {
+            return guard.fail(error).await;
+        }
+        if stored {
+            guard.answered();
+        } else {
+            guard.release().await;
+        }
+        Ok(Answer::Done {
+            rendered,
+            queue_time,
+            inference_time,
+        })
+    }
+
+    async fn claim(&self, call: &Call<'_>, ready: &[Ready]) -> Result<Claimed, DescribeError> {
+        let named = || {
+            fingerprint(
+                call.route,
+                ready.iter().map(|image| {
+                    let name = match &image.source {
+                        Source::Bytes(bytes) => Named::Sha256(&bytes.sha256),
+                        Source::Url(url) => Named::Url(url),
+                    };
+                    (name, image.generation.task.detail, &image.asked)
+                }),
+            )
+        };
+        Idempotency::claim(
+            &self.inner.store,
+            call.account_id,
+            call.idempotency_key.map(str::to_string),
+            call.route,
+            named,
+            IDEMPOTENCY_WINDOW_MS,
+        )
+        .await
+    }
+
+    async fn save(
+        &self,
+        call: &Call<'_>,
+        descriptions: &[Description],
+        completion: Option<crate::store::idempotency::Completion<'_>>,
+    ) -> Result<(), DescribeError> {
+        self.inner
+            .store
+            .save_created(call.account_id, call.request_id, descriptions, completion)
+            .await
+            .map_err(DescribeError::from)
+    }
+
+    /// One admitted image through the engine, and its description assembled (not yet stored).
+    async fn run(&self, permit: Permits, image: Ready) -> Result<Described, DescribeError> {
+        let inner = &self.inner;
+        let bytes = match image.source {
+            Source::Bytes(bytes) => bytes,
+            Source::Url(url) => hashed(vec![inner.fetcher.fetch(&url).await?])
+                .await?
+                .remove(0),
+        };
+        if bytes.bytes.len() as u64 > inner.max_image_bytes {
+            return Err(DescribeError::ImageTooLarge {
+                bytes: bytes.bytes.len(),
+                limit: inner.max_image_bytes,
+            });
+        }
+        let described = inner
+            .engine
+            .describe(permit, bytes, image.generation.clone())
+            .await?;
+        let generated = &described.generated;
+        let (text, truncated) = match image.asked.max_chars {
+            Some(max) => {
+                let cut = truncate_at_word(&generated.text, max);
+                let truncated = cut.len() < generated.text.len();
+                (cut, truncated)
+            }
+            None => (generated.text.clone(), false),
+        };
+        let facts = &described.image;
+        let now = now_ms();
+        let description = Description {
+            object: "description",
+            id: new_id("desc"),
+            text,
+            provenance: Provenance::Ai,
+            version: 1,
+            detail: image.generation.task.detail.as_str().to_string(),
+            model: inner.model_name.clone(),
+            asset_id: image.asked.asset_id.clone(),
+            metadata: image.asked.metadata.clone(),
+            image: ImageFacts {
+                width: facts.width,
+                height: facts.height,
+                format: facts.format.as_str().to_string(),
+                byte_size: facts.byte_size as u64,
+                sha256: facts.sha256.clone(),
+            },
+            options: asked_generation(&image.asked),
+            generated_tokens: generated.generated_tokens() as u64,
+            finish_reason: generated.finish_reason.as_str().to_string(),
+            truncated,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(Described {
+            description,
+            queue_time: described.queue_time,
+            inference_time: described.inference_time,
+        })
+    }
+}
+
+/// The options the caller set that shaped the text, as stored with the description (defaults
+/// are not listed: they may change between versions).
+fn asked_generation(asked: &DescribeOptions) -> Value {
+    let mut options = serde_json::Map::new();
+    if let Some(max) = asked.max_chars {
+        options.insert("max_chars".into(), max.into());
+    }
+    if let Some(max) = asked.max_new_tokens {
+        options.insert("max_new_tokens".into(), max.into());
+    }
+    if let Some(beams) = asked.num_beams {
+        options.insert("num_beams".into(), beams.into());
+    }
+    Value::Object(options)
+}
+
+/// Inline images hashed (once, off the async workers); URLs wait for their fetch.
+async fn ready(requests: Vec<ValidDescribeRequest>) -> Result<Vec<Ready>, DescribeError> {
+    let mut inline = Vec::new();
+    let mut parts = Vec::with_capacity(requests.len());
+    for request in requests {
+        let source = match request.source {
+            ImageSource::Bytes(bytes) => {
+                inline.push(bytes);
+                None
+            }
+            ImageSource::Url(url) => Some(url),
+        };
+        parts.push((source, request.generation, request.asked));
+    }
+    let mut hashed = hashed(inline).await?.into_iter();
+    Ok(parts
+        .into_iter()
+        .map(|(url, generation, asked)| Ready {
+            source: match url {
+                Some(url) => Source::Url(url),
+                None => Source::Bytes(hashed.next().expect("one hash per inline image")),
+            },
+            generation,
+            asked,
+        })
+        .collect())
+}
+
+/// SHA-256 of each image, on the blocking pool: tens of milliseconds for a large image.
+async fn hashed(images: Vec<Bytes>) -> Result<Vec<ImageBytes>, DescribeError> {
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    tokio::task::spawn_blocking(move || {
+        images
+            .into_iter()
+            .map(|bytes| {
+                use sha2::{Digest, Sha256};
+                let sha256 = format!("{:x}", Sha256::digest(&bytes));
+                ImageBytes { bytes, sha256 }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| {
+        DescribeError::Engine(crate::engine::EngineError::Inference(format!(
+            "hashing the image panicked: {e}"
+        )))
+    })
+}
