@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::billing::{Billing, BillingHttp};
+use crate::billing::Billing;
 use crate::config::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::fetch::{FetchPolicy, ImageFetcher};
@@ -171,10 +171,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         model_name,
         info: Arc::new(info),
-        billing: BillingHttp {
-            billing: billing.as_ref().map(|(handle, _)| handle.clone()),
-            webhook: args.billing.webhook().map(Arc::new),
-        },
+        billing: billing.as_ref().map(|(handle, _)| handle.clone()),
+        stripe_webhook: args.billing.webhook().map(Arc::new),
     };
     let _ = started_sender.send(());
     starting.0.await.context("start-up server panicked")?;

@@ -330,14 +330,6 @@ pub fn backoff(attempts: i64, max: Duration) -> Duration {
     ceiling.mul_f64(fraction)
 }
 
-/// What the HTTP layer needs from billing: the loop handle (None with billing off) and the
-/// webhook settings (None without a webhook secret).
-#[derive(Clone, Default)]
-pub struct BillingHttp {
-    pub billing: Option<Billing>,
-    pub webhook: Option<Arc<webhook::WebhookConfig>>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,7 +151,7 @@ pub async fn retry_report(
     let run = async {
         let report = state.store.retry_meter_report(&id).await?;
         tracing::info!(report_id = %id, "meter report requeued by the operator");
-        if let Some(billing) = state.billing.billing.as_ref() {
+        if let Some(billing) = state.billing.as_ref() {
             billing.wake();
         }
         Ok::<_, ApiError>(Json(report))
@@ -189,7 +189,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookReceived>, ApiError> {
-    let Some(config) = state.billing.webhook.clone() else {
+    let Some(config) = state.stripe_webhook.clone() else {
         return Err(ApiError::NotFound("no such route".into()));
     };
     let body = body.map_err(super::input::body_error)?;
@@ -217,7 +217,7 @@ pub async fn receive(
                     .billing_events
                     .with_label_values(&["customer_deleted"])
                     .inc_by(reports);
-                if let Some(billing) = state.billing.billing.as_ref() {
+                if let Some(billing) = state.billing.as_ref() {
                     billing.wake();
                 }
             }
