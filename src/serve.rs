@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::billing::{Billing, BillingHttp};
+use crate::billing::Billing;
 use crate::config::ServeArgs;
 use crate::describe::{DescribeService, Validator};
 use crate::engine::{Engine, EngineConfig};
@@ -177,10 +177,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
         info: Arc::new(info),
-        billing: BillingHttp {
-            billing: billing.as_ref().map(|(handle, _)| handle.clone()),
-            webhook: args.billing.webhook().map(Arc::new),
-        },
+        billing: billing.as_ref().map(|(handle, _)| handle.clone()),
+        stripe_webhook: args.billing.webhook().map(Arc::new),
     };
     let _ = started_sender.send(());
     starting.0.await.context("start-up server panicked")?;

@@ -17,8 +17,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
+use crate::store::meter_reports::Finalized;
 use crate::store::{Store, StoreError};
-use sender::{Claimed, Finalized};
+use sender::Claimed;
 use stripe::{Outcome, Stripe};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +32,6 @@ pub enum BillingError {
     Stripe(String),
 }
 
-impl From<sqlx::Error> for BillingError {
-    fn from(error: sqlx::Error) -> Self {
-        BillingError::Store(error.into())
-    }
-}
-
 /// The Stripe meter event name of each ledger kind.
 #[derive(Debug, Clone)]
 pub struct MeterNames {
@@ -45,12 +40,9 @@ pub struct MeterNames {
 }
 
 impl MeterNames {
-    pub fn event_name(&self, kind: &str) -> Option<&str> {
-        match kind {
-            "created" => Some(&self.created),
-            "retrieved" => Some(&self.retrieved),
-            _ => None,
-        }
+    /// (ledger kind, meter event name) pairs, as the batcher takes them.
+    pub fn by_kind(&self) -> [(&str, &str); 2] {
+        [("created", &self.created), ("retrieved", &self.retrieved)]
     }
 }
 
@@ -188,7 +180,7 @@ impl Worker {
                 break;
             }
         }
-        let (pending, oldest) = sender::pending_stats(&self.store).await?;
+        let (pending, oldest) = self.store.pending_meter_report_stats().await?;
         self.metrics.billing_reports_pending.set(pending);
         self.metrics.billing_oldest_pending_seconds.set(oldest);
         Ok(())
@@ -200,14 +192,16 @@ impl Worker {
     }
 
     async fn create_customers(&self) -> Result<(), BillingError> {
-        for (account_id, name, email) in batcher::accounts_needing_customers(&self.store).await? {
+        for (account_id, name, email) in self.store.accounts_needing_customers().await? {
             match self
                 .stripe
                 .create_customer(&account_id, name.as_deref(), email.as_deref())
                 .await
             {
                 Ok(customer) => {
-                    if batcher::set_customer_if_unmapped(&self.store, &account_id, &customer)
+                    if self
+                        .store
+                        .set_customer_if_unmapped(&account_id, &customer)
                         .await?
                     {
                         tracing::info!(
@@ -262,11 +256,11 @@ impl Worker {
             if *stop.borrow() || circuit_tripped.load(Ordering::Relaxed) {
                 let mut left = vec![row.id];
                 left.extend(rows.map(|r| r.id));
-                return sender::release(&self.store, &self.owner, &left).await;
+                return Ok(self.store.release_meter_reports(&self.owner, &left).await?);
             }
             let now_secs = crate::store::now_ms() / 1000;
             if sender::too_old(&row, now_secs) {
-                sender::expire(&self.store, &self.owner, &row).await?;
+                self.store.expire_meter_report(&self.owner, &row.id).await?;
                 self.count("expired");
                 continue;
             }
@@ -334,14 +328,6 @@ pub fn backoff(attempts: i64, max: Duration) -> Duration {
     let _ = getrandom::fill(&mut random);
     let fraction = 0.5 + 0.5 * (u64::from_le_bytes(random) as f64 / u64::MAX as f64);
     ceiling.mul_f64(fraction)
-}
-
-/// What the HTTP layer needs from billing: the loop handle (None with billing off) and the
-/// webhook settings (None without a webhook secret).
-#[derive(Clone, Default)]
-pub struct BillingHttp {
-    pub billing: Option<Billing>,
-    pub webhook: Option<Arc<webhook::WebhookConfig>>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::store::webhook_events::{Applied, WebhookEffect};
 use crate::store::{Store, StoreError};
 
 /// The endpoint secret (`whsec_…`) and how old a signature may be.
@@ -83,18 +84,8 @@ pub fn sign(timestamp: i64, body: &[u8], secret: &str) -> String {
         .collect()
 }
 
-/// What applying an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// Seen before: nothing done.
-    Duplicate,
-    /// Not an event billing acts on; recorded so a redelivery is not looked at again.
-    Ignored,
-    /// `customer.deleted`: the accounts unmapped and the pending reports failed.
-    CustomerDeleted { accounts: u64, reports: u64 },
-}
-
-/// Applies one verified event in one transaction with its dedup record.
+/// Applies one verified event in one transaction with its dedup record. Billing acts on
+/// `customer.deleted`; any other event is only recorded.
 pub async fn apply(store: &Store, event: &Value) -> Result<Applied, StoreError> {
     let id = event["id"].as_str().unwrap_or_default();
     let kind = event["type"].as_str().unwrap_or_default();
@@ -103,51 +94,11 @@ pub async fn apply(store: &Store, event: &Value) -> Result<Applied, StoreError> 
             "the event has no `id` or `type`".into(),
         ));
     }
-    let now = store.backend().now_ms();
-    let mut tx = store.begin_write().await?;
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO stripe_webhook_events (event_id, type, received_at) VALUES ($1, $2, {now}) ON CONFLICT (event_id) DO NOTHING"
-    ))
-    .bind(id)
-    .bind(kind)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        return Ok(Applied::Duplicate);
-    }
-    let applied = match (kind, event["data"]["object"]["id"].as_str()) {
-        ("customer.deleted", Some(customer)) => {
-            // Later events for a deleted customer fail at Stripe, asynchronously: keep the usage
-            // in the ledger (unreported, for manual invoicing or a new customer) instead.
-            let accounts = sqlx::query(&format!(
-                "UPDATE accounts SET stripe_customer_id = NULL, stripe_customer_deleted_at = {now} WHERE stripe_customer_id = $1"
-            ))
-            .bind(customer)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let reports = sqlx::query(
-                "UPDATE meter_reports SET status = 'failed', last_result = 'customer_deleted', last_error = 'the Stripe customer was deleted', lease_owner = NULL, lease_until = NULL \
-                 WHERE stripe_customer_id = $1 AND status = 'pending'",
-            )
-            .bind(customer)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tracing::warn!(
-                customer,
-                accounts,
-                reports,
-                "Stripe deleted a customer: its accounts are unmapped, their usage waits"
-            );
-            Applied::CustomerDeleted { accounts, reports }
-        }
-        _ => Applied::Ignored,
+    let effect = match (kind, event["data"]["object"]["id"].as_str()) {
+        ("customer.deleted", Some(customer)) => WebhookEffect::CustomerDeleted { customer },
+        _ => WebhookEffect::None,
     };
-    tx.commit().await?;
-    Ok(applied)
+    store.apply_webhook_event(id, kind, effect).await
 }
 
 #[cfg(test)]

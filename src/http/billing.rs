@@ -1,6 +1,7 @@
 //! The HTTP surface of billing: `/v1/admin/billing/` (the operator's view of meter reports that
 //! stopped retrying, failed, expired or needs_reconcile, and their retry) and Stripe's webhook
-//! endpoint. What they act on lives in `crate::billing`.
+//! endpoint. What they act on lives in `crate::billing` and, for the reports, in
+//! `store::meter_reports`.
 
 use std::time::Duration;
 
@@ -17,9 +18,10 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{PathParams, check_json, cursor, query};
 use super::openapi::{AdminErrors, MeterReportList, WebhookReceived};
-use crate::billing::sender::{self, DEAD_STATUSES, MeterReport};
-use crate::billing::webhook::{Applied, apply, verify};
+use crate::billing::webhook::{apply, verify};
 use crate::store::StoreError;
+use crate::store::meter_reports::{DEAD_STATUSES, MeterReport};
+use crate::store::webhook_events::Applied;
 
 /// The operations of this module, for [`billing_admin_returns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,13 +107,14 @@ pub async fn list_reports(State(state): State<AppState>, uri: Uri) -> Response {
                 "`status` must be one of pending, sent, failed, expired, needs_reconcile",
             ));
         }
-        let (reports, has_more) = sender::list_reports(
-            &state.store,
-            query.status.as_deref(),
-            limit,
-            cursor(query.starting_after, "mr")?.as_deref(),
-        )
-        .await?;
+        let (reports, has_more) = state
+            .store
+            .list_meter_reports(
+                query.status.as_deref(),
+                limit,
+                cursor(query.starting_after, "mr")?.as_deref(),
+            )
+            .await?;
         Ok(Json(
             json!({"object": "list", "data": reports, "has_more": has_more}),
         ))
@@ -146,9 +149,9 @@ pub async fn retry_report(
     PathParams(id): PathParams<String>,
 ) -> Response {
     let run = async {
-        let report = sender::retry_report(&state.store, &id).await?;
+        let report = state.store.retry_meter_report(&id).await?;
         tracing::info!(report_id = %id, "meter report requeued by the operator");
-        if let Some(billing) = state.billing.billing.as_ref() {
+        if let Some(billing) = state.billing.as_ref() {
             billing.wake();
         }
         Ok::<_, ApiError>(Json(report))
@@ -186,7 +189,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookReceived>, ApiError> {
-    let Some(config) = state.billing.webhook.clone() else {
+    let Some(config) = state.stripe_webhook.clone() else {
         return Err(ApiError::NotFound("no such route".into()));
     };
     let body = body.map_err(super::input::body_error)?;
@@ -214,7 +217,7 @@ pub async fn receive(
                     .billing_events
                     .with_label_values(&["customer_deleted"])
                     .inc_by(reports);
-                if let Some(billing) = state.billing.billing.as_ref() {
+                if let Some(billing) = state.billing.as_ref() {
                     billing.wake();
                 }
             }

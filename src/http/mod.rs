@@ -62,8 +62,11 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// The effective configuration shown at `/info` (no secrets).
     pub info: Arc<Value>,
-    /// The billing loop's handle and the Stripe webhook settings.
-    pub billing: crate::billing::BillingHttp,
+    /// The billing loop's handle (None with billing off), woken after an operator's retry or a
+    /// webhook that changed reports.
+    pub billing: Option<crate::billing::Billing>,
+    /// The Stripe webhook settings (None without a webhook secret: the route is not mounted).
+    pub stripe_webhook: Option<Arc<crate::billing::webhook::WebhookConfig>>,
 }
 
 /// Routes with each of their success statuses, so their metric series exist before traffic.
@@ -156,7 +159,7 @@ pub fn router(state: AppState) -> Router {
             ));
         app = app.merge(admin_routes);
     }
-    if state.billing.webhook.is_some() {
+    if state.stripe_webhook.is_some() {
         // Stripe signs the body instead of sending an API key.
         app = app.route("/v1/stripe/webhook", post(billing::receive));
     }

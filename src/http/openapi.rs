@@ -34,13 +34,13 @@ use super::billing::{self as billing_http, BillingAdminOperation};
 use super::descriptions;
 use super::error::{ApiError, ErrorBody, ErrorDetail, status_of};
 use super::library::{self, EditRequest, ExportFormat, LibraryOperation};
-use crate::billing::sender::MeterReport;
 use crate::model::Detail;
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageKind;
 use crate::store::accounts::{Account, RestrictedBy};
 use crate::store::descriptions::{Description, ImageFacts, Provenance, Version};
 use crate::store::keys::{ApiKey, Scope};
+use crate::store::meter_reports::MeterReport;
 use crate::store::usage::{ArchivedUsage, UsageDay, UsageEvent};
 
 #[derive(OpenApi)]

@@ -5,8 +5,10 @@ pub mod accounts;
 pub mod descriptions;
 pub mod idempotency;
 pub mod keys;
+pub mod meter_reports;
 pub mod retention;
 pub mod usage;
+pub mod webhook_events;
 
 use std::borrow::Cow;
 use std::path::Path;

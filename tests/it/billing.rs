@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use altimage::billing::MeterNames;
 use altimage::billing::batcher::build_reports;
-use altimage::billing::sender::{Finalized, claim, finalize, release};
+use altimage::billing::sender::{claim, finalize};
 use altimage::billing::stripe::Outcome;
+use altimage::store::meter_reports::Finalized;
 use altimage::store::retention::RetentionPolicy;
 use common::db::TestDatabase;
 use common::fixture;
@@ -1020,14 +1021,14 @@ async fn released_reports_are_claimable_at_once() {
                 .is_empty()
         );
         let ids: Vec<String> = held.iter().map(|c| c.id.clone()).collect();
-        release(&store, "stranger", &ids).await.unwrap();
+        store.release_meter_reports("stranger", &ids).await.unwrap();
         assert!(
             claim(&store, "other", 3_600_000, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        release(&store, "stopping", &ids).await.unwrap();
+        store.release_meter_reports("stopping", &ids).await.unwrap();
         let taken = claim(&store, "other", 3_600_000, 10).await.unwrap();
         assert_eq!(taken.len(), 2);
         assert!(
