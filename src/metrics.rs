@@ -71,7 +71,7 @@ fn duration_buckets() -> Vec<f64> {
 impl Metrics {
     /// `routes` are the HTTP routes with their success status, so that the request series exist
     /// before the first request.
-    pub fn new(max_batch_size: usize, routes: &[(&str, u16)]) -> Self {
+    pub fn new<P: AsRef<str>>(max_batch_size: usize, routes: &[(P, u16)]) -> Self {
         let registry = Registry::new_custom(Some("altimage".into()), None)
             .expect("valid prefix; this is a bug");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -207,8 +207,10 @@ impl Metrics {
             stage_time.with_label_values(&[stage]);
         }
         for (route, status) in routes {
-            requests.with_label_values(&[*route, status.to_string().as_str()]);
-            request_duration.with_label_values(&[*route, status.to_string().as_str()]);
+            let status = status.to_string();
+            let labels = [route.as_ref(), status.as_str()];
+            requests.with_label_values(&labels);
+            request_duration.with_label_values(&labels);
         }
         for outcome in ["described", "failed"] {
             images.with_label_values(&[outcome]);

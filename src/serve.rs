@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 
 use crate::billing::Billing;
 use crate::config::ServeArgs;
 use crate::describe::{DescribeService, Validator};
 use crate::engine::{Engine, EngineConfig};
 use crate::fetch::{FetchPolicy, ImageFetcher};
+use crate::http::ops::{Info, InfoLimits};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::server::ConnectionLimits;
-use crate::http::{Access, AppState, HttpLimits, ROUTES, router};
+use crate::http::{Access, AppState, HttpLimits, router, success_statuses};
 use crate::metrics::Metrics;
 use crate::model::preprocess::ImageLimits;
 use crate::store::retention::{RetentionPolicy, purge_loop};
@@ -42,7 +42,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_num_beams: args.max_num_beams,
         retry_after,
     };
-    let metrics = Arc::new(Metrics::new(args.max_batch_size, &ROUTES));
+    let metrics = Arc::new(Metrics::new(args.max_batch_size, &success_statuses()));
     let connection_limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
@@ -104,33 +104,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| args.model.model_dir.display().to_string());
-    let info = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "model": model_name,
-        "device": args.model.device.to_string(),
-        "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
-        "workers": args.workers,
-        "database": store.backend().name(),
-        "admin_api": args.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
-        "billing": billing_config.is_some(),
-        "limits": {
-            "max_batch_size": config.max_batch_size,
-            "max_batch_tokens": config.max_batch_tokens,
-            "max_batch_delay_ms": args.max_batch_delay_ms,
-            "max_queue_time_ms": args.max_queue_time_ms,
-            "max_concurrent_images": config.max_concurrent_images,
-            "max_body_bytes": args.max_body_bytes,
-            "max_image_bytes": args.max_image_bytes,
-            "max_image_pixels": args.max_image_pixels,
-            "max_images_per_request": args.max_images_per_request,
-            "max_connections": args.max_connections,
-            "header_read_timeout_secs": args.header_read_timeout_secs,
-            "body_read_timeout_secs": args.body_read_timeout_secs,
-            "max_new_tokens": engine.card().max_new_tokens,
-            "max_num_beams": config.max_num_beams,
-            "rate_limit_per_minute": args.rate_limit_per_minute,
+    let info = Info {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model_name.clone(),
+        device: args.model.device.to_string(),
+        dtype: format!("{:?}", args.model.dtype).to_lowercase(),
+        workers: args.workers,
+        healthy_workers: 0,
+        ready: false,
+        database: store.backend().name().to_string(),
+        admin_api: args.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
+        billing: billing_config.is_some(),
+        limits: InfoLimits {
+            max_batch_size: config.max_batch_size,
+            max_batch_tokens: config.max_batch_tokens,
+            max_batch_delay_ms: args.max_batch_delay_ms,
+            max_queue_time_ms: args.max_queue_time_ms,
+            max_concurrent_images: config.max_concurrent_images,
+            max_body_bytes: args.max_body_bytes,
+            max_image_bytes: args.max_image_bytes,
+            max_image_pixels: args.max_image_pixels,
+            max_images_per_request: args.max_images_per_request,
+            max_connections: args.max_connections,
+            header_read_timeout_secs: args.header_read_timeout_secs,
+            body_read_timeout_secs: args.body_read_timeout_secs,
+            max_new_tokens: engine.card().max_new_tokens,
+            max_num_beams: config.max_num_beams.min(engine.card().max_num_beams),
+            rate_limit_per_minute: args.rate_limit_per_minute,
         },
-    });
+    };
     let access = Access {
         rate_limiter: RateLimiter::new(),
         rate_limit_per_minute: args.rate_limit_per_minute,

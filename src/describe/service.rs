@@ -293,7 +293,6 @@ impl DescribeService {
         let facts = &described.image;
         let now = now_ms();
         let description = Description {
-            object: "description",
             id: new_id("desc"),
             text,
             provenance: Provenance::Ai,

@@ -121,7 +121,7 @@ mod tests {
         Admission::new(
             capacity,
             Duration::from_secs(1),
-            Arc::new(Metrics::new(8, &[])),
+            Arc::new(Metrics::new::<&str>(8, &[])),
         )
     }
 

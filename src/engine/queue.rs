@@ -324,7 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_task_serves_waiting_workers_and_waits_for_the_batch_delay() {
-        let metrics = Arc::new(Metrics::new(8, &[]));
+        let metrics = Arc::new(Metrics::new::<&str>(8, &[]));
         let mut batch_limits = limits(4, 1000);
         batch_limits.max_delay = Duration::from_millis(200);
         let queue = Queue::spawn(batch_limits, metrics.clone());

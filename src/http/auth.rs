@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::ratelimit::Decision;
 use crate::store::accounts::RestrictedBy;
 use crate::store::keys::{Principal, Scope};
@@ -29,13 +29,14 @@ impl Caller {
         if self.0.scopes.contains(&scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden {
-                code: "missing_scope",
-                message: format!(
+            Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "missing_scope",
+                format!(
                     "this API key lacks the `{}` scope; create a key with it (POST /v1/admin/accounts/{{id}}/keys or `altimage keys create --scopes`)",
                     scope.as_str()
                 ),
-            })
+            ))
         }
     }
 
@@ -44,13 +45,18 @@ impl Caller {
     pub fn require_unrestricted(&self) -> Result<(), ApiError> {
         match self.0.restricted_by {
             None => Ok(()),
-            Some(by) => Err(ApiError::Forbidden {
-                code: "account_restricted",
-                message: match by {
-                    RestrictedBy::Account => "processing is restricted for this account; lift it with PATCH /v1/account {\"restricted\": false}".into(),
-                    RestrictedBy::Admin => "processing is restricted for this account by the operator; reads and exports still work".into(),
+            Some(by) => Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "account_restricted",
+                match by {
+                    RestrictedBy::Account => {
+                        "processing is restricted for this account; lift it with PATCH /v1/account {\"restricted\": false}"
+                    }
+                    RestrictedBy::Admin => {
+                        "processing is restricted for this account by the operator; reads and exports still work"
+                    }
                 },
-            }),
+            )),
         }
     }
 }
@@ -63,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Caller>()
             .cloned()
-            .ok_or_else(|| ApiError::Internal("route is missing the API-key layer".into()))
+            .ok_or_else(|| ApiError::internal("route is missing the API-key layer"))
     }
 }
 
@@ -84,19 +90,21 @@ pub async fn require_api_key(
     next: Next,
 ) -> Response {
     let Some(secret) = bearer(request.headers()) else {
-        return ApiError::Unauthorized {
-            code: "missing_api_key",
-            message: "send an API key as `Authorization: Bearer KEY`".into(),
-        }
+        return ApiError::new(
+            ErrorKind::Unauthorized,
+            "missing_api_key",
+            "send an API key as `Authorization: Bearer KEY`",
+        )
         .into_response();
     };
     let principal = match state.store.authenticate(secret).await {
         Ok(Some(principal)) => principal,
         Ok(None) => {
-            return ApiError::Unauthorized {
-                code: "invalid_api_key",
-                message: "the API key is unknown or revoked".into(),
-            }
+            return ApiError::new(
+                ErrorKind::Unauthorized,
+                "invalid_api_key",
+                "the API key is unknown or revoked",
+            )
             .into_response();
         }
         Err(error) => return ApiError::from(error).into_response(),
@@ -112,13 +120,15 @@ pub async fn require_api_key(
             .check(&principal.account_id, limit)
     });
     if let Some(decision) = decision.filter(|d| !d.allowed) {
-        let mut response = ApiError::RateLimited {
-            message: format!(
+        let mut response = ApiError::retry_later(
+            ErrorKind::RateLimited,
+            "rate_limited",
+            format!(
                 "rate limit of {} requests per minute reached; retry after {} s",
                 decision.limit, decision.retry_after_secs
             ),
-            retry_after: std::time::Duration::from_secs(decision.retry_after_secs),
-        }
+            std::time::Duration::from_secs(decision.retry_after_secs),
+        )
         .into_response();
         rate_limit_headers(response.headers_mut(), decision);
         return response;
@@ -150,10 +160,11 @@ pub async fn require_admin(
     let matches =
         !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()));
     if !matches {
-        return ApiError::Unauthorized {
-            code: "invalid_admin_token",
-            message: "admin routes need `Authorization: Bearer <--admin-token>`".into(),
-        }
+        return ApiError::new(
+            ErrorKind::Unauthorized,
+            "invalid_admin_token",
+            "admin routes need `Authorization: Bearer <--admin-token>`",
+        )
         .into_response();
     }
     next.run(request).await

@@ -1,5 +1,6 @@
-//! One error type for every HTTP answer that is not a success, one table from it to status codes,
-//! and the JSON body `{"error": {"type", "code", "message"}}`.
+//! One error type for every HTTP answer that is not a success: a unit [`ErrorKind`] that owns
+//! the status and the error `type` (one table), a stable `code`, a message for people, and the
+//! JSON body `{"error": {"type", "code", "message"}}`. Each layer's error converts here.
 
 use std::time::Duration;
 
@@ -14,142 +15,181 @@ use crate::fetch::ImageUrlError;
 use crate::model::preprocess::PreprocessError;
 use crate::store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+/// What went wrong, as a client acts on it. The status and the `type` of the body follow from
+/// the kind alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
     /// Malformed request: bad JSON, bad base64, missing image, invalid option.
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    #[error(
-        "unsupported content type `{0}`: send image/*, application/octet-stream, multipart/form-data or application/json"
-    )]
-    UnsupportedMediaType(String),
-    /// A size limit: body, image bytes, pixels, images per request.
-    #[error("{message}")]
-    TooLarge { code: &'static str, message: String },
-    /// The bytes are not an image we can read.
-    #[error("{message}")]
-    BadImage { code: &'static str, message: String },
-    /// The image URL could not be fetched (host down, 404 there, timeout).
-    #[error("{message}")]
-    ImageUrlFailed { code: &'static str, message: String },
-    #[error("{message}")]
-    Overloaded {
-        message: String,
-        retry_after: Duration,
-    },
-    #[error("{message}")]
-    Unavailable {
-        code: &'static str,
-        message: String,
-        retry_after: Duration,
-    },
+    BadRequest,
     /// No API key, or one that is unknown, revoked or whose account is deleted.
-    #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized,
     /// The key lacks the scope, or the account's processing is restricted.
-    #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
-    /// An `Idempotency-Key` reused with another request, or still in use.
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Forbidden,
+    NotFound,
+    /// A method the route does not take (with `Allow`); from the router, never a handler.
+    MethodNotAllowed,
+    /// The body did not arrive in time; the connection is closed.
+    RequestTimeout,
+    /// An `Idempotency-Key` reused with another request or still in use; concurrent edits.
+    Conflict,
+    /// A size limit: body, image bytes, pixels, images per request.
+    TooLarge,
+    UnsupportedMediaType,
+    /// The bytes are not an image we can read.
+    BadImage,
+    /// The image URL could not be fetched (host down, 404 there, timeout).
+    ImageUrlFailed,
+    /// At capacity (admission).
+    Overloaded,
     /// The account's requests per minute are used up.
-    #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after: Duration,
-    },
-    #[error("{0}")]
-    NotFound(String),
-    /// Refused by the HTTP layer around the handlers, never by a handler: a method the route
-    /// does not take (405, with `Allow`), a body not sent in time (408), a transfer coding other
-    /// than chunked (501). The last two close the connection.
-    #[error("{message}")]
-    Protocol {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
-    #[error("{0}")]
-    Internal(String),
+    RateLimited,
+    Internal,
+    /// A transfer coding other than chunked; the connection is closed.
+    NotImplemented,
+    /// Starting, draining, queue timeout, out of memory, database not answering.
+    Unavailable,
 }
 
-/// The whole status table; a test walks it.
-pub fn status_of(error: &ApiError) -> (StatusCode, &'static str) {
-    match error {
-        ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
-        ApiError::UnsupportedMediaType(_) => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error")
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 16] = [
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::RequestTimeout,
+        ErrorKind::Conflict,
+        ErrorKind::TooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::BadImage,
+        ErrorKind::ImageUrlFailed,
+        ErrorKind::Overloaded,
+        ErrorKind::RateLimited,
+        ErrorKind::Internal,
+        ErrorKind::NotImplemented,
+        ErrorKind::Unavailable,
+    ];
+
+    /// The whole table: status and the body's `type`.
+    pub fn status_and_type(self) -> (StatusCode, &'static str) {
+        use ErrorKind::*;
+        match self {
+            BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
+            NotFound => (StatusCode::NOT_FOUND, "invalid_request_error"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error"),
+            Conflict => (StatusCode::CONFLICT, "conflict_error"),
+            TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"),
+            BadImage | ImageUrlFailed => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error")
+            }
+            Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
+            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            NotImplemented => (StatusCode::NOT_IMPLEMENTED, "invalid_request_error"),
+            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
         }
-        ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
-        ApiError::BadImage { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error"),
-        ApiError::ImageUrlFailed { .. } => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error")
-        }
-        ApiError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
-        ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
-        ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "authentication_error"),
-        ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_error"),
-        ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict_error"),
-        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-        ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
-        ApiError::Protocol { status, .. } => (*status, "invalid_request_error"),
-        ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
     }
+
+    pub fn status(self) -> StatusCode {
+        self.status_and_type().0
+    }
+
+    pub fn type_name(self) -> &'static str {
+        self.status_and_type().1
+    }
+}
+
+/// An error answer. Build it with the kind's constructor; `?` converts the other layers' errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    kind: ErrorKind,
+    code: &'static str,
+    message: String,
+    /// Sent as `Retry-After` (429 and 503 always have one).
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// 429 or 503, with the `Retry-After` the client should honour.
+    pub fn retry_later(
+        kind: ErrorKind,
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(kind, code, message)
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, code, message)
     }
 
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
-        Self::TooLarge {
-            code,
-            message: message.into(),
-        }
+        Self::new(ErrorKind::TooLarge, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, "internal_error", message)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::BadRequest { code, .. }
-            | ApiError::TooLarge { code, .. }
-            | ApiError::BadImage { code, .. }
-            | ApiError::ImageUrlFailed { code, .. }
-            | ApiError::Unavailable { code, .. }
-            | ApiError::Unauthorized { code, .. }
-            | ApiError::Forbidden { code, .. }
-            | ApiError::Conflict { code, .. }
-            | ApiError::Protocol { code, .. } => code,
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Overloaded { .. } => "overloaded",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Internal(_) => "internal_error",
-        }
+        self.code
     }
 
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ApiError::Overloaded { retry_after, .. }
-            | ApiError::Unavailable { retry_after, .. }
-            | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        }
-    }
-
-    /// The body as a JSON value, for per-image errors inside a batch answer.
+    /// The body, also for the per-image errors inside a batch answer.
     pub fn body(&self) -> ErrorBody {
-        let (_, kind) = status_of(self);
         ErrorBody {
             error: ErrorDetail {
-                kind,
-                code: self.code(),
-                message: self.to_string(),
+                kind: self.kind.type_name(),
+                code: self.code,
+                message: self.message.clone(),
             },
         }
+    }
+
+    /// The `rejected_total` reason of this error, or `None` when it is no refusal of work
+    /// (conflicts, missing objects, server faults) or was counted where it happened (the
+    /// queue and workers count what they drop: `expired`, `cancelled`; the accept loop counts
+    /// `connections`).
+    pub fn metric_reason(&self) -> Option<&'static str> {
+        use ErrorKind::*;
+        Some(match self.kind {
+            TooLarge => "too_large",
+            BadImage => "bad_image",
+            BadRequest | UnsupportedMediaType | ImageUrlFailed => "bad_request",
+            Unauthorized | Forbidden => "unauthorized",
+            RateLimited => "rate_limited",
+            Overloaded => "overloaded",
+            // Short of memory for preparing an image: capacity, like a full queue.
+            Unavailable if self.code == "out_of_memory" => "overloaded",
+            MethodNotAllowed | RequestTimeout | NotImplemented => "protocol",
+            Conflict | Unavailable | Internal | NotFound => return None,
+        })
     }
 }
 
@@ -159,35 +199,6 @@ impl ApiError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected(pub &'static str);
 
-impl ApiError {
-    /// The `rejected_total` reason of this error, or `None` when it is no refusal of work
-    /// (conflicts, missing objects, server faults) or was counted where it happened (the
-    /// queue and workers count what they drop: `expired`, `cancelled`; the accept loop counts
-    /// `connections`).
-    pub fn metric_reason(&self) -> Option<&'static str> {
-        Some(match self {
-            ApiError::TooLarge { .. } => "too_large",
-            ApiError::BadImage { .. } => "bad_image",
-            ApiError::BadRequest { .. }
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::ImageUrlFailed { .. } => "bad_request",
-            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => "unauthorized",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Overloaded { .. } => "overloaded",
-            // Short of memory for preparing an image: capacity, like a full queue.
-            ApiError::Unavailable {
-                code: "out_of_memory",
-                ..
-            } => "overloaded",
-            ApiError::Protocol { .. } => "protocol",
-            ApiError::Conflict { .. }
-            | ApiError::Unavailable { .. }
-            | ApiError::Internal(_)
-            | ApiError::NotFound(_) => return None,
-        })
-    }
-}
-
 /// Every error answer: `{"error": {"type", "code", "message"}}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -196,7 +207,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// The class of error (`status_of`); its values are listed from the code in `openapi.rs`.
+    /// The class of error: what a client does about it (retry later, fix the request, …).
+    /// `code` says which one it is.
     #[serde(rename = "type")]
     #[schema(value_type = String, example = "invalid_request_error")]
     pub kind: &'static str,
@@ -210,36 +222,31 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, _) = status_of(&self);
+        let status = self.kind.status();
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            tracing::warn!(error = %self, code = self.code, "request failed");
         }
-        let retry_after = self.retry_after();
-        let rejected = self.metric_reason().map(Rejected);
-        let unauthorized = status == StatusCode::UNAUTHORIZED;
-        // After a body that was not (fully) read, the connection's framing is lost.
-        let close = matches!(
-            status,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_IMPLEMENTED
-        );
         let mut response = (status, Json(self.body())).into_response();
-        if let Some(rejected) = rejected {
-            response.extensions_mut().insert(rejected);
+        if let Some(reason) = self.metric_reason() {
+            response.extensions_mut().insert(Rejected(reason));
         }
-        if close {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let headers = response.headers_mut();
+        // After a body that was not (fully) read, the connection's framing is lost.
+        if matches!(
+            self.kind,
+            ErrorKind::RequestTimeout | ErrorKind::NotImplemented
+        ) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if unauthorized {
-            response.headers_mut().insert(
+        if self.kind == ErrorKind::Unauthorized {
+            headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"altimage\""),
             );
         }
-        if let Some(after) = retry_after {
+        if let Some(after) = self.retry_after {
             let seconds = after.as_secs().max(1).to_string();
-            response.headers_mut().insert(
+            headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_str(&seconds).expect("digits; this is a bug"),
             );
@@ -250,28 +257,23 @@ impl IntoResponse for ApiError {
 
 impl From<&EngineError> for ApiError {
     fn from(error: &EngineError) -> Self {
+        let message = error.to_string();
         match error {
-            EngineError::Overloaded { retry_after } => ApiError::Overloaded {
-                message: error.to_string(),
-                retry_after: *retry_after,
-            },
-            EngineError::Draining { retry_after } => ApiError::Unavailable {
-                code: "draining",
-                message: error.to_string(),
-                retry_after: *retry_after,
-            },
-            EngineError::QueueTimeout { retry_after } => ApiError::Unavailable {
-                code: "queue_timeout",
-                message: error.to_string(),
-                retry_after: *retry_after,
-            },
+            EngineError::Overloaded { retry_after } => {
+                ApiError::retry_later(ErrorKind::Overloaded, "overloaded", message, *retry_after)
+            }
+            EngineError::Draining { retry_after } => {
+                ApiError::retry_later(ErrorKind::Unavailable, "draining", message, *retry_after)
+            }
+            EngineError::QueueTimeout { retry_after } => ApiError::retry_later(
+                ErrorKind::Unavailable,
+                "queue_timeout",
+                message,
+                *retry_after,
+            ),
             EngineError::Image(image) => image.into(),
-            EngineError::TooManyImages { .. } => {
-                ApiError::too_large("too_many_images", error.to_string())
-            }
-            EngineError::Inference(message) => {
-                ApiError::Internal(format!("inference failed: {message}"))
-            }
+            EngineError::TooManyImages { .. } => ApiError::too_large("too_many_images", message),
+            EngineError::Inference(_) => ApiError::internal(message),
         }
     }
 }
@@ -279,25 +281,25 @@ impl From<&EngineError> for ApiError {
 impl From<&StoreError> for ApiError {
     fn from(error: &StoreError) -> Self {
         match error {
-            StoreError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
+            StoreError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
             StoreError::Invalid(message) => {
                 ApiError::bad_request("invalid_request", message.clone())
             }
-            StoreError::Conflict(message) => ApiError::Conflict {
-                code: "conflict",
-                message: message.clone(),
-            },
-            StoreError::Unavailable(message) => ApiError::Unavailable {
-                code: "database_unavailable",
-                message: format!("the database did not answer in time: {message}"),
-                retry_after: Duration::from_secs(2),
-            },
+            StoreError::Conflict(message) => {
+                ApiError::new(ErrorKind::Conflict, "conflict", message.clone())
+            }
+            StoreError::Unavailable(message) => ApiError::retry_later(
+                ErrorKind::Unavailable,
+                "database_unavailable",
+                format!("the database did not answer in time: {message}"),
+                Duration::from_secs(2),
+            ),
             // Corrupt rows, driver errors, migrations: the server's fault, not the caller's.
             // The database's own words stay in the log: they name tables, columns and values.
             other => {
                 tracing::error!(error = %other, "database failure");
-                ApiError::Internal(
-                    "the database failed; the server log has the cause (find it by this answer's x-request-id)".into(),
+                ApiError::internal(
+                    "the database failed; the server log has the cause (find it by this answer's x-request-id)",
                 )
             }
         }
@@ -306,64 +308,59 @@ impl From<&StoreError> for ApiError {
 
 impl From<&PreprocessError> for ApiError {
     fn from(error: &PreprocessError) -> Self {
-        let code = error.code();
+        let (code, message) = (error.code(), error.to_string());
         match error {
             PreprocessError::TooManyPixels { .. } | PreprocessError::MemoryLimit => {
-                ApiError::too_large(code, error.to_string())
+                ApiError::too_large(code, message)
             }
             PreprocessError::InvalidConfig { .. } | PreprocessError::Internal(_) => {
-                ApiError::Internal(error.to_string())
+                ApiError::internal(message)
             }
-            PreprocessError::OutOfMemory { .. } => ApiError::Unavailable {
+            PreprocessError::OutOfMemory { .. } => ApiError::retry_later(
+                ErrorKind::Unavailable,
                 code,
-                message: error.to_string(),
-                retry_after: Duration::from_secs(2),
-            },
-            _ => ApiError::BadImage {
-                code,
-                message: error.to_string(),
-            },
+                message,
+                Duration::from_secs(2),
+            ),
+            _ => ApiError::new(ErrorKind::BadImage, code, message),
         }
     }
 }
 
 impl From<&ImageUrlError> for ApiError {
     fn from(error: &ImageUrlError) -> Self {
-        let code = error.code();
+        let (code, message) = (error.code(), error.to_string());
         match error {
             ImageUrlError::InvalidUrl(_) | ImageUrlError::ForbiddenAddress(_) => {
-                ApiError::bad_request(code, error.to_string())
+                ApiError::bad_request(code, message)
             }
-            ImageUrlError::TooLarge { .. } => ApiError::too_large(code, error.to_string()),
-            _ => ApiError::ImageUrlFailed {
-                code,
-                message: error.to_string(),
-            },
+            ImageUrlError::TooLarge { .. } => ApiError::too_large(code, message),
+            _ => ApiError::new(ErrorKind::ImageUrlFailed, code, message),
         }
     }
 }
 
-impl ApiError {
-    /// A describe call's refusal, also for the per-image errors inside a batch answer.
-    pub fn from_describe(error: &DescribeError) -> Self {
+impl From<&ValidationError> for ApiError {
+    fn from(error: &ValidationError) -> Self {
+        ApiError::bad_request(error.code, error.message.clone())
+    }
+}
+
+impl From<&DescribeError> for ApiError {
+    fn from(error: &DescribeError) -> Self {
+        let message = error.to_string();
         match error {
-            DescribeError::Invalid(invalid) => {
-                ApiError::bad_request(invalid.code, invalid.message.clone())
-            }
-            DescribeError::ImageTooLarge { .. } => {
-                ApiError::too_large("image_too_large", error.to_string())
-            }
+            DescribeError::Invalid(invalid) => invalid.into(),
+            DescribeError::ImageTooLarge { .. } => ApiError::too_large("image_too_large", message),
             DescribeError::Fetch(fetch) => fetch.into(),
             DescribeError::Engine(engine) => engine.into(),
             DescribeError::Store(store) => store.into(),
-            DescribeError::IdempotencyKeyReused => ApiError::Conflict {
-                code: "idempotency_key_reused",
-                message: error.to_string(),
-            },
-            DescribeError::IdempotencyKeyInUse => ApiError::Conflict {
-                code: "idempotency_key_in_use",
-                message: error.to_string(),
-            },
+            DescribeError::IdempotencyKeyReused => {
+                ApiError::new(ErrorKind::Conflict, "idempotency_key_reused", message)
+            }
+            DescribeError::IdempotencyKeyInUse => {
+                ApiError::new(ErrorKind::Conflict, "idempotency_key_in_use", message)
+            }
         }
     }
 }
@@ -379,134 +376,33 @@ macro_rules! from_owned {
     )*};
 }
 
-from_owned!(EngineError, StoreError, PreprocessError, ImageUrlError);
-
-impl From<DescribeError> for ApiError {
-    fn from(error: DescribeError) -> Self {
-        ApiError::from_describe(&error)
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(error: ValidationError) -> Self {
-        ApiError::bad_request(error.code, error.message)
-    }
-}
+from_owned!(
+    EngineError,
+    StoreError,
+    PreprocessError,
+    ImageUrlError,
+    ValidationError,
+    DescribeError
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_variant_has_its_status_type_and_code() {
+    fn every_kind_has_its_status_type_and_headers() {
         let after = Duration::from_secs(2);
-        let table: Vec<(ApiError, u16, &str)> = vec![
-            (
-                ApiError::bad_request("invalid_json", "x"),
-                400,
-                "invalid_json",
-            ),
-            (
-                ApiError::UnsupportedMediaType("text/plain".into()),
-                415,
-                "unsupported_media_type",
-            ),
-            (
-                ApiError::too_large("body_too_large", "x"),
-                413,
-                "body_too_large",
-            ),
-            (
-                ApiError::BadImage {
-                    code: "image_decode_failed",
-                    message: "x".into(),
-                },
-                422,
-                "image_decode_failed",
-            ),
-            (
-                ApiError::ImageUrlFailed {
-                    code: "upstream_status",
-                    message: "x".into(),
-                },
-                422,
-                "upstream_status",
-            ),
-            (
-                ApiError::Overloaded {
-                    message: "x".into(),
-                    retry_after: after,
-                },
-                429,
-                "overloaded",
-            ),
-            (
-                ApiError::Unavailable {
-                    code: "draining",
-                    message: "x".into(),
-                    retry_after: after,
-                },
-                503,
-                "draining",
-            ),
-            (
-                ApiError::Unauthorized {
-                    code: "invalid_api_key",
-                    message: "x".into(),
-                },
-                401,
-                "invalid_api_key",
-            ),
-            (
-                ApiError::Forbidden {
-                    code: "missing_scope",
-                    message: "x".into(),
-                },
-                403,
-                "missing_scope",
-            ),
-            (
-                ApiError::Conflict {
-                    code: "idempotency_key_reused",
-                    message: "x".into(),
-                },
-                409,
-                "idempotency_key_reused",
-            ),
-            (
-                ApiError::RateLimited {
-                    message: "x".into(),
-                    retry_after: after,
-                },
-                429,
-                "rate_limited",
-            ),
-            (ApiError::NotFound("x".into()), 404, "not_found"),
-            (
-                ApiError::Protocol {
-                    status: StatusCode::METHOD_NOT_ALLOWED,
-                    code: "method_not_allowed",
-                    message: "x".into(),
-                },
-                405,
-                "method_not_allowed",
-            ),
-            (
-                ApiError::Protocol {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    code: "body_timeout",
-                    message: "x".into(),
-                },
-                408,
-                "body_timeout",
-            ),
-            (ApiError::Internal("x".into()), 500, "internal_error"),
-        ];
-        for (error, status, code) in table {
-            assert_eq!(status_of(&error).0.as_u16(), status, "{error:?}");
-            assert_eq!(error.code(), code);
+        for kind in ErrorKind::ALL {
+            let status = kind.status().as_u16();
+            let error = if status == 429 || status == 503 {
+                ApiError::retry_later(kind, "some_code", "x", after)
+            } else {
+                ApiError::new(kind, "some_code", "x")
+            };
+            assert_eq!(error.code(), "some_code");
+            assert_eq!(error.body().error.kind, kind.type_name());
             let response = error.into_response();
-            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.status().as_u16(), status, "{kind:?}");
             assert_eq!(
                 response.headers().contains_key(header::RETRY_AFTER),
                 status == 429 || status == 503
@@ -520,21 +416,31 @@ mod tests {
                 status == 408 || status == 501
             );
         }
+        let statuses: std::collections::BTreeSet<(u16, &str)> = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.status().as_u16(), k.type_name()))
+            .collect();
+        assert_eq!(
+            statuses.len(),
+            ErrorKind::ALL.len() - 1,
+            "only 422 is shared (bad image, image URL)"
+        );
     }
 
     #[test]
     fn engine_and_image_errors_map_to_client_or_server_faults() {
         let after = Duration::from_secs(1);
+        let status = |error: ApiError| error.kind().status();
         assert_eq!(
-            status_of(&EngineError::Overloaded { retry_after: after }.into()).0,
+            status(EngineError::Overloaded { retry_after: after }.into()),
             StatusCode::TOO_MANY_REQUESTS
         );
         assert_eq!(
-            status_of(&EngineError::QueueTimeout { retry_after: after }.into()).0,
+            status(EngineError::QueueTimeout { retry_after: after }.into()),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            status_of(&EngineError::Inference("x".into()).into()).0,
+            status(EngineError::Inference("x".into()).into()),
             StatusCode::INTERNAL_SERVER_ERROR
         );
         let bomb = PreprocessError::TooManyPixels {
@@ -542,21 +448,19 @@ mod tests {
             height: 1,
             limit: 0,
         };
-        assert_eq!(status_of(&bomb.into()).0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(bomb.into()), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
-            status_of(&PreprocessError::UnsupportedFormat.into()).0,
+            status(PreprocessError::UnsupportedFormat.into()),
             StatusCode::UNPROCESSABLE_ENTITY
         );
         let short = ApiError::from(PreprocessError::OutOfMemory { megabytes: 120 });
-        assert_eq!(status_of(&short).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(short.kind().status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(short.code(), "out_of_memory");
+        assert_eq!(short.metric_reason(), Some("overloaded"));
         let aspect = PreprocessError::AspectRatioUnsupported {
             width: 1,
             height: 40_000_000,
         };
-        assert_eq!(
-            status_of(&aspect.into()).0,
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+        assert_eq!(status(aspect.into()), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -1,6 +1,7 @@
-//! What handlers read from a request, checked before they see it: path ids, query strings, list
-//! cursors and JSON bodies. Every string passes [`crate::strings::check`]; every refusal is the
-//! API's JSON error naming the parameter or field, so no hostile string reaches a query.
+//! What handlers read from a request, checked before they see it: path ids ([`ApiPath`]), query
+//! strings ([`ApiQuery`]), list cursors, JSON bodies ([`ApiJson`]) and the request id
+//! ([`RequestId`]). Every string passes [`crate::strings::check`]; every refusal is the API's
+//! JSON error naming the parameter or field, so no hostile string reaches a query.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
@@ -9,9 +10,7 @@ use axum::http::{Uri, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::AppState;
 use super::error::ApiError;
-use super::input::body_error;
 use crate::strings::{self, Shape};
 
 /// Path parameters. Every path parameter of this API is an id, and no id holds a control
@@ -20,12 +19,12 @@ use crate::strings::{self, Shape};
 /// plain text). Whether a clean value has the form of an id is the store's question
 /// (`Store::*` answer "not found" for any other form without a query), asked after the
 /// handler's scope check, so a key without the scope learns nothing from a malformed id.
-pub struct PathParams<T>(pub T);
+pub struct ApiPath<T>(pub T);
 
-impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let raw = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
@@ -33,20 +32,64 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
             .iter()
             .find(|(_, value)| strings::check(value, Shape::Line).is_err())
         {
-            return Err(ApiError::NotFound(format!(
+            return Err(ApiError::not_found(format!(
                 "no such object: the `{name}` in the path holds characters no id has"
             )));
         }
         Path::<T>::from_request_parts(parts, state)
             .await
-            .map(|Path(value)| PathParams(value))
+            .map(|Path(value)| ApiPath(value))
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
     }
 }
 
-/// Parses the query string into `T` after checking every name and value; a 400 with the JSON
-/// error when it does not fit.
-pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+/// The query string as `T`, every name and value checked first; a 400 with the JSON error when
+/// it does not fit. Take it as `Result<ApiQuery<T>, ApiError>` where the handler's own checks
+/// (the scope first) decide the order of refusals.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        query(&parts.uri).map(ApiQuery)
+    }
+}
+
+/// The request id the `observe` middleware put on the request (the caller's, when sane).
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(request_id(&parts.headers)))
+    }
+}
+
+/// The request id of a request that went through `observe`.
+pub fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A body that could not be read: over --max-body-bytes (413) or cut off (400).
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(
+            "body_too_large",
+            "the request body exceeds --max-body-bytes",
+        )
+    } else {
+        ApiError::bad_request("invalid_body", rejection.body_text())
+    }
+}
+
+/// Parses the query string into `T` after checking every name and value.
+fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     let invalid = |e: axum::extract::rejection::QueryRejection| {
         ApiError::bad_request("invalid_query", e.body_text())
     };
@@ -58,6 +101,18 @@ pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     Query::<T>::try_from_uri(uri)
         .map(|Query(value)| value)
         .map_err(invalid)
+}
+
+/// A list route's `limit`: 20 when absent, 1 to 100 when given.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(20),
+        Some(limit) if (1..=100).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_limit",
+            "`limit` must be between 1 and 100",
+        )),
+    }
 }
 
 /// A list's `starting_after`: the id of the last object of the previous page, of the kind the

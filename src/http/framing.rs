@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 
 /// hyper decodes `chunked` and takes any list that ends with it as plain chunked, so
 /// `gzip, chunked` would hand a handler compressed bytes as if they were the image. Only
@@ -34,12 +34,11 @@ pub async fn refuse_transfer_codings(request: Request, next: Next) -> Response {
         _ => false,
     };
     if !plain_chunked {
-        return ApiError::Protocol {
-            status: StatusCode::NOT_IMPLEMENTED,
-            code: "unsupported_transfer_encoding",
-            message: "only `Transfer-Encoding: chunked` is supported; send the body uncompressed"
-                .into(),
-        }
+        return ApiError::new(
+            ErrorKind::NotImplemented,
+            "unsupported_transfer_encoding",
+            "only `Transfer-Encoding: chunked` is supported; send the body uncompressed",
+        )
         .into_response();
     }
     next.run(request).await
@@ -63,14 +62,10 @@ pub async fn body_deadline(
     });
     let response = next.run(request).await;
     if expired.load(Ordering::Relaxed) {
-        return ApiError::Protocol {
-            status: StatusCode::REQUEST_TIMEOUT,
-            code: "body_timeout",
-            message: format!(
+        return ApiError::new(ErrorKind::RequestTimeout, "body_timeout", format!(
                 "the request body did not arrive within {} s (--body-read-timeout-secs); send it faster or in a smaller request",
                 timeout.as_secs()
-            ),
-        }
+            ))
         .into_response();
     }
     response

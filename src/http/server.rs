@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
 
 /// Per-connection limits, from `serve`'s flags.
@@ -128,14 +128,15 @@ async fn accept_failed(error: std::io::Error) {
 /// broken connection, not as an answer); what follows it is read and dropped for a moment, so
 /// that closing with unread data does not reset the connection before the answer is read.
 async fn refuse(mut stream: TcpStream, limits: ConnectionLimits) {
-    let error = ApiError::Unavailable {
-        code: "too_many_connections",
-        message: format!(
+    let error = ApiError::retry_later(
+        ErrorKind::Unavailable,
+        "too_many_connections",
+        format!(
             "the server has its maximum of {} connections open (--max-connections); retry shortly",
             limits.max_connections
         ),
-        retry_after: limits.retry_after,
-    };
+        limits.retry_after,
+    );
     let body = serde_json::to_string(&error.body()).expect("serialisable; this is a bug");
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",

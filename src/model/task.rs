@@ -6,8 +6,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// How much text the caller wants: the API's `detail`. Each family maps it to its own prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+/// How much text: `brief` is one sentence (alt text, the default), `detailed` a few sentences,
+/// `paragraph` a paragraph (product descriptions). Each model family maps it to its own prompt.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Detail {
     /// One short sentence: alt text.

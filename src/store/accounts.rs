@@ -35,9 +35,8 @@ impl RestrictedBy {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Account {
-    #[schema(example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
     /// Absent once the account is purged.
     pub name: Option<String>,

@@ -42,55 +42,43 @@ impl Provenance {
 }
 
 /// Facts about the image read from its bytes; the bytes themselves are never kept.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ImageFacts {
     pub width: u32,
     pub height: u32,
     /// The container format sniffed from the bytes (not the declared content type).
-    #[schema(value_type = crate::model::preprocess::ImageKind)]
     pub format: String,
     pub byte_size: u64,
     /// SHA-256 of the image bytes, hex.
-    #[schema(example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
     pub sha256: String,
 }
 
-/// The description resource, as stored and as returned to clients.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A stored description (`http::v1::resources::Description` is what clients see).
+#[derive(Debug, Clone, Serialize)]
 pub struct Description {
-    /// Always `description`.
-    #[schema(value_type = String, example = "description")]
-    pub object: &'static str,
-    #[schema(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
     /// The current text: the model's (cut at a word boundary when `max_chars` was given) or a
     /// person's edit.
-    #[schema(example = "A red leather shoe on a white background.")]
     pub text: String,
     pub provenance: Provenance,
     /// 1 for the model's text; each edit adds one.
     pub version: i64,
     /// The detail level used.
-    #[schema(value_type = crate::model::Detail)]
     pub detail: String,
     /// The model directory's name.
-    #[schema(example = "florence-2-base")]
     pub model: String,
     /// The caller's `asset_id`, echoed back; absent when none was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset_id: Option<String>,
     /// The caller's `metadata` object, echoed back; absent when none was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::http::openapi::Metadata>)]
     pub metadata: Option<Value>,
     pub image: ImageFacts,
     /// The generation options the request asked for (`max_chars`, `max_new_tokens`, `num_beams`).
-    #[schema(value_type = Object)]
     pub options: Value,
     /// Tokens the model generated (before any `max_chars` cut).
     pub generated_tokens: u64,
     /// Why generation stopped: `eos` or `length`.
-    #[schema(value_type = crate::model::generate::FinishReason)]
     pub finish_reason: String,
     /// Whether `max_chars` shortened the model's text.
     pub truncated: bool,
@@ -113,7 +101,6 @@ fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
 fn from_row(row: &AnyRow) -> Result<Description> {
     let provenance: String = row.try_get("provenance")?;
     Ok(Description {
-        object: "description",
         id: row.try_get("id")?,
         text: row.try_get("text")?,
         provenance: Provenance::parse(&provenance)?,
@@ -139,7 +126,7 @@ fn from_row(row: &AnyRow) -> Result<Description> {
 }
 
 /// One earlier or current text of a description.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Version {
     pub version: i64,
     pub text: String,

@@ -63,14 +63,12 @@ fn parse_scopes(stored: &str) -> Vec<Scope> {
 }
 
 /// A key as listed: never the secret.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiKey {
-    #[schema(example = "key_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
     pub account_id: String,
     pub name: String,
     /// The first characters of the secret, to recognise it.
-    #[schema(example = "altk_Q2xhc3Np")]
     pub prefix: String,
     pub scopes: Vec<Scope>,
     pub created_at: i64,

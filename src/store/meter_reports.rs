@@ -74,12 +74,10 @@ pub enum Finalized {
 }
 
 /// A meter report as the admin API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MeterReport {
     /// Also the `identifier` of the Stripe meter event.
-    #[schema(example = "mr_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
-    pub object: &'static str,
     pub account_id: String,
     pub stripe_customer_id: String,
     /// `created` or `retrieved`.
@@ -103,7 +101,6 @@ const REPORT_COLUMNS: &str = "id, account_id, stripe_customer_id, kind, event_na
 fn report_from_row(row: &AnyRow) -> Result<MeterReport> {
     Ok(MeterReport {
         id: row.try_get("id")?,
-        object: "meter_report",
         account_id: row.try_get("account_id")?,
         stripe_customer_id: row.try_get("stripe_customer_id")?,
         meter: row.try_get("kind")?,

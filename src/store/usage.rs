@@ -26,10 +26,9 @@ impl Meter {
 }
 
 /// Counts for one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageDay {
     /// `YYYY-MM-DD`, UTC.
-    #[schema(example = "2026-11-29")]
     pub date: String,
     /// Descriptions created.
     pub created: i64,
@@ -38,7 +37,7 @@ pub struct UsageDay {
 }
 
 /// One ledger row, as the account export shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UsageEvent {
     pub id: String,
     pub meter: String,
@@ -178,7 +177,7 @@ impl Store {
 }
 
 /// Usage of one day and meter whose ledger rows were purged.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ArchivedUsage {
     pub date: String,
     pub meter: String,

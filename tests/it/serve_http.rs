@@ -526,7 +526,10 @@ async fn sigterm_drains_in_flight_work_then_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn while_the_model_loads_live_is_200_and_ready_and_work_are_503() {
-    let metrics = std::sync::Arc::new(altimage::metrics::Metrics::new(8, &altimage::http::ROUTES));
+    let metrics = std::sync::Arc::new(altimage::metrics::Metrics::new(
+        8,
+        &altimage::http::success_statuses(),
+    ));
     let router = altimage::http::starting_router(metrics, Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

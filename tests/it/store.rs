@@ -31,7 +31,6 @@ async fn account(store: &Store, name: &str) -> String {
 fn description(text: &str, asset_id: Option<&str>) -> Description {
     let now = now_ms();
     Description {
-        object: "description",
         id: new_id("desc"),
         text: text.into(),
         provenance: Provenance::Ai,

@@ -38,8 +38,9 @@ mod tensor;
 
 pub use config::{ImageSize, PreprocessorConfig, Resample};
 
-/// Image container formats accepted, as sniffed from the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Image container format, sniffed from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum ImageKind {
     Jpeg,
     Png,

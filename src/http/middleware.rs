@@ -1,0 +1,62 @@
+//! What runs around every request: the request id, the request metrics, error counting and the
+//! log line ([`observe`]), the outermost layer of the router.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use super::error::Rejected;
+
+/// Request id (the caller's `x-request-id` when it is sane, else a new one), request metrics and
+/// a log line per request.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    request.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
+    );
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    response.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
+    );
+    let metrics = state.engine.metrics();
+    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+        metrics.reject(reason);
+    }
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    if !route.starts_with("/health") && route != "/metrics" {
+        tracing::info!(%method, route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, request_id, "request");
+    }
+    response
+}

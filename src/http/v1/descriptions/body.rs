@@ -1,0 +1,490 @@
+//! Reading a description request from the wire, into the documented request types: a raw image
+//! body with options in the query string ([`RawImageQuery`]), a multipart form
+//! ([`DescriptionForm`]), or JSON ([`DescriptionJson`], the parser's own type); every string
+//! checked. The result is the describe service's `DescribeRequest`, not yet validated.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::describe::{DescribeOptions, DescribeRequest, ImageSource};
+use crate::http::error::{ApiError, ErrorKind};
+use crate::http::extract::{body_error, check_json, check_json_at, line};
+use crate::http::v1::resources::Metadata;
+use crate::model::Detail;
+
+/// The JSON form: exactly one of `image_base64` and `image_url`, and options. Unknown fields
+/// are refused.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptionJson {
+    /// The image in standard base64; a data URL (`data:image/png;base64,…`) is accepted.
+    #[schema(
+        example = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    )]
+    pub image_base64: Option<String>,
+    /// An http or https URL that the server fetches (size limit, timeout, redirect limit).
+    /// Private, loopback, link-local and metadata addresses are refused unless the operator
+    /// allows them.
+    #[schema(example = "https://images.example.com/shoe.jpg")]
+    pub image_url: Option<String>,
+    #[schema(value_type = Option<Detail>)]
+    pub detail: Option<String>,
+    /// Cut the text at a word boundary so that it never exceeds this many characters.
+    #[schema(minimum = 1)]
+    pub max_chars: Option<usize>,
+    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+    #[schema(minimum = 1)]
+    pub max_new_tokens: Option<usize>,
+    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+    #[schema(minimum = 1)]
+    pub num_beams: Option<usize>,
+    /// Your id for the image, echoed back.
+    #[schema(max_length = 256, example = "sku-1042")]
+    pub asset_id: Option<String>,
+    #[schema(value_type = Option<Metadata>)]
+    pub metadata: Option<Value>,
+}
+
+impl DescriptionJson {
+    /// Exactly one of `image_base64` and `image_url`.
+    fn into_request(self) -> Result<DescribeRequest, ApiError> {
+        let options = DescribeOptions {
+            detail: self.detail,
+            max_new_tokens: self.max_new_tokens,
+            num_beams: self.num_beams,
+            max_chars: self.max_chars,
+            asset_id: self.asset_id,
+            metadata: self.metadata,
+        };
+        let source = match (self.image_base64, self.image_url) {
+            (Some(data), None) => ImageSource::Bytes(decode_base64(&data)?),
+            (None, Some(url)) => ImageSource::Url(url),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "ambiguous_image",
+                    "send either image_base64 or image_url, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "missing_image",
+                    "send image_base64 or image_url",
+                ));
+            }
+        };
+        Ok(DescribeRequest { source, options })
+    }
+}
+
+/// The JSON batch form.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptionsBatchJson {
+    /// Each item as the JSON body of `POST /v1/descriptions`; at least one.
+    #[schema(min_items = 1)]
+    pub images: Vec<DescriptionJson>,
+}
+
+/// Options of the raw-image form, in the query string (also accepted with a multipart body,
+/// where form fields win). Read by name with [`RawImageQuery::set`], so that an unknown option
+/// and a malformed number each keep their own code.
+#[derive(Debug, Default, Clone, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawImageQuery {
+    /// How much text: `brief` (default), `detailed` or `paragraph`.
+    #[param(value_type = Option<Detail>)]
+    pub detail: Option<String>,
+    /// Cut the text at a word boundary so that it never exceeds this many characters.
+    #[param(minimum = 1)]
+    pub max_chars: Option<usize>,
+    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+    #[param(minimum = 1)]
+    pub max_new_tokens: Option<usize>,
+    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+    #[param(minimum = 1)]
+    pub num_beams: Option<usize>,
+    /// Your id for the image, echoed back.
+    #[param(max_length = 256)]
+    pub asset_id: Option<String>,
+}
+
+impl RawImageQuery {
+    /// The option names, as the document lists them.
+    pub const NAMES: [&str; 5] = [
+        "detail",
+        "max_chars",
+        "max_new_tokens",
+        "num_beams",
+        "asset_id",
+    ];
+
+    /// Sets one option; `Ok(false)` when `name` is none of them.
+    fn set(&mut self, name: &str, value: String) -> Result<bool, ApiError> {
+        line(&value, || format!("option `{name}`"))?;
+        let number = |v: &str| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_option",
+                    format!("`{name}` must be a positive integer"),
+                )
+            })
+        };
+        match name {
+            "detail" => self.detail = Some(value),
+            "max_chars" => self.max_chars = Some(number(&value)?),
+            "max_new_tokens" => self.max_new_tokens = Some(number(&value)?),
+            "num_beams" => self.num_beams = Some(number(&value)?),
+            "asset_id" => self.asset_id = Some(value),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The query string's options; an unknown name is refused.
+    fn from_query(request: &Request) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let mut options = Self::default();
+        for (name, value) in pairs {
+            if !options.set(&name, value)? {
+                line(&name, || "a query parameter's name".to_owned())?;
+                return Err(ApiError::bad_request(
+                    "unknown_option",
+                    format!("unknown query option `{name}`"),
+                ));
+            }
+        }
+        Ok(options)
+    }
+
+    fn options(self, metadata: Option<Value>) -> DescribeOptions {
+        DescribeOptions {
+            detail: self.detail,
+            max_new_tokens: self.max_new_tokens,
+            num_beams: self.num_beams,
+            max_chars: self.max_chars,
+            asset_id: self.asset_id,
+            metadata,
+        }
+    }
+}
+
+/// Image bytes as the whole body (or one form part): JPEG, PNG, WebP, GIF, BMP or TIFF; the
+/// format is sniffed from the bytes. Its schema is written by hand: binary has no fields.
+pub struct RawImage;
+
+impl utoipa::PartialSchema for RawImage {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/octet-stream")
+            .description(Some(
+                "Image bytes: JPEG, PNG, WebP, GIF, BMP or TIFF (sniffed from the bytes).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RawImage {}
+
+/// The multipart form: one file field `image` and optional text fields. Unknown fields are
+/// refused.
+// Documentation only: a form has no serde reader, `read_multipart` reads it field by field (a
+// test checks the names agree).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DescriptionForm {
+    pub image: RawImage,
+    #[schema(value_type = Option<Detail>)]
+    pub detail: Option<String>,
+    /// Cut the text at a word boundary so that it never exceeds this many characters.
+    #[schema(minimum = 1)]
+    pub max_chars: Option<usize>,
+    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+    #[schema(minimum = 1)]
+    pub max_new_tokens: Option<usize>,
+    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+    #[schema(minimum = 1)]
+    pub num_beams: Option<usize>,
+    /// Your id for the image, echoed back.
+    #[schema(max_length = 256)]
+    pub asset_id: Option<String>,
+    /// A JSON object as text (at most 16 KiB), echoed back.
+    #[schema(example = "{\"sku\": 1042, \"collection\": \"spring\"}")]
+    pub metadata: Option<String>,
+}
+
+/// The multipart batch form: several `image` file fields; the options apply to every image.
+// Documentation only, as `DescriptionForm`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DescriptionsBatchForm {
+    /// One field per image, in order.
+    #[schema(min_items = 1)]
+    pub image: Vec<RawImage>,
+    #[schema(value_type = Option<Detail>)]
+    pub detail: Option<String>,
+    /// Cut each text at a word boundary so that it never exceeds this many characters.
+    #[schema(minimum = 1)]
+    pub max_chars: Option<usize>,
+    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+    #[schema(minimum = 1)]
+    pub max_new_tokens: Option<usize>,
+    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+    #[schema(minimum = 1)]
+    pub num_beams: Option<usize>,
+    /// Your id, echoed back with every description.
+    #[schema(max_length = 256)]
+    pub asset_id: Option<String>,
+    /// A JSON object as text, echoed back with every description.
+    pub metadata: Option<String>,
+}
+
+fn decode_base64(data: &str) -> Result<Bytes, ApiError> {
+    // Accept data URLs, which browsers produce.
+    let payload = match data.strip_prefix("data:") {
+        Some(rest) => rest.split_once(";base64,").map(|(_, b)| b).unwrap_or(rest),
+        None => data,
+    };
+    // Line-wrapped base64 needs a copy without the breaks; the usual unwrapped form is decoded
+    // where it is, so a large image is not held a third time.
+    let cleaned: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        payload
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+            .into()
+    } else {
+        payload.into()
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(cleaned.as_bytes())
+        .map(Bytes::from)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_base64",
+                format!("image_base64 is not valid base64: {e}"),
+            )
+        })
+}
+
+fn content_type(request: &Request) -> String {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads all images of a request: one for `/v1/descriptions`, one or more for the batch route.
+pub async fn read_images(
+    request: Request,
+    allow_many: bool,
+) -> Result<Vec<DescribeRequest>, ApiError> {
+    let kind = content_type(&request);
+    if kind.starts_with("image/") || kind == "application/octet-stream" {
+        let query = RawImageQuery::from_query(&request)?;
+        let bytes = Bytes::from_request(request, &())
+            .await
+            .map_err(body_error)?;
+        return Ok(vec![DescribeRequest {
+            source: ImageSource::Bytes(bytes),
+            options: query.options(None),
+        }]);
+    }
+    if kind == "multipart/form-data" {
+        let query = RawImageQuery::from_query(&request)?;
+        let multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        return read_multipart(multipart, query, allow_many).await;
+    }
+    if kind == "application/json" {
+        let body = Bytes::from_request(request, &())
+            .await
+            .map_err(body_error)?;
+        return read_json(body, allow_many);
+    }
+    let kind = if kind.is_empty() { "(none)" } else { &kind };
+    Err(ApiError::new(
+        ErrorKind::UnsupportedMediaType,
+        "unsupported_media_type",
+        format!(
+            "unsupported content type `{kind}`: send image/*, application/octet-stream, multipart/form-data or application/json"
+        ),
+    ))
+}
+
+/// Takes the body by value so that it is gone once parsed: a large image is then held as the
+/// parsed base64 text and, once decoded, its bytes, never as three copies.
+fn read_json(body: Bytes, allow_many: bool) -> Result<Vec<DescribeRequest>, ApiError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    drop(body);
+    check_json(&value)?;
+    if allow_many {
+        let batch: DescriptionsBatchJson = serde_json::from_value(value).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("expected {{\"images\": [...]}}: {e}"),
+            )
+        })?;
+        if batch.images.is_empty() {
+            return Err(ApiError::bad_request("missing_image", "`images` is empty"));
+        }
+        return batch
+            .images
+            .into_iter()
+            .map(DescriptionJson::into_request)
+            .collect();
+    }
+    let json: DescriptionJson = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    Ok(vec![json.into_request()?])
+}
+
+/// The form's fields in any order; its text fields win over the query string's options.
+async fn read_multipart(
+    mut multipart: Multipart,
+    mut options: RawImageQuery,
+    allow_many: bool,
+) -> Result<Vec<DescribeRequest>, ApiError> {
+    let invalid = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(
+                "body_too_large",
+                "the request body exceeds --max-body-bytes",
+            )
+        } else {
+            ApiError::bad_request("invalid_multipart", e.body_text())
+        }
+    };
+    let mut images = Vec::new();
+    let mut metadata = None;
+    while let Some(field) = multipart.next_field().await.map_err(invalid)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "image" => images.push(field.bytes().await.map_err(invalid)?),
+            "metadata" => {
+                let text = field.text().await.map_err(invalid)?;
+                let value = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::bad_request("invalid_metadata", format!("metadata is not JSON: {e}"))
+                })?;
+                // A JSON body is checked whole in `read_json`; this field is JSON of its own.
+                check_json_at(&value, "metadata")?;
+                metadata = Some(value);
+            }
+            _ if RawImageQuery::NAMES.contains(&name.as_str()) => {
+                let text = field.text().await.map_err(invalid)?;
+                options.set(&name, text)?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_field",
+                    format!("unknown form field `{other}`"),
+                ));
+            }
+        }
+    }
+    if images.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_image",
+            "the form has no `image` field",
+        ));
+    }
+    if !allow_many && images.len() > 1 {
+        return Err(ApiError::bad_request(
+            "too_many_images",
+            "send one `image` field here; use /v1/descriptions/batch for several",
+        ));
+    }
+    let options = options.options(metadata);
+    Ok(images
+        .into_iter()
+        .map(|bytes| DescribeRequest {
+            source: ImageSource::Bytes(bytes),
+            options: options.clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(q: &str) -> Result<RawImageQuery, ApiError> {
+        let request = Request::builder()
+            .uri(format!("/v1/descriptions?{q}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        RawImageQuery::from_query(&request)
+    }
+
+    #[test]
+    fn query_options_parse_and_refuse_unknowns() {
+        let fields = query("detail=paragraph&max_chars=120&asset_id=sku%2042").unwrap();
+        assert_eq!(fields.detail.as_deref(), Some("paragraph"));
+        assert_eq!(fields.asset_id.as_deref(), Some("sku 42"));
+        assert_eq!(query("colour=red").unwrap_err().code(), "unknown_option");
+        assert_eq!(query("max_chars=-3").unwrap_err().code(), "invalid_option");
+        assert_eq!(
+            query("asset_id=a%00b").unwrap_err().code(),
+            "invalid_characters"
+        );
+    }
+
+    /// The form and query documents list exactly the names the reader takes.
+    #[test]
+    fn the_documented_options_are_the_ones_read() {
+        let params: Vec<String> = RawImageQuery::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(params, RawImageQuery::NAMES);
+        let mut options = RawImageQuery::default();
+        for name in RawImageQuery::NAMES {
+            assert!(options.set(name, "1".into()).unwrap(), "{name}");
+        }
+        let form =
+            serde_json::to_value(<DescriptionForm as utoipa::PartialSchema>::schema()).unwrap();
+        let mut fields: Vec<&str> = form["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort();
+        let mut expected = [&RawImageQuery::NAMES[..], &["image", "metadata"]].concat();
+        expected.sort();
+        assert_eq!(fields, expected);
+    }
+
+    #[test]
+    fn base64_accepts_data_urls_and_refuses_garbage() {
+        assert_eq!(
+            decode_base64("data:image/png;base64,aGVsbG8=").unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        assert_eq!(
+            decode_base64("aGVs\nbG8=").unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        assert!(decode_base64("not base64!").is_err());
+    }
+}

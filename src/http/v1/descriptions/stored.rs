@@ -1,0 +1,253 @@
+//! The stored descriptions of an account: list, retrieve (billed as a retrieval), edit with
+//! versions kept, delete, and the version history.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error_set;
+use crate::http::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::error_set::ApiKeyLayer;
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, RequestId, cursor, page_limit};
+use crate::http::v1::resources::{Description, DescriptionPage, VersionList};
+use crate::store::descriptions::Provenance;
+use crate::store::keys::Scope;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Descriptions per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// A cursor: the `id` of the last description of the previous page.
+    #[param(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    starting_after: Option<String>,
+    /// Only the descriptions sent with this `asset_id`.
+    #[param(example = "sku-1042")]
+    asset_id: Option<String>,
+}
+
+error_set!(
+    pub ListErrors: ApiKeyLayer {
+        BadRequest => "Invalid query: an unknown parameter, `limit` outside 1 to 100, or a `starting_after` that is not a description id.",
+    }
+);
+
+/// List stored descriptions
+///
+/// The account's descriptions, newest first, a page at a time: pass the last `id` as
+/// `starting_after` for the next page while `has_more` is true. Not billed. Scope: `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions",
+    operation_id = "listDescriptions",
+    tag = "descriptions",
+    params(ListQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of descriptions, newest first.", body = DescriptionPage),
+        ListErrors,
+    ),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<ApiQuery<ListQuery>, ApiError>,
+) -> Result<Json<DescriptionPage>, ApiError> {
+    caller.require(Scope::Read)?;
+    let ApiQuery(query) = query?;
+    let limit = page_limit(query.limit)?;
+    let starting_after = cursor(query.starting_after, "desc")?;
+    let page = state
+        .store
+        .list_descriptions(
+            caller.account_id(),
+            query.asset_id.as_deref(),
+            starting_after.as_deref(),
+            limit,
+        )
+        .await?;
+    Ok(Json(DescriptionPage::new(page.descriptions, page.has_more)))
+}
+
+/// The path of one description.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DescriptionPath {
+    /// The description's id.
+    #[param(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    id: String,
+}
+
+error_set!(
+    pub OneErrors: ApiKeyLayer {
+        BadRequest => "The `id` is not UTF-8 once percent-decoded (`invalid_path`).",
+        NotFound => "No such description in this account.",
+    }
+);
+
+/// Retrieve a description
+///
+/// One stored description with its current text. Each retrieval is billed (the `retrieved`
+/// meter of `GET /v1/usage`). Scope: `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions/{id}",
+    operation_id = "retrieveDescription",
+    tag = "descriptions",
+    params(DescriptionPath),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The description.", body = Description),
+        OneErrors,
+    ),
+)]
+pub async fn retrieve(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<DescriptionPath>,
+    RequestId(request_id): RequestId,
+) -> Result<Json<Description>, ApiError> {
+    caller.require(Scope::Read)?;
+    let description = state
+        .store
+        .retrieve_description(caller.account_id(), &path.id, &request_id)
+        .await?;
+    Ok(Json(description.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The new text (1 to 10000 characters).
+    pub text: String,
+    /// `ai_edited` (default for model text) or `human` (a rewrite).
+    pub provenance: Option<Provenance>,
+}
+
+error_set!(
+    pub EditErrors: ApiKeyLayer {
+        BadRequest => "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, a `text` that is empty or longer than 10000 characters, provenance `ai`, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).",
+        NotFound => "No such description in this account.",
+        Conflict => "Another edit of this description was saved at the same moment (code `conflict`); retry.",
+    }
+);
+
+/// Edit a description
+///
+/// A person's edit: the text is replaced and the previous text is kept as a version
+/// (`GET /v1/descriptions/{id}/versions`); `version` goes up by one and `provenance` becomes
+/// `ai_edited` (model text edited) unless `human` is sent. Scope: `manage`.
+#[utoipa::path(
+    patch,
+    path = "/v1/descriptions/{id}",
+    operation_id = "editDescription",
+    tag = "descriptions",
+    params(DescriptionPath),
+    request_body(content = EditRequest, content_type = "application/json"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The description with its new text.", body = Description),
+        EditErrors,
+    ),
+)]
+pub async fn edit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<DescriptionPath>,
+    body: Result<ApiJson<EditRequest>, ApiError>,
+) -> Result<Json<Description>, ApiError> {
+    caller.require(Scope::Manage)?;
+    let ApiJson(edit) = body?;
+    let text = edit.text.trim();
+    if text.is_empty() || text.chars().count() > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_text",
+            "`text` must be 1 to 10000 characters",
+        ));
+    }
+    let description = state
+        .store
+        .edit_description(caller.account_id(), &path.id, text, edit.provenance)
+        .await?;
+    Ok(Json(description.into()))
+}
+
+/// The answer to a deletion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedDescription {
+    /// Always `description`.
+    #[schema(value_type = String, example = "description")]
+    pub object: &'static str,
+    #[schema(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// Delete a description
+///
+/// Deletes the description and its versions at once, and the stored `Idempotency-Key` answers
+/// that carry it (a repeat with such a key runs again). Its usage rows stay: they are billing
+/// records and hold no text. Scope: `manage`.
+#[utoipa::path(
+    delete,
+    path = "/v1/descriptions/{id}",
+    operation_id = "deleteDescription",
+    tag = "descriptions",
+    params(DescriptionPath),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted.", body = DeletedDescription),
+        OneErrors,
+    ),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<DescriptionPath>,
+) -> Result<Json<DeletedDescription>, ApiError> {
+    caller.require(Scope::Manage)?;
+    state
+        .store
+        .delete_description(caller.account_id(), &path.id)
+        .await?;
+    Ok(Json(DeletedDescription {
+        object: "description",
+        id: path.id,
+        deleted: true,
+    }))
+}
+
+/// A description's versions
+///
+/// Every text the description has had, oldest first: version 1 is the model's. Not billed.
+/// Scope: `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/descriptions/{id}/versions",
+    operation_id = "listDescriptionVersions",
+    tag = "descriptions",
+    params(DescriptionPath),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The versions, oldest first (`has_more` is always false).", body = VersionList),
+        OneErrors,
+    ),
+)]
+pub async fn versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<DescriptionPath>,
+) -> Result<Json<VersionList>, ApiError> {
+    caller.require(Scope::Read)?;
+    let versions = state
+        .store
+        .description_versions(caller.account_id(), &path.id)
+        .await?;
+    Ok(Json(VersionList::new(versions, false)))
+}

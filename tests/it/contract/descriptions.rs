@@ -1,0 +1,266 @@
+//! The describe routes over real HTTP: every body form and documented option accepted, the
+//! 4xx, 429 and 503 answers provoked, each checked against the document.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_answers_are_documented() {
+    let server = Server::start(&[
+        "--allow-private-image-urls",
+        "--max-concurrent-images",
+        "2",
+        "--max-batch-size",
+        "2",
+        "--max-body-bytes",
+        "300000",
+        "--max-image-bytes",
+        "200000",
+        "--shutdown-timeout-secs",
+        "30",
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
+    let http = server.client();
+    let admin = server.client_with_key(ADMIN_TOKEN);
+    let served = http.get(server.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert!(
+        served.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let doc: Value = served.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc,
+        document(),
+        "the served document is the one built from the code"
+    );
+    for (path, _) in altimage::http::success_statuses() {
+        assert!(doc["paths"].get(&path).is_some(), "{path} is documented");
+    }
+    // Every documented GET answers with its 2xx, ids filled with real ones; bodies fit. Without
+    // the key or the token, the same paths answer the documented 401.
+    let ids = Ids::make(&server, &http, &admin).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_none() {
+            continue;
+        }
+        let authorised = if path.starts_with("/v1/admin/") {
+            &admin
+        } else {
+            &http
+        };
+        let url = server.url(&ids.fill(path));
+        let response = authorised.get(&url).send().await.unwrap();
+        let (status, body) = check(&doc, "get", path, response, &mut BTreeSet::new()).await;
+        assert!((200..300).contains(&status), "GET {path}: {status} {body}");
+        if path.starts_with("/v1/") {
+            let response = client().get(&url).send().await.unwrap();
+            let (status, _) = check(&doc, "get", path, response, &mut BTreeSet::new()).await;
+            assert_eq!(status, 401, "GET {path} without credentials");
+        }
+    }
+
+    let create = "/v1/descriptions";
+    let operation = &doc["paths"][create]["post"];
+    let mut seen = BTreeSet::new();
+
+    // 201 in each body form, with every documented option: the code accepts each of them.
+    let query: Vec<(String, String)> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| (text(&p["name"]), text(&sample(&doc, &p["schema"]))))
+        .collect();
+    assert!(
+        query.iter().any(|(name, _)| name == "max_chars"),
+        "{query:?}"
+    );
+    let raw = |body: Vec<u8>, content_type: &str| {
+        http.post(server.url(create))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let response = raw(fixture(0), "image/png")
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+    let response = raw(fixture(0), "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        201
+    );
+
+    let content = &operation["requestBody"]["content"];
+    let form_schema = resolve(&doc, &content["multipart/form-data"]["schema"]);
+    let mut form = reqwest::multipart::Form::new();
+    for (name, property) in form_schema["properties"].as_object().unwrap() {
+        form = if name == "image" {
+            form.part(
+                "image",
+                reqwest::multipart::Part::bytes(fixture(1)).file_name("a.png"),
+            )
+        } else {
+            form.text(name.clone(), text(&sample(&doc, property)))
+        };
+    }
+    let response = http
+        .post(server.url(create))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+
+    let json_schema = resolve(&doc, &content["application/json"]["schema"]);
+    let mut request = serde_json::Map::new();
+    for (name, property) in json_schema["properties"].as_object().unwrap() {
+        let value = match name.as_str() {
+            "image_base64" => json!(base64::engine::general_purpose::STANDARD.encode(fixture(1))),
+            "image_url" => continue,
+            _ => sample(&doc, property),
+        };
+        request.insert(name.clone(), value);
+    }
+    let response = http
+        .post(server.url(create))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["metadata"], request["metadata"]);
+
+    // The 4xx answers.
+    for (request, expected) in [
+        (
+            raw(fixture(0), "image/png").query(&[("detail", "epic")]),
+            400,
+        ),
+        (raw(vec![0u8; 400_000], "image/png"), 413),
+        (raw(b"hello".to_vec(), "text/plain"), 415),
+        (raw(fixture(2)[..3000].to_vec(), "image/png"), 422),
+    ] {
+        let response = send_retrying(request).await;
+        assert_eq!(
+            check(&doc, "post", create, response, &mut seen).await.0,
+            expected
+        );
+    }
+
+    // The batch: a good image and a bad one give 200 with a description and an error.
+    let batch = "/v1/descriptions/batch";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(0));
+    let images = json!({"images": [{"image_base64": encoded}, {"image_base64": "aGVsbG8="}]});
+    let response = http
+        .post(server.url(batch))
+        .json(&images)
+        .send()
+        .await
+        .unwrap();
+    let mut batch_seen = BTreeSet::new();
+    let (status, body) = check(&doc, "post", batch, response, &mut batch_seen).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["object"], "description");
+    assert!(body["data"][1]["error"]["code"].is_string(), "{body}");
+    let response = http
+        .post(server.url(batch))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        415
+    );
+
+    // 429: two images slowly fetched hold both permits.
+    let host = slow_image_host(Duration::from_millis(3000)).await;
+    let slow = {
+        let url = format!("{host}/slow.png");
+        let request = http
+            .post(server.url(batch))
+            .json(&json!({"images": [{"image_url": url}, {"image_url": url}]}));
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let response = raw(fixture(0), "image/png").send().await.unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        429
+    );
+    let one = json!({"images": [{"image_base64": encoded}]});
+    let response = http
+        .post(server.url(batch))
+        .json(&one)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        429
+    );
+
+    // 503 while draining, with the slow request still in flight.
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = raw(fixture(0), "image/png").send().await.unwrap();
+    assert_eq!(
+        check(&doc, "post", create, response, &mut seen).await.0,
+        503
+    );
+    let response = http
+        .post(server.url(batch))
+        .json(&images)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&doc, "post", batch, response, &mut batch_seen)
+            .await
+            .0,
+        503
+    );
+    let response = http.get(server.url("/health/ready")).send().await.unwrap();
+    assert_eq!(
+        check(&doc, "get", "/health/ready", response, &mut BTreeSet::new())
+            .await
+            .0,
+        503
+    );
+
+    // Every (route, status) the server counted is documented for that route.
+    let counted = counted_statuses_are_documented(&doc, &server).await;
+    assert!(counted >= 8, "{counted}");
+
+    let slow = slow.await.unwrap();
+    let (status, body) = check(&doc, "post", batch, slow, &mut batch_seen).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][1]["object"], "description", "{body}");
+    assert_eq!(
+        seen,
+        BTreeSet::from([201, 400, 413, 415, 422, 429, 503]),
+        "the statuses exercised on {create}"
+    );
+    assert_eq!(batch_seen, BTreeSet::from([200, 415, 429, 503]));
+}
