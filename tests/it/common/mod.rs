@@ -3,6 +3,9 @@
 
 pub mod db;
 pub mod server;
+/// The server-process harness shared with the load bench.
+#[path = "../../support/server.rs"]
+pub mod server_process;
 pub mod stripe_fake;
 
 use std::path::{Path, PathBuf};

@@ -1,14 +1,16 @@
-//! Runs `altimage serve` as a real process on a free loopback port, for tests over real HTTP.
+//! Runs `altimage serve` as a real process on a free loopback port, for tests over real HTTP: the
+//! tests' defaults (the tiny model, a fresh data directory, its bootstrap key, one ONNX Runtime
+//! thread) over the process harness the load bench shares (`tests/support/server.rs`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use super::server_process::{Launch, Process};
 
 pub struct Server {
-    child: Child,
+    /// First, so that the process is killed before its data directory is removed.
+    process: Process,
     pub base: String,
-    log: Arc<Mutex<Vec<String>>>,
     /// The API key the server bootstrapped on its empty database (`None` with --no-bootstrap or
     /// a database that already had accounts).
     pub key: Option<String>,
@@ -44,65 +46,20 @@ impl Server {
             Some(_) => vec!["--data-dir", data_dir.to_str().unwrap()],
             None => vec![],
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_altimage"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--model-dir",
-                model.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ])
+        let process = Launch::new(model, super::ort_library())
             .args(&data_flag)
             .args(extra)
             .envs(env.iter().copied())
-            .env("ORT_DYLIB_PATH", super::ort_library())
             .env("ALTIMAGE_INTRA_THREADS", "1")
             .env("ALTIMAGE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start altimage serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_sender, address_receiver) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("\"message\":\"ready\"") {
-                        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-                        let _ = address_sender
-                            .send(value["fields"]["address"].as_str().unwrap().to_string());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let address = match address_receiver.recv_timeout(Duration::from_secs(120)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "server did not become ready:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        };
+            .start();
         let key = std::fs::read_to_string(data_dir.join("bootstrap-api-key"))
             .ok()
             .map(|k| k.trim().to_string())
-            .filter(|_| {
-                log.lock()
-                    .unwrap()
-                    .iter()
-                    .any(|l| l.contains("created a first account"))
-            });
+            .filter(|_| process.log().contains("created a first account"));
         Server {
-            child,
-            base: format!("http://{address}"),
-            log,
+            base: process.base(),
+            process,
             key,
             data_dir,
             _data_dir: temp,
@@ -119,15 +76,8 @@ impl Server {
     }
 
     pub fn client_with_key(&self, key: &str) -> reqwest::Client {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {key}").parse().unwrap(),
-        );
-        reqwest::Client::builder()
-            .no_proxy()
+        super::server_process::client_with_key(key)
             .timeout(Duration::from_secs(60))
-            .default_headers(headers)
             .build()
             .unwrap()
     }
@@ -171,7 +121,7 @@ impl Server {
 
     /// The process id, e.g. to read its memory use from /proc.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The `/metrics` page as text.
@@ -199,34 +149,16 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log()
     }
 
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.terminate();
     }
 
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait_exit(timeout)
     }
 }
 
