@@ -2,15 +2,13 @@
 
 pub mod billing;
 pub mod cli;
-pub mod config;
 pub mod describe;
 pub mod engine;
 pub mod fetch;
 pub mod http;
-pub mod manage;
 pub mod metrics;
 pub mod model;
-pub mod serve;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod strings;

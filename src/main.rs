@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use altimage::config::{Cli, Command, LogFormat};
+use altimage::cli::serve::ServeArgs;
+use altimage::cli::{Cli, Command, LogFormat, admin};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,11 +15,9 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Describe(args) => altimage::cli::describe::run(args),
         Command::Serve(args) => serve(args.clone()),
-        Command::Migrate(args) => altimage::manage::migrate(args).map(|()| ExitCode::SUCCESS),
-        Command::Accounts(command) => {
-            altimage::manage::accounts(command).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Keys(command) => altimage::manage::keys(command).map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => admin::migrate(args).map(|()| ExitCode::SUCCESS),
+        Command::Accounts(command) => admin::accounts(command).map(|()| ExitCode::SUCCESS),
+        Command::Keys(command) => admin::keys(command).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,
@@ -29,11 +28,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: altimage::config::ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(altimage::serve::run(args))?;
+    runtime.block_on(altimage::server::run(args))?;
     Ok(ExitCode::SUCCESS)
 }
 

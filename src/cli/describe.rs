@@ -11,14 +11,72 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Context;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{DescribeArgs, OutputFormat};
+use super::ModelArgs;
 use crate::describe::request::{DescribeOptions, Validator};
 use crate::model::generate::FinishReason;
 use crate::model::preprocess::ImageLimits;
-use crate::model::{Captioner, Frontend, GenerationOptions, GenerationRequest, Prepared};
+use crate::model::{Captioner, Detail, Frontend, GenerationOptions, GenerationRequest, Prepared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    /// Image files, or folders searched recursively for .jpg/.jpeg/.png/.webp/.gif/.bmp/.tif/.tiff.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// brief (alt text), detailed, or paragraph (product description).
+    #[arg(long, env = "ALTIMAGE_DETAIL", default_value = "brief")]
+    pub detail: Detail,
+
+    /// Tokens to generate at most per image (default: 64 brief, 128 detailed, 256 paragraph).
+    #[arg(long, env = "ALTIMAGE_MAX_NEW_TOKENS")]
+    pub max_new_tokens: Option<usize>,
+
+    /// Beam-search width; 1 is greedy, as transformers.js decodes. Wider is slower.
+    #[arg(long, env = "ALTIMAGE_NUM_BEAMS", default_value_t = 1)]
+    pub num_beams: usize,
+
+    /// Images per model call. Larger batches pay off on GPUs; on a CPU the vision encoder
+    /// dominates and batching gains little.
+    #[arg(long, env = "ALTIMAGE_BATCH_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub batch_size: u64,
+
+    /// Threads decoding and resizing images while the model runs (0 = half the cores, at least 1).
+    #[arg(long, env = "ALTIMAGE_PREPARE_THREADS", default_value_t = 0)]
+    pub prepare_threads: usize,
+
+    /// Output format.
+    #[arg(long, env = "ALTIMAGE_FORMAT", value_enum, default_value_t = OutputFormat::Jsonl)]
+    pub format: OutputFormat,
+
+    /// Write results to this file instead of stdout.
+    #[arg(long, short = 'o', env = "ALTIMAGE_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Largest image accepted, in pixels (width × height), checked before decoding.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_PIXELS", default_value_t = ImageLimits::DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+
+    /// Largest image file accepted, in bytes.
+    #[arg(long, env = "ALTIMAGE_MAX_IMAGE_BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+
+    /// Never draw the progress bar (it is drawn only when stderr is a terminal).
+    #[arg(long, env = "ALTIMAGE_NO_PROGRESS")]
+    pub no_progress: bool,
+}
 
 /// Extensions picked up when walking a folder; files named explicitly are always tried.
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
@@ -268,10 +326,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let batch_size = args.batch_size as usize;
-    let threads = match args.prepare_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-        n => n,
-    };
+    let threads = super::prepare_threads(args.prepare_threads);
     let limits = ImageLimits {
         max_pixels: args.max_image_pixels,
     };

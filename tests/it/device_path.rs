@@ -8,7 +8,7 @@ use crate::common;
 
 use std::path::Path;
 
-use altimage::config::{Cli, Command};
+use altimage::cli::{Cli, Command};
 use altimage::model::florence2::{Florence2, default_max_new_tokens};
 use altimage::model::runtime::{Device, KvCache};
 use altimage::model::{Captioner, Detail, GenerationRequest, ModelError};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use altimage::config::Cli;
+use altimage::cli::Cli;
 use clap::CommandFactory;
 
 /// `--flag` → env name, from the clap definition of one subcommand (global flags included).

@@ -1,95 +1,92 @@
-//! Start-up and operator commands on the database: open and migrate it, bootstrap a first
-//! account on an empty one, and `altimage migrate | accounts … | keys …`.
+//! The operator commands on the database: `altimage migrate`, `accounts …` and `keys …`, each
+//! on its own short-lived runtime, printing JSON (or JSON Lines) on stdout.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use clap::Subcommand;
 
-use crate::config::{AccountsCommand, KeysCommand, StoreArgs};
-use crate::store::Store;
+use super::StoreArgs;
+use crate::server::open_store;
 use crate::store::accounts::{NewAccount, RestrictedBy};
 use crate::store::keys::Scope;
 
-/// The file a first start writes the bootstrap key to.
-pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-api-key";
-
-/// Creates the data directory (owner-only), opens the database and applies the migrations.
-pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
-    let options = args.options();
-    if options.url.starts_with("sqlite:") {
-        create_private_dir(&args.data_dir)?;
-    }
-    let store = Store::connect(&options).await?;
-    store.migrate().await?;
-    tracing::debug!(backend = store.backend().name(), "database ready");
-    Ok(store)
+#[derive(Debug, Clone, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account and print it (JSON).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// The Stripe customer billed for the account's usage.
+        #[arg(long)]
+        stripe_customer_id: Option<String>,
+        /// Requests per minute for this account (default: the server's --rate-limit-per-minute).
+        #[arg(long)]
+        rate_limit_per_minute: Option<i64>,
+    },
+    /// List accounts (JSON Lines), newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one account with its keys (JSON).
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+    },
+    /// Restrict an account's processing (new descriptions refused), or lift it with --lift.
+    Restrict {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        #[arg(long)]
+        lift: bool,
+    },
+    /// Delete an account: keys revoked at once, data purged after the grace period.
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        /// Days before the purge (at most 30).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=30))]
+        grace_days: u64,
+    },
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).with_context(|| {
-        format!(
-            "cannot create the data directory {} (--data-dir, env ALTIMAGE_DATA_DIR)",
-            dir.display()
-        )
-    })
-}
-
-/// On an empty database: one account and one all-scope key, the key written to a file only the
-/// owner can read (never to the log), and a ready-to-paste request logged.
-pub async fn bootstrap(store: &Store, data_dir: &Path, listen: &str) -> anyhow::Result<()> {
-    let first = NewAccount {
-        name: "default".into(),
-        email: "owner@localhost".into(),
-        ..NewAccount::default()
-    };
-    let Some((account, created)) = store
-        .create_first_account(first, "bootstrap", &Scope::ALL)
-        .await?
-    else {
-        return Ok(());
-    };
-    create_private_dir(data_dir)?;
-    let path = data_dir.join(BOOTSTRAP_KEY_FILE);
-    write_private(&path, &format!("{}\n", created.secret))?;
-    let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let example = format!(
-        "curl -s -H \"Authorization: Bearer $(cat {})\" -H 'Content-Type: image/png' --data-binary @IMAGE.png http://{listen}/v1/descriptions",
-        path.display()
-    );
-    tracing::info!(
-        account_id = %account.id,
-        key_file = %path.display(),
-        example = %example,
-        "empty database: created a first account and API key (turn this off with --no-bootstrap)"
-    );
-    Ok(())
-}
-
-fn write_private(path: &PathBuf, contents: &str) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret once (it is stored only as a hash).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The account the key belongs to.
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Comma-separated: describe, read, manage.
+        #[arg(long, value_delimiter = ',', default_value = "describe,read,manage")]
+        scopes: Vec<String>,
+    },
+    /// List an account's keys (JSON Lines; never the secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key; the next request with it is refused.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        account: String,
+        key_id: String,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

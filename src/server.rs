@@ -1,53 +1,38 @@
-//! `altimage serve`: start-up order (listener, database, model, warm-up, engine), then graceful
-//! shutdown.
+//! `altimage serve`: start-up order (listener, database, bootstrap, model + warm-up, engine,
+//! retention, billing), then graceful shutdown; and the database start-up helpers that the
+//! operator commands share.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::billing::Billing;
-use crate::config::ServeArgs;
+use crate::cli::StoreArgs;
+use crate::cli::serve::ServeArgs;
 use crate::describe::{DescribeService, Validator};
-use crate::engine::{Engine, EngineConfig};
-use crate::fetch::{FetchPolicy, ImageFetcher};
-use crate::http::ops::{Info, InfoLimits};
-use crate::http::ratelimit::RateLimiter;
-use crate::http::server::ConnectionLimits;
-use crate::http::{Access, AppState, HttpLimits, router, success_statuses};
+use crate::engine::Engine;
+use crate::fetch::ImageFetcher;
+use crate::http::{AppState, router, success_statuses};
 use crate::metrics::Metrics;
-use crate::model::preprocess::ImageLimits;
+use crate::store::Store;
+use crate::store::accounts::NewAccount;
+use crate::store::keys::Scope;
 use crate::store::retention::{RetentionPolicy, purge_loop};
+
+/// The file a first start writes the bootstrap key to.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-api-key";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let load = args.model.load_options()?;
     // Checked before anything slow starts, so a bad billing flag fails in a second.
     let billing_config = args.billing.config()?;
-    let prepare_threads = match args.prepare_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-        n => n,
-    };
-    let retry_after = Duration::from_secs(args.retry_after_secs);
-    let config = EngineConfig {
-        max_concurrent_images: args.max_concurrent_images,
-        max_batch_size: args.max_batch_size,
-        max_batch_tokens: args.max_batch_tokens,
-        max_batch_delay: Duration::from_millis(args.max_batch_delay_ms),
-        max_queue_time: Duration::from_millis(args.max_queue_time_ms),
-        workers: args.workers,
-        prepare_threads,
-        image_limits: ImageLimits {
-            max_pixels: args.max_image_pixels,
-        },
-        max_num_beams: args.max_num_beams,
-        retry_after,
-    };
-    let metrics = Arc::new(Metrics::new(args.max_batch_size, &success_statuses()));
-    let connection_limits = ConnectionLimits {
-        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-        retry_after,
-    };
+    let config = args.engine.config();
+    let retry_after = config.retry_after;
+    let metrics = Arc::new(Metrics::new(config.max_batch_size, &success_statuses()));
+    let connection_limits = args.http.connection_limits(retry_after);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -76,9 +61,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let address = starting.1.local_addr()?;
     // The database first: a wrong URL should fail in a second, not after the model loaded.
-    let store = crate::manage::open_store(&args.store).await?;
+    let store = open_store(&args.store).await?;
     if !args.no_bootstrap {
-        crate::manage::bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
+        bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
     }
     tracing::info!(%address, database = store.backend().name(), "listening; loading the model");
     // Loading and warm-up block for seconds to minutes: keep them off the async workers.
@@ -92,60 +77,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("model start-up panicked")??
     };
-    let fetcher = ImageFetcher::new(FetchPolicy {
-        max_bytes: args.max_image_bytes,
-        timeout: Duration::from_millis(args.image_url_timeout_ms),
-        allow_private: args.allow_private_image_urls,
-        ..FetchPolicy::default()
-    });
-    let model_name = args
-        .model
-        .model_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| args.model.model_dir.display().to_string());
-    let info = Info {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        model: model_name.clone(),
-        device: args.model.device.to_string(),
-        dtype: format!("{:?}", args.model.dtype).to_lowercase(),
-        workers: args.workers,
-        healthy_workers: 0,
-        ready: false,
-        database: store.backend().name().to_string(),
-        admin_api: args.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
-        billing: billing_config.is_some(),
-        limits: InfoLimits {
-            max_batch_size: config.max_batch_size,
-            max_batch_tokens: config.max_batch_tokens,
-            max_batch_delay_ms: args.max_batch_delay_ms,
-            max_queue_time_ms: args.max_queue_time_ms,
-            max_concurrent_images: config.max_concurrent_images,
-            max_body_bytes: args.max_body_bytes,
-            max_image_bytes: args.max_image_bytes,
-            max_image_pixels: args.max_image_pixels,
-            max_images_per_request: args.max_images_per_request,
-            max_connections: args.max_connections,
-            header_read_timeout_secs: args.header_read_timeout_secs,
-            body_read_timeout_secs: args.body_read_timeout_secs,
-            max_new_tokens: engine.card().max_new_tokens,
-            max_num_beams: config.max_num_beams.min(engine.card().max_num_beams),
-            rate_limit_per_minute: args.rate_limit_per_minute,
-        },
-    };
-    let access = Access {
-        rate_limiter: RateLimiter::new(),
-        rate_limit_per_minute: args.rate_limit_per_minute,
-        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
-        deletion_grace: Duration::from_secs(args.deletion_grace_days * 86_400),
-    };
+    let fetcher = ImageFetcher::new(args.fetch.config());
+    let info = args.info(
+        store.backend().name(),
+        billing_config.is_some(),
+        engine.card(),
+    );
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_loop(
         store.clone(),
         // With billing off nothing is ever reported, so the 2-year rule applies to every ledger
         // row; with billing on, unreported rows wait for the sender.
         RetentionPolicy::standard(billing_config.is_some()),
-        Duration::from_secs(args.purge_interval_secs),
+        args.retention.purge_interval(),
         jobs_stopped,
     ));
     let billing = match billing_config {
@@ -165,19 +109,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         Arc::new(fetcher),
         Validator::new(engine.card().clone(), config.max_num_beams),
-        model_name,
-        args.max_image_bytes,
+        args.model.model_name(),
+        args.fetch.max_image_bytes,
     );
     let state = AppState {
         describe,
         engine: engine.clone(),
         store: store.clone(),
-        access: Arc::new(access),
-        limits: HttpLimits {
-            max_body_bytes: args.max_body_bytes,
-            max_images_per_request: args.max_images_per_request,
-            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
-        },
+        access: Arc::new(args.access.config()),
+        limits: args.http.config(),
         info: Arc::new(info),
         billing: billing.as_ref().map(|(handle, _)| handle.clone()),
         stripe_webhook: args.billing.webhook().map(Arc::new),
@@ -187,7 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(starting.1)?;
     tracing::info!(address = %listener.local_addr()?, "ready");
 
-    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
+    let shutdown_timeout = args.shutdown_timeout();
     let drain_engine = engine.clone();
     let (drained_sender, mut drained_receiver) = tokio::sync::watch::channel(false);
     let drained = async move {
@@ -228,5 +168,82 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the data directory (owner-only), opens the database and applies the migrations.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let options = args.options();
+    if options.url.starts_with("sqlite:") {
+        create_private_dir(&args.data_dir)?;
+    }
+    let store = Store::connect(&options).await?;
+    store.migrate().await?;
+    tracing::debug!(backend = store.backend().name(), "database ready");
+    Ok(store)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (--data-dir, env ALTIMAGE_DATA_DIR)",
+            dir.display()
+        )
+    })
+}
+
+/// On an empty database: one account and one all-scope key, the key written to a file only the
+/// owner can read (never to the log), and a ready-to-paste request logged.
+pub async fn bootstrap(store: &Store, data_dir: &Path, listen: &str) -> anyhow::Result<()> {
+    let first = NewAccount {
+        name: "default".into(),
+        email: "owner@localhost".into(),
+        ..NewAccount::default()
+    };
+    let Some((account, created)) = store
+        .create_first_account(first, "bootstrap", &Scope::ALL)
+        .await?
+    else {
+        return Ok(());
+    };
+    create_private_dir(data_dir)?;
+    let path = data_dir.join(BOOTSTRAP_KEY_FILE);
+    write_private(&path, &format!("{}\n", created.secret))?;
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    let example = format!(
+        "curl -s -H \"Authorization: Bearer $(cat {})\" -H 'Content-Type: image/png' --data-binary @IMAGE.png http://{listen}/v1/descriptions",
+        path.display()
+    );
+    tracing::info!(
+        account_id = %account.id,
+        key_file = %path.display(),
+        example = %example,
+        "empty database: created a first account and API key (turn this off with --no-bootstrap)"
+    );
+    Ok(())
+}
+
+fn write_private(path: &PathBuf, contents: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
     Ok(())
 }
