@@ -195,7 +195,7 @@ impl Worker {
         for (account_id, name, email) in self.store.accounts_needing_customers().await? {
             match self
                 .stripe
-                .create_customer(&account_id, name.as_deref(), email.as_deref())
+                .create_customer(account_id.as_str(), name.as_deref(), email.as_deref())
                 .await
             {
                 Ok(customer) => {
@@ -205,14 +205,14 @@ impl Worker {
                         .await?
                     {
                         tracing::info!(
-                            account_id,
+                            %account_id,
                             customer,
                             "created a Stripe customer for the account"
                         );
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(account_id, %error, "cannot create a Stripe customer; its usage waits");
+                    tracing::warn!(%account_id, %error, "cannot create a Stripe customer; its usage waits");
                 }
             }
         }

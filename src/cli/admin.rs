@@ -8,6 +8,7 @@ use clap::Subcommand;
 use super::StoreArgs;
 use crate::server::open_store;
 use crate::store::accounts::{NewAccount, RestrictedBy};
+use crate::store::ids::AccountId;
 use crate::store::keys::Scope;
 
 #[derive(Debug, Clone, Subcommand)]
@@ -36,13 +37,13 @@ pub enum AccountsCommand {
     Show {
         #[command(flatten)]
         store: StoreArgs,
-        id: String,
+        id: AccountId,
     },
     /// Restrict an account's processing (new descriptions refused), or lift it with --lift.
     Restrict {
         #[command(flatten)]
         store: StoreArgs,
-        id: String,
+        id: AccountId,
         #[arg(long)]
         lift: bool,
     },
@@ -50,7 +51,7 @@ pub enum AccountsCommand {
     Delete {
         #[command(flatten)]
         store: StoreArgs,
-        id: String,
+        id: AccountId,
         /// Days before the purge (at most 30).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=30))]
         grace_days: u64,
@@ -65,7 +66,7 @@ pub enum KeysCommand {
         store: StoreArgs,
         /// The account the key belongs to.
         #[arg(long)]
-        account: String,
+        account: AccountId,
         #[arg(long, default_value = "default")]
         name: String,
         /// Comma-separated: describe, read, manage.
@@ -77,14 +78,14 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
-        account: String,
+        account: AccountId,
     },
     /// Revoke a key; the next request with it is refused.
     Revoke {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
-        account: String,
+        account: AccountId,
         key_id: String,
     },
 }
@@ -139,7 +140,7 @@ pub fn accounts(command: &AccountsCommand) -> anyhow::Result<()> {
                     for account in &accounts {
                         print_json(account)?;
                     }
-                    cursor = accounts.last().map(|a| a.id.clone());
+                    cursor = accounts.last().map(|a| a.id.to_string());
                     if !has_more || cursor.is_none() {
                         return Ok(());
                     }

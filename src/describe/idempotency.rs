@@ -8,6 +8,7 @@ use super::{DescribeError, DescribeOptions};
 use crate::model::Detail;
 use crate::store::Store;
 use crate::store::idempotency::{CLAIM_RENEW_MS, Claim, Completion};
+use crate::store::ids::AccountId;
 
 /// What an image is, for the fingerprint: its bytes' SHA-256 or its URL.
 pub(super) enum Named<'a> {
@@ -62,7 +63,7 @@ fn hex_decode(hex: &str) -> Vec<u8> {
 /// `.await` runs then, and a retry must not wait for a lease to lapse.
 pub(super) struct Idempotency {
     store: Store,
-    account_id: String,
+    account_id: AccountId,
     held: Option<Held>,
 }
 
@@ -85,7 +86,7 @@ pub(super) enum Claimed {
 impl Idempotency {
     pub(super) async fn claim(
         store: &Store,
-        account_id: &str,
+        account_id: &AccountId,
         key: Option<String>,
         route: &str,
         fingerprint: impl FnOnce() -> String,
@@ -93,7 +94,7 @@ impl Idempotency {
     ) -> Result<Claimed, DescribeError> {
         let guard = |held| Idempotency {
             store: store.clone(),
-            account_id: account_id.to_string(),
+            account_id: account_id.clone(),
             held,
         };
         let Some(key) = key else {
@@ -106,7 +107,7 @@ impl Idempotency {
             Claim::Fresh { claim_id } => {
                 let renewal = tokio::spawn(renew(
                     store.clone(),
-                    account_id.to_string(),
+                    account_id.clone(),
                     key.clone(),
                     claim_id.clone(),
                 ));
@@ -174,7 +175,7 @@ impl Drop for Idempotency {
         }
         // The call was dropped mid-request (the client left). Dropped futures cannot await, so
         // the release runs on its own; if it cannot, the lease lapses by itself.
-        let (store, account_id) = (self.store.clone(), std::mem::take(&mut self.account_id));
+        let (store, account_id) = (self.store.clone(), self.account_id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 match store
@@ -190,7 +191,7 @@ impl Drop for Idempotency {
 }
 
 /// Renews a claim's lease until the claim is no longer this request's or the task is aborted.
-async fn renew(store: Store, account_id: String, key: String, claim_id: String) {
+async fn renew(store: Store, account_id: AccountId, key: String, claim_id: String) {
     let period = std::time::Duration::from_millis(CLAIM_RENEW_MS as u64);
     loop {
         tokio::time::sleep(period).await;

@@ -20,7 +20,8 @@ use crate::engine::{Engine, ImageBytes, Permits};
 use crate::fetch::ImageFetcher;
 use crate::model::GenerationOptions;
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
-use crate::store::{Store, new_id, now_ms};
+use crate::store::ids::{AccountId, DescriptionId};
+use crate::store::{Store, now_ms};
 
 /// How long an `Idempotency-Key`'s answer is replayed.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -44,7 +45,7 @@ struct Inner {
 /// Who asks, and under which key.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub request_id: &'a str,
     pub idempotency_key: Option<&'a str>,
     /// Part of the fingerprint: the same key on another route is another request.
@@ -293,7 +294,7 @@ impl DescribeService {
         let facts = &described.image;
         let now = now_ms();
         let description = Description {
-            id: new_id("desc"),
+            id: DescriptionId::generate(),
             text,
             provenance: Provenance::Ai,
             version: 1,

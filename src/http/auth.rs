@@ -13,6 +13,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorKind};
 use super::ratelimit::Decision;
 use crate::store::accounts::RestrictedBy;
+use crate::store::ids::AccountId;
 use crate::store::keys::{Principal, Scope};
 
 /// The authenticated account and key of a `/v1/` request.
@@ -20,7 +21,7 @@ use crate::store::keys::{Principal, Scope};
 pub struct Caller(pub Principal);
 
 impl Caller {
-    pub fn account_id(&self) -> &str {
+    pub fn account_id(&self) -> &AccountId {
         &self.0.account_id
     }
 
@@ -117,7 +118,7 @@ pub async fn require_api_key(
         state
             .access
             .rate_limiter
-            .check(&principal.account_id, limit)
+            .check(principal.account_id.as_str(), limit)
     });
     if let Some(decision) = decision.filter(|d| !d.allowed) {
         let mut response = ApiError::retry_later(

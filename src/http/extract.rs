@@ -115,6 +115,12 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// An id from the path, named by its typed parse (`AccountId::parse`, …): one of another form
+/// names nothing, so it is the store's own "not found", without a query.
+pub fn known<T>(id: &str, parse: fn(&str) -> Option<T>, what: &'static str) -> Result<T, ApiError> {
+    parse(id).ok_or_else(|| crate::store::StoreError::NotFound(what).into())
+}
+
 /// A list's `starting_after`: the id of the last object of the previous page, of the kind the
 /// list holds (`prefix`).
 pub fn cursor(starting_after: Option<String>, prefix: &str) -> Result<Option<String>, ApiError> {

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -74,12 +74,51 @@ pub struct Routes {
 
 pub fn routes() -> Routes {
     use super::v1;
+    let api_key = tagged(v1::descriptions::routes(), "descriptions")
+        .merge(tagged(v1::account::routes(), "account"));
     Routes {
-        api_key: v1::descriptions::routes().merge(v1::account::routes()),
-        admin: v1::admin::routes(),
-        stripe: v1::stripe_webhook::routes(),
-        ops: super::ops::routes(),
+        api_key: secured(api_key, "api_key"),
+        admin: secured(tagged(v1::admin::routes(), "admin"), "admin_token"),
+        stripe: tagged(v1::stripe_webhook::routes(), "billing"),
+        ops: tagged(super::ops::routes(), "operations"),
     }
+}
+
+/// Every operation of `router`, as a `utoipa::openapi::path::Operation`.
+fn operations(
+    router: &mut OpenApiRouter<AppState>,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    router
+        .get_openapi_mut()
+        .paths
+        .paths
+        .values_mut()
+        .flat_map(|item| {
+            [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+        })
+        .flatten()
+}
+
+/// The group's tag on each of its operations: a module's routes are one section of `/docs`.
+fn tagged(mut router: OpenApiRouter<AppState>, tag: &str) -> OpenApiRouter<AppState> {
+    for operation in operations(&mut router) {
+        operation.tags = Some(vec![tag.to_string()]);
+    }
+    router
+}
+
+/// The credential the group's layer asks for, on each of its operations.
+fn secured(mut router: OpenApiRouter<AppState>, scheme: &str) -> OpenApiRouter<AppState> {
+    for operation in operations(&mut router) {
+        operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(scheme, [])]);
+    }
+    router
 }
 
 /// The whole document: every group's operations and schemas, then what the layers add.

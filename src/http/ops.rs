@@ -56,7 +56,6 @@ impl HealthStatus {
     get,
     path = "/health/live",
     operation_id = "live",
-    tag = "operations",
     responses((status = 200, description = "Alive.", body = HealthStatus, example = json!({"status": "live"}))),
 )]
 pub async fn live() -> Json<HealthStatus> {
@@ -74,7 +73,6 @@ pub async fn live() -> Json<HealthStatus> {
     get,
     path = "/health/ready",
     operation_id = "ready",
-    tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = HealthStatus, example = json!({"status": "ready"})),
         (status = 503, description = "Not ready; `reason` says why.", body = HealthStatus, example = json!({"status": "unavailable", "reason": "draining"})),
@@ -102,7 +100,6 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthSta
     get,
     path = "/health",
     operation_id = "health",
-    tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = HealthStatus),
         (status = 503, description = "Not ready; `reason` says why.", body = HealthStatus),
@@ -176,7 +173,6 @@ pub struct InfoLimits {
     get,
     path = "/info",
     operation_id = "info",
-    tag = "operations",
     responses(
         (status = 200, description = "What this server runs with.", body = Info),
         (status = 503, description = "The model is still loading (code `starting`).", body = ErrorBody),
@@ -196,7 +192,6 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
     get,
     path = "/metrics",
     operation_id = "metrics",
-    tag = "operations",
     responses((status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String)),
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -218,7 +213,6 @@ pub fn exposition(metrics: &Arc<Metrics>) -> Response {
     get,
     path = "/openapi.json",
     operation_id = "openapi",
-    tag = "operations",
     responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)),
 )]
 pub async fn openapi_json() -> Response {
@@ -236,7 +230,6 @@ pub async fn openapi_json() -> Response {
     get,
     path = "/docs",
     operation_id = "docs",
-    tag = "operations",
     responses((status = 200, description = "The documentation page.", content_type = "text/html", body = String)),
 )]
 pub async fn docs() -> Response {

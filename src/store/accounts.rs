@@ -7,7 +7,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, check_string, known_id, new_id, now_ms};
+use super::ids::AccountId;
+use super::{Result, Store, StoreError, check_string, now_ms};
 use crate::strings::Shape;
 
 /// Who restricted an account's processing. The account may lift only its own restriction.
@@ -37,7 +38,7 @@ impl RestrictedBy {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     /// Absent once the account is purged.
     pub name: Option<String>,
     pub email: Option<String>,
@@ -61,7 +62,7 @@ pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, stripe_customer_id, r
 pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
     let restricted_by: Option<String> = row.try_get("restricted_by")?;
     Ok(Account {
-        id: row.try_get("id")?,
+        id: AccountId::trusted(row.try_get("id")?),
         name: row.try_get("name")?,
         email: row.try_get("email")?,
         stripe_customer_id: row.try_get("stripe_customer_id")?,
@@ -137,15 +138,15 @@ fn customer_conflict(error: StoreError) -> StoreError {
 pub(super) async fn insert_account<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     new: NewAccount,
-) -> Result<String> {
+) -> Result<AccountId> {
     check_new(&new.name, &new.email)?;
     check_customer(new.stripe_customer_id.as_deref())?;
     check_rate_limit(new.rate_limit_per_minute)?;
-    let id = new_id("acct");
+    let id = AccountId::generate();
     sqlx::query(
         "INSERT INTO accounts (id, name, email, stripe_customer_id, rate_limit_per_minute, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(&id)
+    .bind(id.as_str())
     .bind(new.name.trim())
     .bind(new.email.trim())
     .bind(new.stripe_customer_id.filter(|c| !c.is_empty()))
@@ -164,12 +165,11 @@ impl Store {
     }
 
     /// Any account that has not been purged, deleted or not (admin view).
-    pub async fn account(&self, id: &str) -> Result<Account> {
-        known_id(id, "acct", "account")?;
+    pub async fn account(&self, id: &AccountId) -> Result<Account> {
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 AND purged_at IS NULL"
         ))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("account"))?;
@@ -210,7 +210,7 @@ impl Store {
         Ok((accounts, has_more))
     }
 
-    pub async fn update_account(&self, id: &str, update: AccountUpdate) -> Result<Account> {
+    pub async fn update_account(&self, id: &AccountId, update: AccountUpdate) -> Result<Account> {
         let current = self.account(id).await?;
         if current.deleted_at.is_some() {
             return Err(StoreError::Invalid(
@@ -236,7 +236,7 @@ impl Store {
         .bind(email.trim())
         .bind(customer)
         .bind(limit)
-        .bind(id)
+        .bind(id.as_str())
         .execute(self.pool())
         .await
         .map_err(|e| customer_conflict(e.into()))?;
@@ -247,7 +247,7 @@ impl Store {
     /// a restriction the operator set.
     pub async fn set_restricted(
         &self,
-        id: &str,
+        id: &AccountId,
         restricted: bool,
         by: RestrictedBy,
     ) -> Result<Account> {
@@ -271,7 +271,7 @@ impl Store {
         sqlx::query("UPDATE accounts SET restricted_by = $1, restricted_at = $2 WHERE id = $3")
             .bind(by)
             .bind(at)
-            .bind(id)
+            .bind(id.as_str())
             .execute(self.pool())
             .await?;
         self.account(id).await
@@ -279,7 +279,7 @@ impl Store {
 
     /// Deletion: every key revoked and the account hidden at once, in one transaction; the
     /// purge job deletes its data after `grace`. Asking again keeps the first date.
-    pub async fn request_deletion(&self, id: &str, grace: Duration) -> Result<Account> {
+    pub async fn request_deletion(&self, id: &AccountId, grace: Duration) -> Result<Account> {
         let now = now_ms();
         let purge_after = now + grace.as_millis() as i64;
         let mut tx = self.begin_write().await?;
@@ -288,14 +288,14 @@ impl Store {
         )
         .bind(now)
         .bind(purge_after)
-        .bind(id)
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(id)
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

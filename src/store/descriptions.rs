@@ -7,7 +7,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::idempotency::Completion;
-use super::{Result, Store, StoreError, check_string, known_id, now_ms};
+use super::ids::{AccountId, DescriptionId};
+use super::{Result, Store, StoreError, check_string, now_ms};
 use crate::strings::Shape;
 
 /// Who wrote the current text.
@@ -56,7 +57,7 @@ pub struct ImageFacts {
 /// A stored description (`http::v1::resources::Description` is what clients see).
 #[derive(Debug, Clone, Serialize)]
 pub struct Description {
-    pub id: String,
+    pub id: DescriptionId,
     /// The current text: the model's (cut at a word boundary when `max_chars` was given) or a
     /// person's edit.
     pub text: String,
@@ -101,7 +102,7 @@ fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
 fn from_row(row: &AnyRow) -> Result<Description> {
     let provenance: String = row.try_get("provenance")?;
     Ok(Description {
-        id: row.try_get("id")?,
+        id: DescriptionId::trusted(row.try_get("id")?),
         text: row.try_get("text")?,
         provenance: Provenance::parse(&provenance)?,
         version: row.try_get("version")?,
@@ -153,15 +154,14 @@ pub struct Page {
 /// One description of one account, through `executor` (the pool, or a transaction).
 async fn select_description<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    account_id: &str,
-    id: &str,
+    account_id: &AccountId,
+    id: &DescriptionId,
 ) -> Result<Description> {
-    known_id(id, "desc", "description")?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM descriptions WHERE id = $1 AND account_id = $2"
     ))
-    .bind(id)
-    .bind(account_id)
+    .bind(id.as_str())
+    .bind(account_id.as_str())
     .fetch_optional(executor)
     .await?
     .ok_or(StoreError::NotFound("description"))?;
@@ -173,7 +173,7 @@ impl Store {
     /// record's answer, all in one transaction: either all of it exists or none does.
     pub async fn save_created(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         request_id: &str,
         descriptions: &[Description],
         completion: Option<Completion<'_>>,
@@ -183,9 +183,9 @@ impl Store {
             sqlx::query(&format!(
                 "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
             ))
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(request_id)
-            .bind(&description.id)
+            .bind(description.id.as_str())
             .bind(&description.text)
             .bind(description.provenance.as_str())
             .bind(description.version)
@@ -209,16 +209,22 @@ impl Store {
             sqlx::query(
                 "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(&description.id)
-            .bind(account_id)
+            .bind(description.id.as_str())
+            .bind(account_id.as_str())
             .bind(description.version)
             .bind(&description.text)
             .bind(description.provenance.as_str())
             .bind(description.created_at)
             .execute(&mut *tx)
             .await?;
-            self.record_usage(&mut tx, account_id, "created", &description.id, request_id)
-                .await?;
+            self.record_usage(
+                &mut tx,
+                account_id,
+                "created",
+                description.id.as_str(),
+                request_id,
+            )
+            .await?;
         }
         if let Some(completion) = completion {
             completion.write(&mut tx).await?;
@@ -231,29 +237,33 @@ impl Store {
     /// same transaction.
     pub async fn retrieve_description(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &DescriptionId,
         request_id: &str,
     ) -> Result<Description> {
         let mut tx = self.begin_write().await?;
         let description = select_description(&mut *tx, account_id, id).await?;
-        self.record_usage(&mut tx, account_id, "retrieved", id, request_id)
+        self.record_usage(&mut tx, account_id, "retrieved", id.as_str(), request_id)
             .await?;
         tx.commit().await?;
         Ok(description)
     }
 
     /// A description without billing (the answer to an edit, for instance).
-    pub async fn description(&self, account_id: &str, id: &str) -> Result<Description> {
+    pub async fn description(
+        &self,
+        account_id: &AccountId,
+        id: &DescriptionId,
+    ) -> Result<Description> {
         select_description(self.pool(), account_id, id).await
     }
 
     /// Newest first; `starting_after` is the last id of the previous page.
     pub async fn list_descriptions(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         asset_id: Option<&str>,
-        starting_after: Option<&str>,
+        starting_after: Option<&DescriptionId>,
         limit: i64,
     ) -> Result<Page> {
         let mut sql = format!("SELECT {COLUMNS} FROM descriptions WHERE account_id = $1");
@@ -267,12 +277,12 @@ impl Store {
             next += 1;
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${next}"));
-        let mut query = sqlx::query(&sql).bind(account_id);
+        let mut query = sqlx::query(&sql).bind(account_id.as_str());
         if let Some(asset_id) = asset_id {
             query = query.bind(asset_id);
         }
         if let Some(cursor) = starting_after {
-            query = query.bind(cursor);
+            query = query.bind(cursor.as_str());
         }
         let rows = query.bind(limit + 1).fetch_all(self.pool()).await?;
         let has_more = rows.len() as i64 > limit;
@@ -290,19 +300,18 @@ impl Store {
     /// A person's edit: the text is replaced, the previous versions stay.
     pub async fn edit_description(
         &self,
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &DescriptionId,
         text: &str,
         provenance: Option<Provenance>,
     ) -> Result<Description> {
-        known_id(id, "desc", "description")?;
         check_string("text", text, Shape::Text)?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT version, provenance FROM descriptions WHERE id = $1 AND account_id = $2",
         )
-        .bind(id)
-        .bind(account_id)
+        .bind(id.as_str())
+        .bind(account_id.as_str())
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("description"))?;
@@ -322,8 +331,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id)
-        .bind(account_id)
+        .bind(id.as_str())
+        .bind(account_id.as_str())
         .bind(version + 1)
         .bind(text)
         .bind(provenance.as_str())
@@ -337,8 +346,8 @@ impl Store {
         .bind(provenance.as_str())
         .bind(version + 1)
         .bind(now)
-        .bind(id)
-        .bind(account_id)
+        .bind(id.as_str())
+        .bind(account_id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -346,13 +355,16 @@ impl Store {
     }
 
     /// Every version of a description, oldest first.
-    pub async fn description_versions(&self, account_id: &str, id: &str) -> Result<Vec<Version>> {
-        known_id(id, "desc", "description")?;
+    pub async fn description_versions(
+        &self,
+        account_id: &AccountId,
+        id: &DescriptionId,
+    ) -> Result<Vec<Version>> {
         let rows = sqlx::query(
             "SELECT version, text, provenance, created_at FROM description_versions WHERE description_id = $1 AND account_id = $2 ORDER BY version",
         )
-        .bind(id)
-        .bind(account_id)
+        .bind(id.as_str())
+        .bind(account_id.as_str())
         .fetch_all(self.pool())
         .await?;
         if rows.is_empty() {
@@ -364,19 +376,22 @@ impl Store {
     /// Deletes a description, its versions, and the stored Idempotency-Key answers that carry
     /// it (a replay with such a key runs again, as a new request). Its usage rows stay: they are
     /// billing records.
-    pub async fn delete_description(&self, account_id: &str, id: &str) -> Result<()> {
-        known_id(id, "desc", "description")?;
+    pub async fn delete_description(
+        &self,
+        account_id: &AccountId,
+        id: &DescriptionId,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM description_versions WHERE description_id = $1 AND account_id = $2",
         )
-        .bind(id)
-        .bind(account_id)
+        .bind(id.as_str())
+        .bind(account_id.as_str())
         .execute(&mut *tx)
         .await?;
         let deleted = sqlx::query("DELETE FROM descriptions WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account_id)
+            .bind(id.as_str())
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 0 {
@@ -384,7 +399,7 @@ impl Store {
         }
         // Ids are `desc_` and hex, so the pattern matches this id only (`_` matches itself too).
         sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND response LIKE $2")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(format!("%\"{id}\"%"))
             .execute(&mut *tx)
             .await?;
@@ -397,8 +412,8 @@ impl Store {
     /// The versions of several descriptions of one account (for exports), oldest first.
     pub async fn versions_of(
         &self,
-        account_id: &str,
-        ids: &[String],
+        account_id: &AccountId,
+        ids: &[DescriptionId],
     ) -> Result<std::collections::HashMap<String, Vec<Version>>> {
         let mut by_description: std::collections::HashMap<String, Vec<Version>> =
             std::collections::HashMap::new();
@@ -412,9 +427,9 @@ impl Store {
         let sql = format!(
             "SELECT description_id, version, text, provenance, created_at FROM description_versions WHERE account_id = $1 AND description_id IN ({placeholders}) ORDER BY description_id, version"
         );
-        let mut query = sqlx::query(&sql).bind(account_id);
+        let mut query = sqlx::query(&sql).bind(account_id.as_str());
         for id in ids {
-            query = query.bind(id);
+            query = query.bind(id.as_str());
         }
         for row in query.fetch_all(self.pool()).await? {
             let id: String = row.try_get("description_id")?;

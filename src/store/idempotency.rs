@@ -8,6 +8,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
+use super::ids::AccountId;
 use super::{Result, Store, StoreError, new_id, now_ms};
 
 /// How long a claim holds without renewal: the longest a retry waits (409
@@ -34,7 +35,7 @@ pub enum Claim {
 /// The stored answer, written by the transaction that stores the request's work.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub key: &'a str,
     /// The claim this request holds: the answer is written only while it still holds it.
     pub claim_id: &'a str,
@@ -51,7 +52,7 @@ impl Completion<'_> {
         )
         .bind(self.status as i64)
         .bind(self.body)
-        .bind(self.account_id)
+        .bind(self.account_id.as_str())
         .bind(self.key)
         .bind(self.claim_id)
         .execute(&mut **tx)
@@ -69,7 +70,7 @@ impl Store {
     /// Claims `key` for a request on `route` whose parsed content hashes to `request_hash`.
     pub async fn claim_idempotency_key(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         key: &str,
         route: &str,
         request_hash: &str,
@@ -82,7 +83,7 @@ impl Store {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE account_id = $1 AND idempotency_key = $2 AND (expires_at <= $3 OR (status IS NULL AND lease_until <= $3))",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(key)
         .bind(now)
         .execute(&mut *tx)
@@ -91,7 +92,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (account_id, idempotency_key, route, request_hash, created_at, expires_at, claim_id, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (account_id, idempotency_key) DO NOTHING",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(key)
         .bind(route)
         .bind(request_hash)
@@ -107,7 +108,7 @@ impl Store {
             let row = sqlx::query(
                 "SELECT route, request_hash, status, response FROM idempotency_keys WHERE account_id = $1 AND idempotency_key = $2",
             )
-            .bind(account_id)
+            .bind(account_id.as_str())
             .bind(key)
             .fetch_one(&mut *tx)
             .await?;
@@ -133,7 +134,7 @@ impl Store {
     /// is no longer this request's (answered, released, or taken over after it lapsed).
     pub async fn renew_idempotency_claim(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         key: &str,
         claim_id: &str,
     ) -> Result<bool> {
@@ -141,7 +142,7 @@ impl Store {
             "UPDATE idempotency_keys SET lease_until = $1 WHERE account_id = $2 AND idempotency_key = $3 AND claim_id = $4 AND status IS NULL",
         )
         .bind(now_ms() + CLAIM_LEASE_MS)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(key)
         .bind(claim_id)
         .execute(self.pool())
@@ -154,14 +155,14 @@ impl Store {
     /// Only this request's own unanswered claim is deleted, never a later request's.
     pub async fn release_idempotency_key(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         key: &str,
         claim_id: &str,
     ) -> Result<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE account_id = $1 AND idempotency_key = $2 AND claim_id = $3 AND status IS NULL",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(key)
         .bind(claim_id)
         .execute(self.pool())

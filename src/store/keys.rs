@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::accounts::{Account, NewAccount, RestrictedBy, insert_account};
+use super::ids::AccountId;
 use super::{Backend, Result, Store, StoreError, check_string, known_id, new_id, now_ms};
 use crate::strings::Shape;
 
@@ -66,7 +67,7 @@ fn parse_scopes(stored: &str) -> Vec<Scope> {
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiKey {
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     /// The first characters of the secret, to recognise it.
     pub prefix: String,
@@ -83,7 +84,7 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
     let scopes: String = row.try_get("scopes")?;
     Ok(ApiKey {
         id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
+        account_id: AccountId::trusted(row.try_get("account_id")?),
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         scopes: parse_scopes(&scopes),
@@ -103,7 +104,7 @@ pub struct CreatedKey {
 /// The account and key behind an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub key_id: String,
     pub scopes: Vec<Scope>,
     pub restricted_by: Option<RestrictedBy>,
@@ -129,7 +130,7 @@ fn new_secret() -> String {
 /// transaction); returns its id and secret.
 pub(super) async fn insert_key<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    account_id: &str,
+    account_id: &AccountId,
     name: &str,
     scopes: &[Scope],
 ) -> Result<(String, String)> {
@@ -159,7 +160,7 @@ pub(super) async fn insert_key<'e>(
         "INSERT INTO api_keys (id, account_id, name, prefix, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id)
-    .bind(account_id)
+    .bind(account_id.as_str())
     .bind(name)
     .bind(&secret[..SHOWN_CHARS])
     .bind(hash_secret(&secret))
@@ -212,7 +213,7 @@ impl Store {
 
     pub async fn create_key(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         name: &str,
         scopes: &[Scope],
     ) -> Result<CreatedKey> {
@@ -225,40 +226,39 @@ impl Store {
         Ok(CreatedKey { key, secret })
     }
 
-    pub async fn key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+    pub async fn key(&self, account_id: &AccountId, key_id: &str) -> Result<ApiKey> {
         known_id(key_id, "key", "key")?;
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND account_id = $2"
         ))
         .bind(key_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("key"))?;
         key_from_row(&row)
     }
 
-    pub async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>> {
+    pub async fn list_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKey>> {
         self.account(account_id).await?;
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY id"
         ))
-        .bind(account_id)
+        .bind(account_id.as_str())
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(key_from_row).collect()
     }
 
     /// Revokes a key; the next request with it is refused (no cache stands in the way).
-    pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
-        known_id(account_id, "acct", "account")?;
+    pub async fn revoke_key(&self, account_id: &AccountId, key_id: &str) -> Result<ApiKey> {
         known_id(key_id, "key", "key")?;
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(key_id)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .execute(self.pool())
         .await?;
         self.key(account_id, key_id).await
@@ -294,7 +294,7 @@ impl Store {
         let scopes: String = row.try_get("scopes")?;
         let restricted_by: Option<String> = row.try_get("restricted_by")?;
         Ok(Some(Principal {
-            account_id: row.try_get("account_id")?,
+            account_id: AccountId::trusted(row.try_get("account_id")?),
             key_id,
             scopes: parse_scopes(&scopes),
             restricted_by: restricted_by.as_deref().and_then(RestrictedBy::parse),

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod descriptions;
 pub mod idempotency;
+pub mod ids;
 pub mod keys;
 pub mod meter_reports;
 pub mod retention;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use super::ids::AccountId;
 use super::usage::MS_PER_DAY;
 use super::{Result, Store, now_ms};
 
@@ -65,7 +66,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         for row in due {
-            let id: String = row.try_get("id")?;
+            let id = AccountId::trusted(row.try_get("id")?);
             let purged = self.purge_account(&id, now, policy).await?;
             // Zero when another replica purged it first.
             report.accounts += purged.accounts;
@@ -117,7 +118,7 @@ impl Store {
     /// anchor of its billing aggregates.
     async fn purge_account(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         now: i64,
         policy: RetentionPolicy,
     ) -> Result<PurgeReport> {
@@ -129,33 +130,33 @@ impl Store {
             billable_guard(policy)
         ))
         .bind(now)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .execute(&mut *tx)
         .await?;
         if claimed.rows_affected() == 0 {
             return Ok(PurgeReport::default());
         }
         sqlx::query("DELETE FROM description_versions WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?;
         let descriptions = sqlx::query("DELETE FROM descriptions WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
         sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM api_keys WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?;
         let taken = sqlx::query(
             "DELETE FROM usage_events WHERE account_id = $1 RETURNING account_id, kind, quantity, occurred_at",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .fetch_all(&mut *tx)
         .await?;
         let usage_rows = archive(&mut tx, &taken).await?;
@@ -163,13 +164,13 @@ impl Store {
         // is on, the guard above leaves one pending only when an operator unmapped the customer,
         // which says not to bill it; with billing off none is ever sent.
         let meter_reports = sqlx::query("DELETE FROM meter_reports WHERE account_id = $1")
-            .bind(account_id)
+            .bind(account_id.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
         tx.commit().await?;
         tracing::info!(
-            account_id,
+            %account_id,
             descriptions,
             usage_rows,
             meter_reports,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use super::ids::AccountId;
 use super::{Result, Store, StoreError, new_id};
 
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -53,7 +54,7 @@ impl Store {
     pub(crate) async fn record_usage(
         &self,
         tx: &mut Transaction<'static, Any>,
-        account_id: &str,
+        account_id: &AccountId,
         kind: &str,
         source_ref: &str,
         request_id: &str,
@@ -63,7 +64,7 @@ impl Store {
             self.backend().now_ms()
         ))
         .bind(new_id("use"))
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(kind)
         .bind(source_ref)
         .bind(request_id)
@@ -77,7 +78,7 @@ impl Store {
     /// usage are listed with zeros, so charts need no gap filling.
     pub async fn usage_by_day(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         from_day: i64,
         to_day: i64,
     ) -> Result<Vec<UsageDay>> {
@@ -95,7 +96,7 @@ impl Store {
                     WHERE account_id = $1 AND day >= $4 AND day <= $5 \
              ) AS events GROUP BY day, kind",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(from_day * MS_PER_DAY)
         .bind((to_day + 1) * MS_PER_DAY)
         .bind(from_day)
@@ -129,14 +130,14 @@ impl Store {
     /// account export).
     pub async fn usage_events_page(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<UsageEvent>> {
         let rows = sqlx::query(
             "SELECT id, kind, quantity, occurred_at, source_ref, request_id, reported_at FROM usage_events WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(after.unwrap_or(""))
         .bind(limit)
         .fetch_all(self.pool())
@@ -157,11 +158,11 @@ impl Store {
     }
 
     /// The rolled-up counts kept after ledger rows were purged, oldest first.
-    pub async fn archived_usage(&self, account_id: &str) -> Result<Vec<ArchivedUsage>> {
+    pub async fn archived_usage(&self, account_id: &AccountId) -> Result<Vec<ArchivedUsage>> {
         let rows = sqlx::query(
             "SELECT day, kind, quantity FROM usage_archive WHERE account_id = $1 ORDER BY day, kind",
         )
-        .bind(account_id)
+        .bind(account_id.as_str())
         .fetch_all(self.pool())
         .await?;
         rows.iter()

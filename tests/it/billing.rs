@@ -783,7 +783,10 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
         )
         .await;
         store
-            .request_deletion("acct_000000000000000000000000000000a0", Duration::ZERO)
+            .request_deletion(
+                &"acct_000000000000000000000000000000a0".parse().unwrap(),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let now = altimage::store::now_ms() + 1_000;
@@ -903,7 +906,10 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
         )
         .await;
         store
-            .request_deletion("acct_000000000000000000000000000000f0", Duration::ZERO)
+            .request_deletion(
+                &"acct_000000000000000000000000000000f0".parse().unwrap(),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let report = store

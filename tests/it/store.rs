@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use altimage::store::descriptions::{Description, ImageFacts, Provenance};
 use altimage::store::idempotency::{Claim, Completion};
+use altimage::store::ids::{AccountId, DescriptionId};
 use altimage::store::keys::Scope;
 use altimage::store::retention::RetentionPolicy;
 use altimage::store::usage::MS_PER_DAY;
-use altimage::store::{Store, StoreError, accounts::NewAccount, new_id, now_ms};
+use altimage::store::{Store, StoreError, accounts::NewAccount, now_ms};
 use common::db::TestDatabase;
 use serde_json::json;
 use sqlx::Row;
 
-async fn account(store: &Store, name: &str) -> String {
+async fn account(store: &Store, name: &str) -> AccountId {
     store
         .create_account(NewAccount {
             name: name.into(),
@@ -31,7 +32,7 @@ async fn account(store: &Store, name: &str) -> String {
 fn description(text: &str, asset_id: Option<&str>) -> Description {
     let now = now_ms();
     Description {
-        id: new_id("desc"),
+        id: DescriptionId::generate(),
         text: text.into(),
         provenance: Provenance::Ai,
         version: 1,
@@ -55,9 +56,9 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
     }
 }
 
-async fn count(store: &Store, sql: &str, account_id: &str) -> i64 {
+async fn count(store: &Store, sql: &str, account_id: &AccountId) -> i64 {
     sqlx::query(sql)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -65,9 +66,9 @@ async fn count(store: &Store, sql: &str, account_id: &str) -> i64 {
         .unwrap()
 }
 
-async fn ledger(store: &Store, account_id: &str, kind: &str) -> i64 {
+async fn ledger(store: &Store, account_id: &AccountId, kind: &str) -> i64 {
     sqlx::query("SELECT COUNT(*) FROM usage_events WHERE account_id = $1 AND kind = $2")
-        .bind(account_id)
+        .bind(account_id.as_str())
         .bind(kind)
         .fetch_one(store.pool())
         .await
@@ -256,7 +257,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_release_on_failure() {
         let a = account(&store, "a").await;
         let b = account(&store, "b").await;
         let day = MS_PER_DAY;
-        let claim = |account: String, hash: &'static str| {
+        let claim = |account: AccountId, hash: &'static str| {
             let store = store.clone();
             async move {
                 store
@@ -521,7 +522,7 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
             );
         }
         let row = sqlx::query("SELECT name, email FROM accounts WHERE id = $1")
-            .bind(&gone)
+            .bind(gone.as_str())
             .fetch_one(store.pool())
             .await
             .unwrap();

@@ -23,6 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::store::accounts::RestrictedBy;
+use crate::store::ids::{AccountId, DescriptionId};
 use crate::store::keys::Scope;
 use crate::store::usage::{MS_PER_DAY, format_day, parse_day};
 use crate::store::{Store, now_ms};
@@ -48,8 +49,6 @@ error_set!(
     get,
     path = "/v1/account",
     operation_id = "showAccount",
-    tag = "account",
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The account.", body = Account),
         ReadErrors,
@@ -87,9 +86,7 @@ error_set!(
     patch,
     path = "/v1/account",
     operation_id = "updateAccount",
-    tag = "account",
     request_body(content = AccountPatch, content_type = "application/json"),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The account, as it is now.", body = Account),
         UpdateErrors,
@@ -119,8 +116,6 @@ pub async fn update(
     delete,
     path = "/v1/account",
     operation_id = "deleteAccount",
-    tag = "account",
-    security(("api_key" = [])),
     responses(
         (status = 202, description = "Deletion accepted; the account as it is now, with `deleted_at` and `purge_after`.", body = Account),
         ReadErrors,
@@ -192,9 +187,7 @@ error_set!(
     get,
     path = "/v1/usage",
     operation_id = "usage",
-    tag = "account",
     params(UsageQuery),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "Counts per day, oldest first, and totals.", body = Usage),
         UsageErrors,
@@ -314,8 +307,6 @@ pub struct ExportedDescription {
     get,
     path = "/v1/account/export",
     operation_id = "exportAccount",
-    tag = "account",
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The account's data.", body = AccountExport, headers(
             ("content-disposition" = String, description = "`attachment; filename=\"account-export.json\"`."),
@@ -325,7 +316,7 @@ pub struct ExportedDescription {
 )]
 pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let account_id = caller.account_id().to_string();
+    let account_id = caller.account_id().clone();
     let store = state.store.clone();
     let head = ExportHead {
         object: "account_export",
@@ -357,25 +348,26 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
 /// array a page at a time, then the archive and the closing brace.
 fn export_stream(
     store: Store,
-    account_id: String,
+    account_id: AccountId,
     head: ExportHead,
 ) -> impl futures_util::Stream<Item = Chunk> + Send {
     let text = |text: String| futures_util::stream::once(async move { Ok(text.into()) });
     let descriptions = {
         let (store, account_id) = (store.clone(), account_id.clone());
-        paged(move |cursor: Option<String>| {
+        paged(move |cursor: Option<DescriptionId>| {
             let (store, account_id) = (store.clone(), account_id.clone());
             async move {
                 let failed = |e: crate::store::StoreError| e.to_string();
                 let page = store
-                    .list_descriptions(&account_id, None, cursor.as_deref(), EXPORT_PAGE)
+                    .list_descriptions(&account_id, None, cursor.as_ref(), EXPORT_PAGE)
                     .await
                     .map_err(failed)?;
-                let ids: Vec<String> = page.descriptions.iter().map(|d| d.id.clone()).collect();
+                let ids: Vec<DescriptionId> =
+                    page.descriptions.iter().map(|d| d.id.clone()).collect();
                 let mut versions = store.versions_of(&account_id, &ids).await.map_err(failed)?;
                 let next = page.has_more.then(|| ids.last().cloned()).flatten();
                 let items = page.descriptions.into_iter().map(|description| {
-                    let versions = versions.remove(&description.id).unwrap_or_default();
+                    let versions = versions.remove(description.id.as_str()).unwrap_or_default();
                     ExportedDescription {
                         description: description.into(),
                         versions: versions.into_iter().map(Into::into).collect(),

@@ -76,7 +76,7 @@ impl From<descriptions::Description> for Description {
         let image = row.image;
         Self {
             object: "description",
-            id: row.id,
+            id: row.id.into(),
             text: row.text,
             provenance: row.provenance,
             version: row.version,
@@ -164,7 +164,7 @@ pub struct Account {
 impl From<accounts::Account> for Account {
     fn from(row: accounts::Account) -> Self {
         Self {
-            id: row.id,
+            id: row.id.into(),
             name: row.name,
             email: row.email,
             stripe_customer_id: row.stripe_customer_id,
@@ -199,7 +199,7 @@ impl From<keys::ApiKey> for ApiKey {
     fn from(row: keys::ApiKey) -> Self {
         Self {
             id: row.id,
-            account_id: row.account_id,
+            account_id: row.account_id.into(),
             name: row.name,
             prefix: row.prefix,
             scopes: row.scopes,

@@ -54,7 +54,6 @@ error_set!(
     post,
     path = "/v1/stripe/webhook",
     operation_id = "stripeWebhook",
-    tag = "billing",
     params(("Stripe-Signature" = String, Header, description = "Stripe's signature header, `t=TIMESTAMP,v1=HEX[,v1=HEX]`.", example = "t=1764393600,v1=7500d5d4be4b3ef07af1fe56f7d522d135cdaa7530de557e67cc1049c52de094")),
     request_body(content = Object, content_type = "application/json", description = "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)."),
     responses(

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use crate::store::ids::AccountId;
 use crate::store::{Backend, Result, Store, new_id};
 
 pub const MS_PER_HOUR: i64 = 3_600_000;
@@ -137,7 +138,7 @@ impl Store {
     /// the ones `--stripe-create-customers` creates a customer for. (id, name, email).
     pub async fn accounts_needing_customers(
         &self,
-    ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+    ) -> Result<Vec<(AccountId, Option<String>, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT a.id, a.name, a.email FROM accounts a \
              WHERE a.stripe_customer_id IS NULL AND a.deleted_at IS NULL AND a.stripe_customer_deleted_at IS NULL \
@@ -149,7 +150,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok((
-                    row.try_get("id")?,
+                    AccountId::trusted(row.try_get("id")?),
                     row.try_get("name")?,
                     row.try_get("email")?,
                 ))
@@ -158,12 +159,16 @@ impl Store {
     }
 
     /// Maps a created customer unless the account got one meanwhile (an operator, another replica).
-    pub async fn set_customer_if_unmapped(&self, account_id: &str, customer: &str) -> Result<bool> {
+    pub async fn set_customer_if_unmapped(
+        &self,
+        account_id: &AccountId,
+        customer: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE accounts SET stripe_customer_id = $1 WHERE id = $2 AND stripe_customer_id IS NULL",
         )
         .bind(customer)
-        .bind(account_id)
+        .bind(account_id.as_str())
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -48,9 +48,7 @@ error_set!(
     post,
     path = "/v1/admin/accounts",
     operation_id = "adminCreateAccount",
-    tag = "admin",
     request_body(content = CreateAccount, content_type = "application/json"),
-    security(("admin_token" = [])),
     responses(
         (status = 201, description = "The account.", body = Account),
         CreateErrors,
@@ -100,9 +98,7 @@ error_set!(
     get,
     path = "/v1/admin/accounts",
     operation_id = "adminListAccounts",
-    tag = "admin",
     params(ListQuery),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of accounts.", body = AccountList),
         ListErrors,
@@ -128,9 +124,7 @@ pub async fn list_accounts(
     get,
     path = "/v1/admin/accounts/{id}",
     operation_id = "adminShowAccount",
-    tag = "admin",
     params(AccountPath),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "The account.", body = Account),
         OneAccount,
@@ -140,7 +134,7 @@ pub async fn show_account(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<AccountPath>,
 ) -> Result<Json<Account>, ApiError> {
-    Ok(Json(state.store.account(&path.id).await?.into()))
+    Ok(Json(state.store.account(&path.id()?).await?.into()))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -176,10 +170,8 @@ error_set!(
     patch,
     path = "/v1/admin/accounts/{id}",
     operation_id = "adminUpdateAccount",
-    tag = "admin",
     params(AccountPath),
     request_body(content = UpdateAccount, content_type = "application/json"),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "The account, as it is now.", body = Account),
         UpdateErrors,
@@ -191,10 +183,11 @@ pub async fn update_account(
     body: Result<ApiJson<UpdateAccount>, ApiError>,
 ) -> Result<Json<Account>, ApiError> {
     let ApiJson(update) = body?;
+    let id = path.id()?;
     let mut account = state
         .store
         .update_account(
-            &path.id,
+            &id,
             AccountUpdate {
                 name: update.name,
                 email: update.email,
@@ -206,7 +199,7 @@ pub async fn update_account(
     if let Some(restricted) = update.restricted {
         account = state
             .store
-            .set_restricted(&path.id, restricted, RestrictedBy::Admin)
+            .set_restricted(&id, restricted, RestrictedBy::Admin)
             .await?;
     }
     Ok(Json(account.into()))
@@ -220,9 +213,7 @@ pub async fn update_account(
     delete,
     path = "/v1/admin/accounts/{id}",
     operation_id = "adminDeleteAccount",
-    tag = "admin",
     params(AccountPath),
-    security(("admin_token" = [])),
     responses(
         (status = 202, description = "Deletion accepted; the account with `deleted_at` and `purge_after`.", body = Account),
         OneAccount,
@@ -234,7 +225,7 @@ pub async fn delete_account(
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let account = state
         .store
-        .request_deletion(&path.id, state.access.deletion_grace)
+        .request_deletion(&path.id()?, state.access.deletion_grace)
         .await?;
     tracing::info!(account_id = %account.id, "account deletion requested by the operator");
     Ok((StatusCode::ACCEPTED, Json(account.into())))

@@ -45,9 +45,7 @@ error_set!(
     get,
     path = "/v1/admin/billing/reports",
     operation_id = "adminListMeterReports",
-    tag = "admin",
     params(ReportsQuery),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of meter reports.", body = MeterReportList),
         ListErrors,
@@ -105,9 +103,7 @@ error_set!(
     post,
     path = "/v1/admin/billing/reports/{id}/retry",
     operation_id = "adminRetryMeterReport",
-    tag = "admin",
     params(ReportPath),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "The report, `pending` again.", body = MeterReport),
         RetryErrors,

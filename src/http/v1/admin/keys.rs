@@ -11,8 +11,9 @@ use super::{AccountPath, OneAccount};
 use crate::error_set;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, ApiPath};
+use crate::http::extract::{ApiJson, ApiPath, known};
 use crate::http::v1::resources::{ApiKey, KeyList};
+use crate::store::ids::AccountId;
 use crate::store::keys::Scope;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -61,10 +62,8 @@ error_set!(
     post,
     path = "/v1/admin/accounts/{id}/keys",
     operation_id = "adminCreateKey",
-    tag = "admin",
     params(AccountPath),
     request_body(content = CreateKey, content_type = "application/json"),
-    security(("admin_token" = [])),
     responses(
         (status = 201, description = "The key, with its secret.", body = CreatedKeyBody),
         CreateErrors,
@@ -78,8 +77,9 @@ pub async fn create_key(
     let ApiJson(request) = body?;
     let scopes = parse_scopes(request.scopes.as_deref())?;
     let name = request.name.as_deref().unwrap_or("default");
-    let created = state.store.create_key(&path.id, name, &scopes).await?;
-    tracing::info!(account_id = path.id, key_id = %created.key.id, "key created");
+    let account_id = path.id()?;
+    let created = state.store.create_key(&account_id, name, &scopes).await?;
+    tracing::info!(%account_id, key_id = %created.key.id, "key created");
     let body = CreatedKeyBody {
         api_key: created.key.into(),
         key: created.secret,
@@ -94,9 +94,7 @@ pub async fn create_key(
     get,
     path = "/v1/admin/accounts/{id}/keys",
     operation_id = "adminListKeys",
-    tag = "admin",
     params(AccountPath),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "The keys (`has_more` is always false).", body = KeyList),
         OneAccount,
@@ -106,7 +104,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<AccountPath>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.store.list_keys(&path.id).await?;
+    let keys = state.store.list_keys(&path.id()?).await?;
     Ok(Json(KeyList::new(keys, false)))
 }
 
@@ -135,9 +133,7 @@ error_set!(
     delete,
     path = "/v1/admin/accounts/{id}/keys/{key_id}",
     operation_id = "adminRevokeKey",
-    tag = "admin",
     params(KeyPath),
-    security(("admin_token" = [])),
     responses(
         (status = 200, description = "The key, with `revoked_at`.", body = ApiKey),
         RevokeErrors,
@@ -147,7 +143,8 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<KeyPath>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    let key = state.store.revoke_key(&path.id, &path.key_id).await?;
+    let account_id = known(&path.id, AccountId::parse, "account")?;
+    let key = state.store.revoke_key(&account_id, &path.key_id).await?;
     tracing::info!(account_id = path.id, key_id = path.key_id, "key revoked");
     Ok(Json(key.into()))
 }

@@ -10,7 +10,10 @@ use utoipa_axum::routes;
 
 use crate::error_set;
 use crate::http::AppState;
+use crate::http::error::ApiError;
 use crate::http::error_set::AdminLayer;
+use crate::http::extract::known;
+use crate::store::ids::AccountId;
 
 /// The routes behind the admin token.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -49,4 +52,10 @@ pub struct AccountPath {
     /// The account's id.
     #[param(example = "acct_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
+}
+
+impl AccountPath {
+    pub fn id(&self) -> Result<AccountId, ApiError> {
+        known(&self.id, AccountId::parse, "account")
+    }
 }

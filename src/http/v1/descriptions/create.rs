@@ -78,9 +78,7 @@ error_set!(
     post,
     path = "/v1/descriptions",
     operation_id = "createDescription",
-    tag = "descriptions",
     params(RawImageQuery, IdempotencyKey),
-    security(("api_key" = [])),
     request_body(
         description = "The image, in one of three forms.",
         content(
@@ -168,9 +166,7 @@ pub enum DescriptionOrError {
     post,
     path = "/v1/descriptions/batch",
     operation_id = "createDescriptions",
-    tag = "descriptions",
     params(RawImageQuery, IdempotencyKey),
-    security(("api_key" = [])),
     request_body(
         description = "The images, in one of three forms.",
         content(

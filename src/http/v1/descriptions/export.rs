@@ -17,6 +17,7 @@ use crate::http::extract::ApiQuery;
 use crate::http::v1::resources::Description;
 use crate::http::v1::{EXPORT_PAGE, paged};
 use crate::store::descriptions;
+use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -84,7 +85,7 @@ fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<
     for d in descriptions {
         writer
             .write_record([
-                d.id.clone(),
+                d.id.to_string(),
                 d.asset_id.clone().unwrap_or_default(),
                 d.text.clone(),
                 d.provenance.as_str().to_string(),
@@ -136,9 +137,7 @@ error_set!(
     get,
     path = "/v1/descriptions/export",
     operation_id = "exportDescriptions",
-    tag = "descriptions",
     params(ExportQuery),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The descriptions, streamed.", content(
             (String = "application/x-ndjson"),
@@ -157,9 +156,9 @@ pub async fn export(
     caller.require(Scope::Read)?;
     let ApiQuery(query) = query?;
     let format = query.format.unwrap_or_default();
-    let (store, account_id) = (state.store.clone(), caller.account_id().to_string());
+    let (store, account_id) = (state.store.clone(), caller.account_id().clone());
     let asset_id = query.asset_id;
-    let pages = paged(move |cursor: Option<String>| {
+    let pages = paged(move |cursor: Option<DescriptionId>| {
         let (store, account_id, asset_id) = (store.clone(), account_id.clone(), asset_id.clone());
         async move {
             let first = cursor.is_none();
@@ -167,7 +166,7 @@ pub async fn export(
                 .list_descriptions(
                     &account_id,
                     asset_id.as_deref(),
-                    cursor.as_deref(),
+                    cursor.as_ref(),
                     EXPORT_PAGE,
                 )
                 .await

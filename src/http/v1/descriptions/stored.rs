@@ -11,9 +11,10 @@ use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, RequestId, cursor, page_limit};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, RequestId, cursor, known, page_limit};
 use crate::http::v1::resources::{Description, DescriptionPage, VersionList};
 use crate::store::descriptions::Provenance;
+use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -45,9 +46,7 @@ error_set!(
     get,
     path = "/v1/descriptions",
     operation_id = "listDescriptions",
-    tag = "descriptions",
     params(ListQuery),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "A page of descriptions, newest first.", body = DescriptionPage),
         ListErrors,
@@ -61,13 +60,15 @@ pub async fn list(
     caller.require(Scope::Read)?;
     let ApiQuery(query) = query?;
     let limit = page_limit(query.limit)?;
-    let starting_after = cursor(query.starting_after, "desc")?;
+    let starting_after = cursor(query.starting_after, DescriptionId::PREFIX)?
+        .map(|id| known(&id, DescriptionId::parse, "description"))
+        .transpose()?;
     let page = state
         .store
         .list_descriptions(
             caller.account_id(),
             query.asset_id.as_deref(),
-            starting_after.as_deref(),
+            starting_after.as_ref(),
             limit,
         )
         .await?;
@@ -81,6 +82,13 @@ pub struct DescriptionPath {
     /// The description's id.
     #[param(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     id: String,
+}
+
+impl DescriptionPath {
+    /// Asked after the scope check: a key without the scope learns nothing from the id's form.
+    fn id(&self) -> Result<DescriptionId, ApiError> {
+        known(&self.id, DescriptionId::parse, "description")
+    }
 }
 
 error_set!(
@@ -98,9 +106,7 @@ error_set!(
     get,
     path = "/v1/descriptions/{id}",
     operation_id = "retrieveDescription",
-    tag = "descriptions",
     params(DescriptionPath),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The description.", body = Description),
         OneErrors,
@@ -115,7 +121,7 @@ pub async fn retrieve(
     caller.require(Scope::Read)?;
     let description = state
         .store
-        .retrieve_description(caller.account_id(), &path.id, &request_id)
+        .retrieve_description(caller.account_id(), &path.id()?, &request_id)
         .await?;
     Ok(Json(description.into()))
 }
@@ -146,10 +152,8 @@ error_set!(
     patch,
     path = "/v1/descriptions/{id}",
     operation_id = "editDescription",
-    tag = "descriptions",
     params(DescriptionPath),
     request_body(content = EditRequest, content_type = "application/json"),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The description with its new text.", body = Description),
         EditErrors,
@@ -172,7 +176,7 @@ pub async fn edit(
     }
     let description = state
         .store
-        .edit_description(caller.account_id(), &path.id, text, edit.provenance)
+        .edit_description(caller.account_id(), &path.id()?, text, edit.provenance)
         .await?;
     Ok(Json(description.into()))
 }
@@ -198,9 +202,7 @@ pub struct DeletedDescription {
     delete,
     path = "/v1/descriptions/{id}",
     operation_id = "deleteDescription",
-    tag = "descriptions",
     params(DescriptionPath),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "Deleted.", body = DeletedDescription),
         OneErrors,
@@ -212,13 +214,14 @@ pub async fn delete(
     ApiPath(path): ApiPath<DescriptionPath>,
 ) -> Result<Json<DeletedDescription>, ApiError> {
     caller.require(Scope::Manage)?;
+    let id = path.id()?;
     state
         .store
-        .delete_description(caller.account_id(), &path.id)
+        .delete_description(caller.account_id(), &id)
         .await?;
     Ok(Json(DeletedDescription {
         object: "description",
-        id: path.id,
+        id: id.into(),
         deleted: true,
     }))
 }
@@ -231,9 +234,7 @@ pub async fn delete(
     get,
     path = "/v1/descriptions/{id}/versions",
     operation_id = "listDescriptionVersions",
-    tag = "descriptions",
     params(DescriptionPath),
-    security(("api_key" = [])),
     responses(
         (status = 200, description = "The versions, oldest first (`has_more` is always false).", body = VersionList),
         OneErrors,
@@ -247,7 +248,7 @@ pub async fn versions(
     caller.require(Scope::Read)?;
     let versions = state
         .store
-        .description_versions(caller.account_id(), &path.id)
+        .description_versions(caller.account_id(), &path.id()?)
         .await?;
     Ok(Json(VersionList::new(versions, false)))
 }
