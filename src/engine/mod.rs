@@ -250,6 +250,7 @@ impl Engine {
             enqueued_at: now,
             deadline: now + inner.config.max_queue_time,
             reply,
+            span: tracing::Span::current(),
         };
         let retry_after = inner.config.retry_after;
         inner

@@ -21,6 +21,9 @@ pub struct Entry {
     pub enqueued_at: Instant,
     pub deadline: Instant,
     pub reply: oneshot::Sender<Result<Inferred, EngineError>>,
+    /// The request's span, so that the worker's log lines about this image name its request
+    /// and account.
+    pub span: tracing::Span,
 }
 
 impl Entry {
@@ -65,7 +68,8 @@ pub fn take_batch(
 }
 
 enum QueueCommand {
-    Append(Entry),
+    // Boxed: an entry (tensor handle, span, channels) is large beside a batch request.
+    Append(Box<Entry>),
     NextBatch(oneshot::Sender<Vec<Entry>>),
 }
 
@@ -91,7 +95,7 @@ impl Queue {
     /// Hands an entry to the queue; `Err` when the queue task is gone (shutdown).
     pub fn append(&self, entry: Entry) -> Result<(), QueueClosed> {
         self.sender
-            .send(QueueCommand::Append(entry))
+            .send(QueueCommand::Append(Box::new(entry)))
             .map_err(|_| QueueClosed)
     }
 
@@ -117,7 +121,7 @@ async fn queue_task(
         let fill_deadline = fill_deadline(&entries, &waiting, &limits);
         tokio::select! {
             command = receiver.recv() => match command {
-                Some(QueueCommand::Append(entry)) => entries.push_back(entry),
+                Some(QueueCommand::Append(entry)) => entries.push_back(*entry),
                 Some(QueueCommand::NextBatch(reply)) => waiting.push_back(reply),
                 None => break,
             },
@@ -253,6 +257,7 @@ mod tests {
                 enqueued_at: now,
                 deadline: now + ttl,
                 reply,
+                span: tracing::Span::none(),
             },
             receiver,
         )

@@ -63,12 +63,13 @@ pub fn spawn(
         .spawn(move || {
             let mut model = model;
             while let Some(batch) = staged.blocking_recv() {
-                run_batch(model.as_mut(), batch, &health, &metrics, retry_after);
+                run_batch(index, model.as_mut(), batch, &health, &metrics, retry_after);
             }
         })
 }
 
 fn run_batch(
+    index: usize,
     model: &mut dyn Captioner,
     batch: Vec<Entry>,
     health: &WorkerHealth,
@@ -93,14 +94,22 @@ fn run_batch(
     if live.is_empty() {
         return;
     }
+    // One span for the batch, following from each request's span: a trace shows which batch
+    // carried a request, and the batch's log lines list who was in it.
+    let batch = tracing::info_span!("batch", worker = index, images = live.len());
     let mut requests: Vec<GenerationRequest> = Vec::with_capacity(live.len());
     let mut waiting = Vec::with_capacity(live.len());
     for entry in live {
         let queue_time = started - entry.enqueued_at;
         metrics.queue_time.observe(queue_time.as_secs_f64());
+        batch.follows_from(&entry.span);
+        entry.span.in_scope(|| {
+            tracing::debug!(queue_ms = queue_time.as_millis() as u64, "image in a batch");
+        });
         requests.push(entry.request);
         waiting.push((entry.reply, queue_time));
     }
+    let _batch = batch.enter();
     let compute_started = Instant::now();
     let outcome = model.generate_with(&requests, &mut |row| waiting[row].0.is_closed());
     let inference_time = compute_started.elapsed();

@@ -134,6 +134,9 @@ pub async fn require_api_key(
         rate_limit_headers(response.headers_mut(), decision);
         return response;
     }
+    // The request's span (`middleware::observe`) names the tenant from here on, in every log
+    // line of the request and of its images' batches.
+    tracing::Span::current().record("account_id", tracing::field::display(&principal.account_id));
     request.extensions_mut().insert(Caller(principal));
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

@@ -1,5 +1,7 @@
-//! What runs around every request: the request id, the request metrics, error counting and the
-//! log line ([`observe`]), the outermost layer of the router.
+//! What runs around every request: the request id, the request's tracing span (request id,
+//! route, and the account once authenticated; it travels with the image through the queue to
+//! the worker), the request metrics, error counting and the log line ([`observe`]), the
+//! outermost layer of the router.
 
 use std::time::Instant;
 
@@ -7,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::Rejected;
@@ -37,7 +40,14 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
     );
     let method = request.method().clone();
-    let mut response = next.run(request).await;
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %method,
+        route = %route,
+        account_id = tracing::field::Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     response.headers_mut().insert(
         "x-request-id",
@@ -56,7 +66,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .with_label_values(&[route.as_str(), status.as_str()])
         .observe(started.elapsed().as_secs_f64());
     if !route.starts_with("/health") && route != "/metrics" {
-        tracing::info!(%method, route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, request_id, "request");
+        span.in_scope(|| {
+            tracing::info!(%method, route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, request_id, "request");
+        });
     }
     response
 }

@@ -571,3 +571,38 @@ async fn while_the_model_loads_live_is_200_and_ready_and_work_are_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "starting");
 }
+
+/// The request's span reaches the worker through the queue: the worker's log line about the
+/// image carries the request id and the account the key belongs to.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_span_travels_through_the_queue_to_the_worker() {
+    let server = Server::start(&["--log", "info,altimage::engine=debug"]);
+    let http = server.client();
+    let account: Value = http
+        .get(server.url("/v1/account"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account_id = account["id"].as_str().unwrap().to_string();
+    let response = http
+        .post(server.url("/v1/descriptions"))
+        .header("content-type", "image/png")
+        .header("x-request-id", "trace-me-1")
+        .body(fixture(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let log = server.log();
+    let line = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "image in a batch")
+        .unwrap_or_else(|| panic!("no worker line for the image:\n{log}"));
+    let span = &line["span"];
+    assert_eq!(span["request_id"], "trace-me-1", "{line}");
+    assert_eq!(span["account_id"], account_id.as_str(), "{line}");
+}
