@@ -160,12 +160,12 @@ impl RetentionArgs {
 pub struct EngineArgs {
     /// Model instances, each on its own thread with its own sessions (e.g. 2 on one GPU to
     /// overlap transfers with compute). Each holds a full copy of the weights.
-    #[arg(long, env = "ALTIMAGE_WORKERS", default_value_t = 1)]
+    #[arg(long, env = "ALTIMAGE_WORKERS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: usize,
 
     /// Images per inference batch. Larger batches raise GPU throughput and latency; warm-up runs
     /// one batch of this size and fails at start-up when the device cannot hold it.
-    #[arg(long, env = "ALTIMAGE_MAX_BATCH_SIZE", default_value_t = 8)]
+    #[arg(long, env = "ALTIMAGE_MAX_BATCH_SIZE", default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_batch_size: usize,
 
     /// Decoder positions per batch: the sum over its images of (prompt + max_new_tokens) ×
@@ -315,6 +315,8 @@ mod tests {
     #[test]
     fn zero_is_refused_where_it_means_nothing() {
         for flag in [
+            "--workers",
+            "--max-batch-size",
             "--max-concurrent-images",
             "--max-images-per-request",
             "--max-num-beams",
