@@ -9,23 +9,6 @@ use super::{Result, Store, StoreError, new_id};
 
 pub const MS_PER_DAY: i64 = 86_400_000;
 
-/// A billable event kind; each maps to one Stripe meter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Meter {
-    Created,
-    Retrieved,
-}
-
-impl Meter {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Meter::Created => "created",
-            Meter::Retrieved => "retrieved",
-        }
-    }
-}
-
 /// Counts for one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageDay {
