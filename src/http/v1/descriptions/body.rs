@@ -20,6 +20,41 @@ use crate::http::extract::{body_error, check_json, check_json_at, line};
 use crate::http::v1::resources::Metadata;
 use crate::model::Detail;
 
+/// A body form of the describe routes: its own fields around the options every form takes, whose
+/// names and documentation are written once here (`RawImageQuery` lists the same names as query
+/// parameters; a test checks they agree).
+macro_rules! image_form {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$first_meta:meta])* pub $first:ident: $first_type:ty,)*
+            ..options,
+            $(#[$last_meta:meta])* pub $last:ident: $last_type:ty,
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$first_meta])* pub $first: $first_type,)*
+            #[schema(value_type = Option<Detail>)]
+            pub detail: Option<String>,
+            /// Cut the text at a word boundary so that it never exceeds this many characters.
+            #[schema(minimum = 1)]
+            pub max_chars: Option<usize>,
+            /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+            #[schema(minimum = 1)]
+            pub max_new_tokens: Option<usize>,
+            /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+            #[schema(minimum = 1)]
+            pub num_beams: Option<usize>,
+            /// Your id for the image, echoed back (with every description of a batch).
+            #[schema(max_length = 256, example = "sku-1042")]
+            pub asset_id: Option<String>,
+            $(#[$last_meta])* pub $last: $last_type,
+        }
+    };
+}
+
+image_form! {
 /// The JSON form: exactly one of `image_base64` and `image_url`, and options. Unknown fields
 /// are refused.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -35,22 +70,10 @@ pub struct DescriptionJson {
     /// allows them.
     #[schema(example = "https://images.example.com/shoe.jpg")]
     pub image_url: Option<String>,
-    #[schema(value_type = Option<Detail>)]
-    pub detail: Option<String>,
-    /// Cut the text at a word boundary so that it never exceeds this many characters.
-    #[schema(minimum = 1)]
-    pub max_chars: Option<usize>,
-    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
-    #[schema(minimum = 1)]
-    pub max_new_tokens: Option<usize>,
-    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
-    #[schema(minimum = 1)]
-    pub num_beams: Option<usize>,
-    /// Your id for the image, echoed back.
-    #[schema(max_length = 256, example = "sku-1042")]
-    pub asset_id: Option<String>,
+    ..options,
     #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<Value>,
+}
 }
 
 impl DescriptionJson {
@@ -195,6 +218,7 @@ impl utoipa::PartialSchema for RawImage {
 
 impl ToSchema for RawImage {}
 
+image_form! {
 /// The multipart form: one file field `image` and optional text fields. Unknown fields are
 /// refused.
 // Documentation only: a form has no serde reader, `read_multipart` reads it field by field (a
@@ -203,25 +227,14 @@ impl ToSchema for RawImage {}
 #[allow(dead_code)]
 pub struct DescriptionForm {
     pub image: RawImage,
-    #[schema(value_type = Option<Detail>)]
-    pub detail: Option<String>,
-    /// Cut the text at a word boundary so that it never exceeds this many characters.
-    #[schema(minimum = 1)]
-    pub max_chars: Option<usize>,
-    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
-    #[schema(minimum = 1)]
-    pub max_new_tokens: Option<usize>,
-    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
-    #[schema(minimum = 1)]
-    pub num_beams: Option<usize>,
-    /// Your id for the image, echoed back.
-    #[schema(max_length = 256)]
-    pub asset_id: Option<String>,
+    ..options,
     /// A JSON object as text (at most 16 KiB), echoed back.
     #[schema(example = "{\"sku\": 1042, \"collection\": \"spring\"}")]
     pub metadata: Option<String>,
 }
+}
 
+image_form! {
 /// The multipart batch form: several `image` file fields; the options apply to every image.
 // Documentation only, as `DescriptionForm`.
 #[derive(ToSchema)]
@@ -230,22 +243,10 @@ pub struct DescriptionsBatchForm {
     /// One field per image, in order.
     #[schema(min_items = 1)]
     pub image: Vec<RawImage>,
-    #[schema(value_type = Option<Detail>)]
-    pub detail: Option<String>,
-    /// Cut each text at a word boundary so that it never exceeds this many characters.
-    #[schema(minimum = 1)]
-    pub max_chars: Option<usize>,
-    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
-    #[schema(minimum = 1)]
-    pub max_new_tokens: Option<usize>,
-    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
-    #[schema(minimum = 1)]
-    pub num_beams: Option<usize>,
-    /// Your id, echoed back with every description.
-    #[schema(max_length = 256)]
-    pub asset_id: Option<String>,
+    ..options,
     /// A JSON object as text, echoed back with every description.
     pub metadata: Option<String>,
+}
 }
 
 fn decode_base64(data: &str) -> Result<Bytes, ApiError> {
