@@ -10,21 +10,26 @@ use super::PreprocessError;
 /// that a typo cannot make every request allocate gigabytes.
 const MAX_TARGET_SIDE: u32 = 8192;
 
-/// Parsed `preprocessor_config.json` (the Florence-2 `CLIPImageProcessor` keys).
+/// Parsed `preprocessor_config.json`: the keys of Florence-2's `CLIPImageProcessor` (a fixed
+/// output size) and of the Qwen2-VL image processor (`size` as pixel bounds with `patch_size` and
+/// `merge_size`: the aspect kept, sides multiples of `patch_size × merge_size`; see [`SizeRule`]).
 ///
 /// Unknown keys are ignored (the three task maps in the same file are read elsewhere). A key that
-/// is missing takes the Florence-2 value of the spec (section 4), which is also what
-/// [`Default`] gives: 768×768, bicubic, rescale by 1/255, ImageNet mean/std.
+/// is missing takes the HF Python processors' default, the way the models were trained (which is
+/// also the Florence-2 value of its spec, section 4, and what [`Default`] gives): 768×768,
+/// bicubic, rescale by 1/255, ImageNet mean/std. (transformers.js skips normalisation when
+/// `do_normalize` is missing and resizes bilinearly when `resample` is: the Qwen spec's P4.)
 ///
 /// `do_convert_rgb` is accepted but the image is always converted to RGB: the vision encoder takes
-/// three channels. `do_center_crop: true` and `size: {"shortest_edge": …}` are refused (the
-/// Florence-2 processor uses neither) rather than silently ignored.
+/// three channels. `do_center_crop: true` and a `size` of pixel bounds without `patch_size` and
+/// `merge_size` are refused rather than silently ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct PreprocessorConfig {
     /// Resize to `size` (aspect ratio not kept). When false the decoded size is kept.
     pub do_resize: bool,
-    /// Target size.
+    /// Target size: `height` and `width`, or the pixel bounds `shortest_edge` and `longest_edge`
+    /// (Qwen2-VL names them so; they are pixel counts).
     pub size: ImageSize,
     /// PIL resampling filter number (`3` = bicubic).
     pub resample: Resample,
@@ -43,14 +48,74 @@ pub struct PreprocessorConfig {
     pub do_center_crop: Option<bool>,
     /// Number of image tokens the vision encoder produces (577 for Florence-2), if stated.
     pub image_seq_length: Option<u32>,
+    /// Side of a square patch in pixels (Qwen2-VL: 16).
+    pub patch_size: Option<u32>,
+    /// Frames a patch spans; a still image is repeated to fill them (Qwen2-VL: 2).
+    pub temporal_patch_size: Option<u32>,
+    /// Patches merged into one token along each side (Qwen2-VL: 2).
+    pub merge_size: Option<u32>,
+    /// Pixel bounds of the resized image; over `size.shortest_edge` / `size.longest_edge`.
+    pub min_pixels: Option<u64>,
+    pub max_pixels: Option<u64>,
 }
 
-/// `size` of the config: the exact output height and width.
+/// `size` of the config, as the file states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSize {
-    pub height: u32,
-    pub width: u32,
+    pub height: Option<u32>,
+    pub width: Option<u32>,
+    pub shortest_edge: Option<u64>,
+    pub longest_edge: Option<u64>,
+}
+
+/// How the output size follows from the image's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeRule {
+    /// Exactly this size, the aspect ratio not kept (Florence-2's CLIP processor).
+    Exact { width: u32, height: u32 },
+    /// Qwen2-VL's `smart_resize`: the aspect ratio kept, both sides multiples of `factor`, the
+    /// pixel count between the bounds.
+    Smart {
+        factor: u32,
+        min_pixels: u64,
+        max_pixels: u64,
+    },
+}
+
+/// The most pixels a `Smart` rule may produce: 8192², far above any vision input.
+const MAX_SMART_PIXELS: u64 = (MAX_TARGET_SIDE as u64) * (MAX_TARGET_SIDE as u64);
+
+/// Qwen2-VL's `smart_resize` with f64 arithmetic and Python's rounding (half to even), as the HF
+/// processor the models were trained with does it; transformers.js rounds halves up, so an exact
+/// half (a side of 80 with factor 32) differs: the parity set avoids resizing. Sides under the
+/// factor are first scaled up to it, as transformers.js does, where Python would refuse.
+pub fn smart_resize(
+    width: u32,
+    height: u32,
+    factor: u32,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> (u32, u32) {
+    let factor_f = f64::from(factor);
+    let (mut h, mut w) = (f64::from(height), f64::from(width));
+    if h < factor_f || w < factor_f {
+        let scale = (factor_f / h).max(factor_f / w);
+        h = (h * scale).round();
+        w = (w * scale).round();
+    }
+    let mut h_bar = (h / factor_f).round_ties_even() * factor_f;
+    let mut w_bar = (w / factor_f).round_ties_even() * factor_f;
+    if h_bar * w_bar > max_pixels as f64 {
+        let beta = (h * w / max_pixels as f64).sqrt();
+        h_bar = factor_f.max((h / beta / factor_f).floor() * factor_f);
+        w_bar = factor_f.max((w / beta / factor_f).floor() * factor_f);
+    } else if h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        h_bar = (h * beta / factor_f).ceil() * factor_f;
+        w_bar = (w * beta / factor_f).ceil() * factor_f;
+    }
+    (w_bar as u32, h_bar as u32)
 }
 
 /// PIL resampling filters, by their PIL number as used in `preprocessor_config.json`.
@@ -117,8 +182,10 @@ impl Default for PreprocessorConfig {
         PreprocessorConfig {
             do_resize: true,
             size: ImageSize {
-                height: 768,
-                width: 768,
+                height: Some(768),
+                width: Some(768),
+                shortest_edge: None,
+                longest_edge: None,
             },
             resample: Resample::Bicubic,
             do_rescale: true,
@@ -129,6 +196,11 @@ impl Default for PreprocessorConfig {
             do_convert_rgb: None,
             do_center_crop: None,
             image_seq_length: None,
+            patch_size: None,
+            temporal_patch_size: None,
+            merge_size: None,
+            min_pixels: None,
+            max_pixels: None,
         }
     }
 }
@@ -163,11 +235,27 @@ impl PreprocessorConfig {
 
     /// Checks the values; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        let ImageSize { width, height } = self.size;
-        if !(1..=MAX_TARGET_SIDE).contains(&width) || !(1..=MAX_TARGET_SIDE).contains(&height) {
-            return Err(format!(
-                "size {width}x{height} is out of range (each side must be 1..={MAX_TARGET_SIDE})"
-            ));
+        match self.size_rule()? {
+            SizeRule::Exact { width, height } => {
+                if !(1..=MAX_TARGET_SIDE).contains(&width)
+                    || !(1..=MAX_TARGET_SIDE).contains(&height)
+                {
+                    return Err(format!(
+                        "size {width}x{height} is out of range (each side must be 1..={MAX_TARGET_SIDE})"
+                    ));
+                }
+            }
+            SizeRule::Smart {
+                min_pixels,
+                max_pixels,
+                ..
+            } => {
+                if !(1..=MAX_SMART_PIXELS).contains(&max_pixels) || min_pixels > max_pixels {
+                    return Err(format!(
+                        "pixel bounds {min_pixels}..={max_pixels} are out of range (at most {MAX_SMART_PIXELS}, the lower first)"
+                    ));
+                }
+            }
         }
         if self.do_center_crop == Some(true) {
             return Err("do_center_crop=true is not supported".to_owned());
@@ -192,10 +280,93 @@ impl PreprocessorConfig {
         Ok(())
     }
 
-    /// `(width, height)` of the tensor the vision encoder gets: `size`. (With `do_resize: false`
-    /// the tensor keeps the decoded image's size instead; Florence-2 always resizes.)
+    /// How the output size follows from the image's; an error says which keys are missing.
+    pub fn size_rule(&self) -> Result<SizeRule, String> {
+        let ImageSize {
+            height,
+            width,
+            shortest_edge,
+            longest_edge,
+        } = self.size;
+        match (height, width, shortest_edge.or(longest_edge)) {
+            (Some(height), Some(width), None) => Ok(SizeRule::Exact { width, height }),
+            (None, None, Some(_)) => {
+                let (Some(patch), Some(merge)) = (self.patch_size, self.merge_size) else {
+                    return Err(
+                        "size.shortest_edge/longest_edge need patch_size and merge_size (a Qwen2-VL image processor)"
+                            .to_owned(),
+                    );
+                };
+                Ok(SizeRule::Smart {
+                    factor: patch.max(1) * merge.max(1),
+                    min_pixels: self.min_pixels.or(shortest_edge).unwrap_or(56 * 56),
+                    max_pixels: self.max_pixels.or(longest_edge).unwrap_or(MAX_SMART_PIXELS),
+                })
+            }
+            _ => Err(
+                "size must have height and width, or shortest_edge and longest_edge".to_owned(),
+            ),
+        }
+    }
+
+    /// The same config with the most pixels a `Smart` rule may produce lowered to `max_pixels`
+    /// (the operator's cap: tokens per image grow with the pixels).
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
+        if let Ok(SizeRule::Smart {
+            min_pixels,
+            max_pixels: stated,
+            ..
+        }) = self.size_rule()
+        {
+            self.max_pixels = Some(stated.min(max_pixels).max(min_pixels));
+        }
+        self
+    }
+
+    /// `(width, height)` of the tensor the vision encoder gets for an image of this size (after
+    /// orientation). With `do_resize: false` the image keeps its size.
+    pub fn target_size(&self, width: u32, height: u32) -> (u32, u32) {
+        if !self.do_resize {
+            return (width, height);
+        }
+        match self.size_rule() {
+            Ok(SizeRule::Exact { width, height }) => (width, height),
+            Ok(SizeRule::Smart {
+                factor,
+                min_pixels,
+                max_pixels,
+            }) => smart_resize(width, height, factor, min_pixels, max_pixels),
+            Err(_) => unreachable!("validated at load; this is a bug"),
+        }
+    }
+
+    /// The most output pixels an image can have (the memory plan's model input).
+    pub fn max_output_pixels(&self) -> u64 {
+        match self.size_rule() {
+            Ok(SizeRule::Exact { width, height }) => u64::from(width) * u64::from(height),
+            Ok(SizeRule::Smart { max_pixels, .. }) => max_pixels,
+            Err(_) => unreachable!("validated at load; this is a bug"),
+        }
+    }
+
+    /// Bytes per output pixel of the model input at its peak: the resized RGB (3) and the f32
+    /// tensor (12), or for a patch layout the RGB and the patches, which hold every pixel once per
+    /// frame of `temporal_patch_size`.
+    pub fn output_bytes_per_pixel(&self) -> u64 {
+        match self.size_rule() {
+            Ok(SizeRule::Smart { .. }) => {
+                3 + 12 * u64::from(self.temporal_patch_size.unwrap_or(1).max(1))
+            }
+            _ => 15,
+        }
+    }
+
+    /// `(width, height)` of a fixed-size rule (Florence-2's 768×768): the only output size.
     pub fn output_size(&self) -> (u32, u32) {
-        (self.size.width, self.size.height)
+        match self.size_rule() {
+            Ok(SizeRule::Exact { width, height }) => (width, height),
+            _ => panic!("output_size() of a config without a fixed size; use target_size()"),
+        }
     }
 
     /// Per-channel lookup tables from a u8 sample to its final value, with the same float
@@ -285,6 +456,7 @@ mod tests {
             (r#"{"resample": 7}"#, "unsupported resample value 7"),
             (r#"{"resample": 4}"#, "BOX"),
             (r#"{"size": {"shortest_edge": 224}}"#, "shortest_edge"),
+            (r#"{"size": {"height": 224}}"#, "height and width"),
             (r#"{"size": {"height": 0, "width": 768}}"#, "out of range"),
             (r#"{"image_std": [0.2, 0.0, 0.2]}"#, "image_std"),
             (r#"{"image_mean": [0.2, 0.3]}"#, "1 or 3"),
@@ -299,6 +471,46 @@ mod tests {
                 "{json}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn smart_resize_keeps_the_aspect_within_the_bounds() {
+        // The spec's run: 96x64 scales up to the minimum (grid 1x14x20).
+        assert_eq!(smart_resize(96, 64, 32, 65_536, 16_777_216), (320, 224));
+        // Already multiples of 32 inside the bounds: unchanged.
+        assert_eq!(smart_resize(448, 320, 32, 65_536, 262_144), (448, 320));
+        // Over the cap: the largest multiples of 32 under it, the aspect kept.
+        let (w, h) = smart_resize(4000, 3000, 32, 65_536, 262_144);
+        assert_eq!((w % 32, h % 32), (0, 0));
+        assert!(u64::from(w) * u64::from(h) <= 262_144, "{w}x{h}");
+        assert_eq!((w, h), (576, 416));
+        // An exact half rounds to even as in Python (transformers.js would give 96).
+        assert_eq!(smart_resize(320, 80, 32, 1024, 16_777_216).1, 64);
+        // A side under the factor is scaled up first.
+        let (w, h) = smart_resize(600, 20, 32, 1024, 16_777_216);
+        assert_eq!((w % 32, h), (0, 32));
+    }
+
+    #[test]
+    fn reads_the_qwen2_vl_keys() {
+        let qwen = r#"{"size": {"longest_edge": 16777216, "shortest_edge": 65536},
+            "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+            "processor_class": "Qwen3VLProcessor"}"#;
+        let c = PreprocessorConfig::from_json_str(qwen).unwrap();
+        assert_eq!(
+            c.size_rule().unwrap(),
+            SizeRule::Smart {
+                factor: 32,
+                min_pixels: 65_536,
+                max_pixels: 16_777_216
+            }
+        );
+        let capped = c.clone().with_max_pixels(262_144);
+        assert_eq!(capped.max_output_pixels(), 262_144);
+        assert_eq!(capped.target_size(4000, 3000), (576, 416));
+        // A cap below the minimum keeps the minimum.
+        assert_eq!(c.with_max_pixels(10).max_output_pixels(), 65_536);
     }
 
     #[test]

@@ -50,12 +50,16 @@ pub(super) struct Facts<'a> {
 }
 
 /// The per-image budget: [`BUDGET_BYTES_PER_PIXEL`] × `max_pixels`, plus the model input (the
-/// resized image and its f32 tensor, 15 bytes per output pixel) and [`FIXED_ALLOWANCE_BYTES`].
+/// resized image and its f32 tensor: 15 bytes per output pixel, 27 for patches that repeat a still
+/// image over two frames) and [`FIXED_ALLOWANCE_BYTES`].
 pub(super) fn budget(limits: &ImageLimits, config: &PreprocessorConfig) -> u64 {
-    let (w, h) = config.output_size();
     BUDGET_BYTES_PER_PIXEL
         .saturating_mul(limits.max_pixels)
-        .saturating_add(15 * u64::from(w) * u64::from(h))
+        .saturating_add(
+            config
+                .output_bytes_per_pixel()
+                .saturating_mul(config.max_output_pixels()),
+        )
         .saturating_add(FIXED_ALLOWANCE_BYTES)
 }
 
@@ -88,15 +92,11 @@ pub(super) fn peak_bytes(facts: &Facts<'_>, config: &PreprocessorConfig, budget:
     };
     let orient = if facts.transposed { 2 * rgb } else { rgb };
     let (ow, oh) = if facts.transposed { (h, w) } else { (w, h) };
-    let (tw, th) = if config.do_resize {
-        let (tw, th) = config.output_size();
-        (u64::from(tw), u64::from(th))
-    } else {
-        (ow, oh)
-    };
+    let (tw, th) = config.target_size(ow as u32, oh as u32);
+    let (tw, th) = (u64::from(tw), u64::from(th));
     let order = vertical_first((ow, oh), (tw, th), config.resample, budget);
     let resize = resize_peak((ow, oh), (tw, th), config.resample, order);
-    let tensor = 15 * tw * th;
+    let tensor = config.output_bytes_per_pixel() * tw * th;
     decode_peak(facts)
         .max(convert)
         .max(orient)

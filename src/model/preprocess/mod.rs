@@ -33,10 +33,11 @@ mod convert;
 mod decode;
 mod header;
 mod memory;
+mod patches;
 mod resize;
 mod tensor;
 
-pub use config::{ImageSize, PreprocessorConfig, Resample};
+pub use config::{ImageSize, PreprocessorConfig, Resample, SizeRule, smart_resize};
 
 /// Image container format, sniffed from the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
@@ -245,33 +246,84 @@ pub fn prepare_image(
     config: &PreprocessorConfig,
     limits: &ImageLimits,
 ) -> Result<PreparedImage, PreprocessError> {
+    let resized = decode_and_resize(bytes, config, limits)?;
+    let pixel_values = tensor::to_chw_tensor(&resized.rgb, resized.width, resized.height, config)?;
+    Ok(PreparedImage {
+        pixel_values,
+        original_width: resized.original_width,
+        original_height: resized.original_height,
+        format: resized.format,
+    })
+}
+
+/// The result of [`prepare_patches`].
+#[derive(Debug, Clone)]
+pub struct PreparedPatches {
+    /// `[grid_h / merge, grid_w / merge, merge², temporal · 3 · patch²]`: the vision encoder's
+    /// `[patches, temporal · 3 · patch²]` with the patch grid in its shape.
+    pub patches: ndarray::Array4<f32>,
+    pub original_width: u32,
+    pub original_height: u32,
+    pub format: ImageKind,
+}
+
+/// As [`prepare_image`] for the Qwen2-VL image processors: the size from `smart_resize`, then
+/// patches instead of a planar tensor (`patches.rs`).
+pub fn prepare_patches(
+    bytes: &[u8],
+    config: &PreprocessorConfig,
+    limits: &ImageLimits,
+) -> Result<PreparedPatches, PreprocessError> {
+    let resized = decode_and_resize(bytes, config, limits)?;
+    let patches = patches::to_patches(&resized.rgb, resized.width, resized.height, config)?;
+    Ok(PreparedPatches {
+        patches,
+        original_width: resized.original_width,
+        original_height: resized.original_height,
+        format: resized.format,
+    })
+}
+
+/// Packed RGB at the target size, and the facts of the source.
+struct Resized {
+    rgb: Vec<u8>,
+    width: u32,
+    height: u32,
+    original_width: u32,
+    original_height: u32,
+    format: ImageKind,
+}
+
+/// Steps 1 to 4 of the module documentation, every buffer planned before it is taken.
+fn decode_and_resize(
+    bytes: &[u8],
+    config: &PreprocessorConfig,
+    limits: &ImageLimits,
+) -> Result<Resized, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
     let format = decode::sniff(bytes).ok_or(PreprocessError::UnsupportedFormat)?;
     let rgb = decode::decode_rgb8(bytes, format, limits, config)?;
     let (original_width, original_height) = rgb.dimensions();
-    let (width, height) = if config.do_resize {
-        config.output_size()
-    } else {
-        (original_width, original_height)
-    };
+    let (width, height) = config.target_size(original_width, original_height);
     let vertical_first = memory::vertical_first(
         (u64::from(original_width), u64::from(original_height)),
         (u64::from(width), u64::from(height)),
         config.resample,
         memory::budget(limits, config),
     );
-    let resized = resize::resize_rgb8(
+    let rgb = resize::resize_rgb8(
         rgb.into_raw(),
         (original_width, original_height),
         (width, height),
         config.resample,
         vertical_first,
     )?;
-    let pixel_values = tensor::to_chw_tensor(&resized, width, height, config)?;
-    Ok(PreparedImage {
-        pixel_values,
+    Ok(Resized {
+        rgb,
+        width,
+        height,
         original_width,
         original_height,
         format,
