@@ -30,6 +30,10 @@ mod common;
 use common::{env_or, write_images};
 
 mod client;
+/// Running helper commands, shared with the integration tests; the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/support/command.rs"]
+mod command;
 mod overhead;
 mod report;
 mod server;

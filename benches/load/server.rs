@@ -7,6 +7,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::Settings;
+use crate::command::stdout_of;
 use crate::server_process::{self, Launch, Process};
 
 /// How long a server may take to load the model and warm up before the bench gives up.
@@ -74,18 +75,14 @@ impl Server {
 pub fn api_key(data_dir: &Path) -> String {
     let binary = server_process::binary();
     let run = |args: &[&str]| -> serde_json::Value {
-        let output = Command::new(&binary)
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .output()
-            .expect("altimage runs");
-        assert!(
-            output.status.success(),
-            "altimage {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
+        let stdout = stdout_of(
+            Command::new(&binary)
+                .args(args)
+                .arg("--data-dir")
+                .arg(data_dir),
+            &format!("altimage {args:?}"),
         );
-        serde_json::from_slice(&output.stdout).expect("JSON from the CLI")
+        serde_json::from_slice(&stdout).expect("JSON from the CLI")
     };
     let account = run(&[
         "accounts",

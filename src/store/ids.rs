@@ -53,6 +53,12 @@ macro_rules! typed_id {
             }
         }
 
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0

@@ -5,33 +5,29 @@ use crate::common;
 
 use std::process::Command;
 
+use common::command::text_of;
 use common::db::TestDatabase;
 use serde_json::Value;
 
 /// Runs the CLI; returns its stdout lines parsed as JSON. Panics with stderr on failure.
 fn run(db: &TestDatabase, args: &[&str]) -> Vec<Value> {
-    let output = cli(db, args);
-    assert!(
-        output.status.success(),
-        "altimage {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
+    text_of(&mut command(db, args), &format!("altimage {args:?}"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
+/// Runs the CLI to completion, whatever its exit status.
 fn cli(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+    command(db, args).output().unwrap()
+}
+
+/// `altimage <args>` on `db`, its database flags after the (sub)command.
+fn command(db: &TestDatabase, args: &[&str]) -> Command {
     let (command, rest) = args.split_at(if args[0] == "migrate" { 1 } else { 2 });
-    let flags = db.flags();
-    Command::new(env!("CARGO_BIN_EXE_altimage"))
-        .args(command)
-        .args(&flags)
-        .args(rest)
-        .output()
-        .unwrap()
+    let mut altimage = Command::new(env!("CARGO_BIN_EXE_altimage"));
+    altimage.args(command).args(db.flags()).args(rest);
+    altimage
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,9 +6,9 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::db::TestDatabase;
+use common::db::{ACCOUNT_TABLES, TestDatabase, rows_of, select_one};
 use common::fixture;
-use common::server::{Server, call, json_of};
+use common::server::{Server, call, get_text, json_of, post_png, status_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -24,21 +24,15 @@ fn admin(server: &Server) -> reqwest::Client {
 
 /// A new account with a key of `scopes`; returns (account id, key).
 async fn account_with_key(server: &Server, name: &str, scopes: &[&str]) -> (String, String) {
-    server
-        .create_account_with_key(
-            ADMIN,
-            json!({"name": name, "email": format!("{name}@example.com")}),
-            json!({"name": "test", "scopes": scopes}),
-        )
-        .await
+    server.account_with_key(ADMIN, name, scopes).await
 }
 
 async fn describe(http: &reqwest::Client, server: &Server, query: &str) -> (StatusCode, Value) {
-    let (status, _, body) = call(
-        http.post(server.url(&format!("/v1/descriptions?{query}")))
-            .header("content-type", "image/png")
-            .body(fixture(0)),
-    )
+    let (status, _, body) = call(post_png(
+        http,
+        server.url(&format!("/v1/descriptions?{query}")),
+        fixture(0),
+    ))
     .await;
     (status, body)
 }
@@ -103,12 +97,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["error"]["code"], "missing_scope");
         assert_eq!(
-            reader
-                .get(server.url("/v1/descriptions"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            status_of(reader.get(server.url("/v1/descriptions"))).await,
             StatusCode::OK
         );
         let (_, describe_only) = account_with_key(&server, "writer", &["describe"]).await;
@@ -125,12 +114,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
         let (account, key) = account_with_key(&server, "revoked", &["read"]).await;
         let client = server.client_with_key(&key);
         assert_eq!(
-            client
-                .get(server.url("/v1/account"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            status_of(client.get(server.url("/v1/account"))).await,
             StatusCode::OK
         );
         let (_, _, keys) =
@@ -146,12 +130,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_right_scope() {
         assert_eq!(status, StatusCode::OK, "{revoked}");
         assert!(revoked["revoked_at"].is_i64());
         assert_eq!(
-            client
-                .get(server.url("/v1/account"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            status_of(client.get(server.url("/v1/account"))).await,
             StatusCode::UNAUTHORIZED
         );
     }
@@ -318,14 +297,7 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["text"], "A red leather shoe.");
-        let csv = http
-            .get(server.url("/v1/descriptions/export?format=csv"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let csv = get_text(&http, server.url("/v1/descriptions/export?format=csv")).await;
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         assert_eq!(&reader.headers().unwrap()[0], "id");
         assert_eq!(reader.records().count(), 2);
@@ -340,20 +312,10 @@ async fn descriptions_are_stored_retrieved_edited_exported_and_deleted() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(deleted["deleted"], true);
         for _ in 0..2 {
-            let status = http
-                .get(server.url(&format!("/v1/descriptions/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let status = status_of(http.get(server.url(&format!("/v1/descriptions/{id}")))).await;
             assert_eq!(status, StatusCode::NOT_FOUND);
         }
-        let status = http
-            .delete(server.url(&format!("/v1/descriptions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = status_of(http.delete(server.url(&format!("/v1/descriptions/{id}")))).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _, usage) = call(http.get(server.url("/v1/usage?from=2026-13-01"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{usage}");
@@ -366,22 +328,18 @@ async fn idempotent_replays_are_not_billed_and_reused_keys_conflict() {
         let server = start(&db, &[]);
         let http = server.client();
         let post = |body: Vec<u8>, key: &str| {
-            http.post(server.url("/v1/descriptions"))
-                .header("content-type", "image/png")
-                .header("idempotency-key", key)
-                .body(body)
-                .send()
+            post_png(&http, server.url("/v1/descriptions"), body).header("idempotency-key", key)
         };
-        let first = post(fixture(0), "order-1").await.unwrap();
+        let first = post(fixture(0), "order-1").send().await.unwrap();
         assert!(!first.headers().contains_key("idempotent-replayed"));
         let (status, _, first) = json_of(first).await;
         assert_eq!(status, StatusCode::CREATED, "{first}");
-        let replay = post(fixture(0), "order-1").await.unwrap();
+        let replay = post(fixture(0), "order-1").send().await.unwrap();
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
         let (status, _, replay) = json_of(replay).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(replay, first, "the stored answer, not a new description");
-        let (status, _, conflict) = json_of(post(fixture(1), "order-1").await.unwrap()).await;
+        let (status, _, conflict) = call(post(fixture(1), "order-1")).await;
         assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
         assert_eq!(conflict["error"]["code"], "idempotency_key_reused");
         // The same key on a multipart upload of the same image is the same request.
@@ -399,34 +357,25 @@ async fn idempotent_replays_are_not_billed_and_reused_keys_conflict() {
         assert_eq!(multipart.status(), StatusCode::CREATED);
         assert_eq!(json_of(multipart).await.2, first);
         // A failed request is not stored: retrying with the same key runs again.
-        let (status, _, _) =
-            json_of(post(b"not an image".to_vec(), "order-2").await.unwrap()).await;
+        let (status, _, _) = call(post(b"not an image".to_vec(), "order-2")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        let (status, _, _) =
-            json_of(post(b"not an image".to_vec(), "order-2").await.unwrap()).await;
+        let (status, _, _) = call(post(b"not an image".to_vec(), "order-2")).await;
         assert_eq!(
             status,
             StatusCode::UNPROCESSABLE_ENTITY,
             "ran again, not replayed"
         );
-        let (status, _, bad) = call(
-            http.post(server.url("/v1/descriptions"))
-                .header("content-type", "image/png")
-                .header("idempotency-key", "x".repeat(300))
-                .body(fixture(0)),
-        )
-        .await;
+        let (status, _, bad) = call(post(fixture(0), &"x".repeat(300))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         // Batches replay whole.
         let batch = |key: &'static str| {
             http.post(server.url("/v1/descriptions/batch"))
                 .header("idempotency-key", key)
                 .json(&json!({"images": [{"image_base64": base64_of(&fixture(2))}, {"image_base64": base64_of(b"not an image")}]}))
-                .send()
         };
-        let (status, _, first_batch) = json_of(batch("batch-1").await.unwrap()).await;
+        let (status, _, first_batch) = call(batch("batch-1")).await;
         assert_eq!(status, StatusCode::OK, "{first_batch}");
-        let (_, headers, again) = json_of(batch("batch-1").await.unwrap()).await;
+        let (_, headers, again) = call(batch("batch-1")).await;
         assert_eq!(headers["idempotent-replayed"], "true");
         assert_eq!(again, first_batch);
         assert_eq!(usage_totals(&http, &server).await, (2, 0), "{}", db.backend);
@@ -501,37 +450,28 @@ async fn restricted_processing_refuses_new_descriptions_but_not_reads() {
     for db in TestDatabase::all().await {
         let server = start(&db, &[]);
         let http = server.client();
-        let (_, created) = describe(&http, &server, "").await;
         let restrict = |on: bool| {
             http.patch(server.url("/v1/account"))
                 .json(&json!({"restricted": on}))
-                .send()
         };
-        let (status, _, account) = json_of(restrict(true).await.unwrap()).await;
+        let (_, created) = describe(&http, &server, "").await;
+        let (status, _, account) = call(restrict(true)).await;
         assert_eq!(status, StatusCode::OK, "{account}");
         assert_eq!(account["restricted_by"], "account");
         let (status, body) = describe(&http, &server, "").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["error"]["code"], "account_restricted");
-        let status = http
-            .get(server.url(&format!(
-                "/v1/descriptions/{}",
-                created["id"].as_str().unwrap()
-            )))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = status_of(http.get(server.url(&format!(
+            "/v1/descriptions/{}",
+            created["id"].as_str().unwrap()
+        ))))
+        .await;
         assert_eq!(status, StatusCode::OK, "reads still work");
         assert_eq!(
-            http.get(server.url("/v1/account/export"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            status_of(http.get(server.url("/v1/account/export"))).await,
             StatusCode::OK
         );
-        let (status, _, _) = json_of(restrict(false).await.unwrap()).await;
+        let (status, _, _) = call(restrict(false)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(describe(&http, &server, "").await.0, StatusCode::CREATED);
 
@@ -547,7 +487,7 @@ async fn restricted_processing_refuses_new_descriptions_but_not_reads() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, _, body) = json_of(restrict(false).await.unwrap()).await;
+        let (status, _, body) = call(restrict(false)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(describe(&http, &server, "").await.0, StatusCode::FORBIDDEN);
         assert_eq!(usage_totals(&http, &server).await.0, 2, "{}", db.backend);
@@ -621,12 +561,9 @@ async fn deleting_an_account_revokes_its_keys_at_once_and_the_purge_removes_its_
         // deadline only stops a hung test).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let status = admin(&server)
-                .get(server.url(&format!("/v1/admin/accounts/{account}")))
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let status =
+                status_of(admin(&server).get(server.url(&format!("/v1/admin/accounts/{account}"))))
+                    .await;
             if status == StatusCode::NOT_FOUND {
                 break;
             }
@@ -634,45 +571,18 @@ async fn deleting_an_account_revokes_its_keys_at_once_and_the_purge_removes_its_
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let store = db.store().await;
-        use sqlx::Row;
-        for table in [
-            "descriptions",
-            "description_versions",
-            "api_keys",
-            "usage_events",
-        ] {
-            let n: i64 = sqlx::query(&format!(
-                "SELECT COUNT(*) FROM {table} WHERE account_id = $1"
-            ))
-            .bind(&account)
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
+        for table in ACCOUNT_TABLES {
+            let n = rows_of(&store, table, &account).await;
             assert_eq!(n, 0, "{table} {}", db.backend);
         }
-        let text: String = sqlx::query(
-            "SELECT COALESCE(name, '') || COALESCE(email, '') FROM accounts WHERE id = $1",
-        )
-        .bind(&account)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+        let sql = "SELECT COALESCE(name, '') || COALESCE(email, '') FROM accounts WHERE id = $1";
+        let text: String = select_one(&store, sql, &account).await;
         assert_eq!(text, "", "personal identifiers removed");
         assert!(!created["id"].is_null());
         store.close().await;
         // The bootstrap account was not touched.
         assert_eq!(
-            server
-                .client()
-                .get(server.url("/v1/account"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            status_of(server.client().get(server.url("/v1/account"))).await,
             StatusCode::OK
         );
     }
@@ -708,13 +618,7 @@ async fn the_rate_limit_answers_429_with_ratelimit_headers() {
     assert_eq!(body["error"]["code"], "rate_limited");
     // Other accounts keep their own budget.
     assert_eq!(
-        server
-            .client()
-            .get(server.url("/v1/account"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(server.client().get(server.url("/v1/account"))).await,
         StatusCode::OK
     );
     let metrics = server.metrics().await;
@@ -752,11 +656,9 @@ fn the_first_start_writes_a_key_only_the_owner_can_read_and_logs_how_to_use_it()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_servers_share_one_postgresql_database() {
-    let Some(postgres) = common::db::postgres_url() else {
-        eprintln!("TEST_POSTGRES_URL is not set: this test needs PostgreSQL");
+    let Some(db) = TestDatabase::postgres_or_skip("this test").await else {
         return;
     };
-    let db = TestDatabase::postgres(&postgres).await;
     // Both start at once against an empty database: migrations take a lock, so both succeed.
     let (first, second) = std::thread::scope(|scope| {
         let a = scope.spawn(|| start(&db, &["--no-bootstrap"]));
@@ -787,12 +689,7 @@ async fn two_servers_share_one_postgresql_database() {
         .await
         .unwrap();
     assert_eq!(
-        on_first
-            .get(first.url("/v1/account"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(on_first.get(first.url("/v1/account"))).await,
         StatusCode::UNAUTHORIZED
     );
 }

@@ -24,6 +24,16 @@ fn reference() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A JSON array of token ids.
+fn ids(array: &Value) -> Vec<i64> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
 fn detail_of(task: &str) -> Detail {
     Detail::ALL
         .into_iter()
@@ -61,23 +71,13 @@ fn greedy_output_equals_transformers_js_token_for_token() {
     let mut mismatches = Vec::new();
     for ((expected, got), request) in results.iter().zip(&ours).zip(&requests) {
         let label = format!("{} {}", expected["file"], expected["task"]);
-        let prompt: Vec<i64> = expected["prompt_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let prompt = ids(&expected["prompt_ids"]);
         assert_eq!(
             model.prompt_ids(request.options.task.detail),
             prompt.as_slice(),
             "{label}: prompt ids differ"
         );
-        let tokens: Vec<i64> = expected["token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let tokens = ids(&expected["token_ids"]);
         let text = expected["text"]
             .as_str()
             .unwrap()

@@ -10,40 +10,24 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::server::{Server, http_client};
+use common::command::text_of;
+use common::server::{Server, get_text, http_client};
 
 /// The deployment venv's python, installed once per test binary (the script is idempotent, but
 /// parallel first runs would race on creating the venv).
 fn deploy_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(common::root().join("scripts/install-deploy-tools.sh"))
-            .output()
-            .expect("run scripts/install-deploy-tools.sh");
-        assert!(
-            out.status.success(),
-            "install-deploy-tools.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    PYTHON.get_or_init(|| common::script_output_path("scripts/install-deploy-tools.sh"))
 }
 
 /// Runs one check of deploy/tests/check_deploy.py and fails with its findings.
 fn check(args: &[&str]) -> String {
-    let out = Command::new(deploy_python())
-        .arg(common::root().join("deploy/tests/check_deploy.py"))
-        .args(args)
-        .output()
-        .expect("run check_deploy.py");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "check_deploy.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    text_of(
+        Command::new(deploy_python())
+            .arg(common::root().join("deploy/tests/check_deploy.py"))
+            .args(args),
+        &format!("check_deploy.py {args:?}"),
+    )
 }
 
 #[test]
@@ -95,14 +79,7 @@ async fn alerts_dashboard_and_autoscaler_use_metrics_the_server_exports() {
         "{exposition}"
     );
     // Series of error statuses appear only after such an answer; the documented statuses stand in.
-    let openapi = http_client()
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let openapi = get_text(&http_client(), server.url("/openapi.json")).await;
     let dir = tempfile::tempdir().unwrap();
     let (metrics_file, openapi_file) = (
         dir.path().join("metrics.txt"),

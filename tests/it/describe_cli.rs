@@ -8,12 +8,23 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn altimage(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_altimage"))
+/// `altimage describe --model-dir <model> <args>` on the tests' ONNX Runtime library.
+fn describe_command(model: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_altimage"));
+    command
+        .arg("describe")
+        .arg("--model-dir")
+        .arg(model)
         .args(args)
         .env("ORT_DYLIB_PATH", common::ort_library())
         .env("ALTIMAGE_INTRA_THREADS", "2")
-        .env_remove("ALTIMAGE_MODEL_DIR")
+        .env_remove("ALTIMAGE_MODEL_DIR");
+    command
+}
+
+/// Runs `describe_command` to completion, whatever its exit status.
+fn describe(model: &Path, args: &[&str]) -> Output {
+    describe_command(model, args)
         .output()
         .expect("run altimage")
 }
@@ -59,14 +70,7 @@ fn hostile_files_get_error_records_and_the_run_goes_on() {
     let dir = tmp.path().join("catalogue");
     catalogue(&dir);
     let model = common::tiny_model_dir();
-    let out = altimage(&[
-        "describe",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--batch-size",
-        "2",
-        dir.to_str().unwrap(),
-    ]);
+    let out = describe(&model, &["--batch-size", "2", dir.to_str().unwrap()]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         out.status.code(),
@@ -131,25 +135,21 @@ fn csv_output_to_a_file_and_success_exit() {
     let out_file = tmp.path().join("out.csv");
     let fixtures = common::fixture_files();
     let model = common::tiny_model_dir();
-    let out = altimage(&[
-        "describe",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--format",
-        "csv",
-        "--detail",
-        "paragraph",
-        "-o",
-        out_file.to_str().unwrap(),
-        fixtures[0].to_str().unwrap(),
-        fixtures[3].to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut command = describe_command(
+        &model,
+        &[
+            "--format",
+            "csv",
+            "--detail",
+            "paragraph",
+            "-o",
+            out_file.to_str().unwrap(),
+            fixtures[0].to_str().unwrap(),
+            fixtures[3].to_str().unwrap(),
+        ],
     );
-    assert!(out.stdout.is_empty(), "records go to --output, not stdout");
+    let stdout = common::command::stdout_of(&mut command, "altimage describe --format csv");
+    assert!(stdout.is_empty(), "records go to --output, not stdout");
     let mut reader = csv::Reader::from_path(&out_file).unwrap();
     let headers = reader.headers().unwrap().clone();
     assert_eq!(&headers[0], "path");
@@ -167,29 +167,30 @@ fn csv_output_to_a_file_and_success_exit() {
 fn start_up_errors_name_the_fix() {
     let model = common::tiny_model_dir();
     let fixture = common::fixture_files().remove(0);
-    let out = altimage(&[
-        "describe",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--ort-library",
-        "/nonexistent/libonnxruntime.so",
-        fixture.to_str().unwrap(),
-    ]);
+    let out = describe(
+        &model,
+        &[
+            "--ort-library",
+            "/nonexistent/libonnxruntime.so",
+            fixture.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scripts/install-ort.sh"), "{stderr}");
 
     // The CPU library cannot drive CUDA: an error, never a silent run on the CPU.
-    let out = altimage(&[
-        "describe",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--device",
-        "cuda:0",
-        "--ort-library",
-        common::ort_library().to_str().unwrap(),
-        fixture.to_str().unwrap(),
-    ]);
+    let library = common::ort_library();
+    let out = describe(
+        &model,
+        &[
+            "--device",
+            "cuda:0",
+            "--ort-library",
+            library.to_str().unwrap(),
+            fixture.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         out.stdout.is_empty(),
@@ -201,12 +202,10 @@ fn start_up_errors_name_the_fix() {
         "{stderr}"
     );
 
-    let out = altimage(&[
-        "describe",
-        "--model-dir",
-        "/nonexistent-model",
-        fixture.to_str().unwrap(),
-    ]);
+    let out = describe(
+        Path::new("/nonexistent-model"),
+        &[fixture.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-model"), "{stderr}");

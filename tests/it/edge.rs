@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::db::TestDatabase;
 use common::fixture;
-use common::server::{Server, call};
+use common::server::{Server, call, post_png};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,28 +76,13 @@ async fn strings_no_field_may_hold_are_refused_at_the_edge_on_both_databases() {
     for db in TestDatabase::all().await {
         let server = start(&db, &[]);
         let admin = server.client_with_key(ADMIN);
-        let (account, key) = server
-            .create_account_with_key(
-                ADMIN,
-                json!({"name": "shop", "email": "shop@example.com"}),
-                json!({"name": "all", "scopes": ["describe", "read", "manage"]}),
-            )
-            .await;
-        let (_, stranger_key) = server
-            .create_account_with_key(
-                ADMIN,
-                json!({"name": "stranger", "email": "stranger@example.com"}),
-                json!({"name": "all", "scopes": ["describe", "read", "manage"]}),
-            )
-            .await;
+        let all = ["describe", "read", "manage"];
+        let (account, key) = server.account_with_key(ADMIN, "shop", &all).await;
+        let (_, stranger_key) = server.account_with_key(ADMIN, "stranger", &all).await;
         let shop = server.client_with_key(&key);
         let stranger = server.client_with_key(&stranger_key);
-        let (status, _, created) = call(
-            shop.post(server.url("/v1/descriptions"))
-                .header("content-type", "image/png")
-                .body(fixture(0)),
-        )
-        .await;
+        let (status, _, created) =
+            call(post_png(&shop, server.url("/v1/descriptions"), fixture(0))).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         let desc = created["id"].as_str().unwrap().to_string();
         let png_b64 = base64::engine::general_purpose::STANDARD.encode(fixture(1));
@@ -148,9 +133,7 @@ async fn strings_no_field_may_hold_are_refused_at_the_edge_on_both_databases() {
             ),
             (
                 "raw upload's asset_id",
-                shop.post(server.url("/v1/descriptions?asset_id=sku%001"))
-                    .header("content-type", "image/png")
-                    .body(fixture(1)),
+                post_png(&shop, server.url("/v1/descriptions?asset_id=sku%001"), fixture(1)),
                 bad("asset_id"),
             ),
             (
@@ -385,12 +368,7 @@ async fn slow_clients_are_cut_while_others_are_served() {
         .unwrap();
     // Meanwhile everybody else is served.
     let http = server.client();
-    let (status, _, body) = call(
-        http.post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(fixture(0)),
-    )
-    .await;
+    let (status, _, body) = call(post_png(&http, server.url("/v1/descriptions"), fixture(0))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The slow head is closed without an answer; the slow body gets 408 and is closed.
     let answer = read_to_close(&mut slow_head).await;
@@ -584,9 +562,11 @@ async fn each_refusal_is_counted_once() {
     let server = start(&db, &["--max-image-pixels", "100"]);
     let http = server.client();
     let post = |query: &'static str, body: Vec<u8>| {
-        http.post(server.url(&format!("/v1/descriptions?{query}")))
-            .header("content-type", "image/png")
-            .body(body)
+        post_png(
+            &http,
+            server.url(&format!("/v1/descriptions?{query}")),
+            body,
+        )
     };
     for (request, status) in [
         (

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use altimage::fetch::{
@@ -145,12 +145,35 @@ async fn fetch(policy: FetchPolicy, url: &str) -> Result<Bytes, ImageUrlError> {
     bounded(ImageFetcher::new(policy).fetch(url)).await
 }
 
+/// Starts the image host and fetches `path` from it under `policy`.
+async fn fetch_path(policy: FetchPolicy, path: &str) -> Result<Bytes, ImageUrlError> {
+    fetch_path_timed(policy, path).await.0
+}
+
+/// As `fetch_path`, with how long the fetch took (the host's start not counted).
+async fn fetch_path_timed(
+    policy: FetchPolicy,
+    path: &str,
+) -> (Result<Bytes, ImageUrlError>, Duration) {
+    let addr = serve().await;
+    let started = Instant::now();
+    let result = fetch(policy, &format!("http://{addr}{path}")).await;
+    (result, started.elapsed())
+}
+
+/// Asserts that `result` is an error matching `pattern` (the error is shown if not); evaluates to
+/// the error.
+macro_rules! assert_error {
+    ($result:expr, $pattern:pat $(if $guard:expr)?) => {{
+        let error = $result.unwrap_err();
+        assert!(matches!(&error, $pattern $(if $guard)?), "{error:?}");
+        error
+    }};
+}
+
 #[tokio::test]
 async fn image_is_fetched_when_private_addresses_are_allowed() {
-    let addr = serve().await;
-    let body = fetch(local_policy(), &format!("http://{addr}/ok.png"))
-        .await
-        .unwrap();
+    let body = fetch_path(local_policy(), "/ok.png").await.unwrap();
     assert_eq!(&body[..], IMAGE);
 }
 
@@ -165,13 +188,9 @@ async fn default_policy_matches_the_documented_limits() {
 
 #[tokio::test]
 async fn loopback_is_refused_by_default() {
-    let addr = serve().await;
-    let error = fetch(strict_policy(), &format!("http://{addr}/ok.png"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, ImageUrlError::ForbiddenAddress(host) if host == "127.0.0.1"),
-        "{error:?}"
+    assert_error!(
+        fetch_path(strict_policy(), "/ok.png").await,
+        ImageUrlError::ForbiddenAddress(host) if host == "127.0.0.1"
     );
 }
 
@@ -209,12 +228,9 @@ async fn loopback_in_every_spelling_is_refused_by_default() {
 #[tokio::test]
 async fn localhost_name_is_refused_because_it_resolves_to_loopback() {
     let port = serve().await.port();
-    let error = fetch(strict_policy(), &format!("http://localhost:{port}/ok.png"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, ImageUrlError::ForbiddenAddress(host) if host == "localhost"),
-        "{error:?}"
+    let error = assert_error!(
+        fetch(strict_policy(), &format!("http://localhost:{port}/ok.png")).await,
+        ImageUrlError::ForbiddenAddress(host) if host == "localhost"
     );
     assert_eq!(error.code(), "image_url_forbidden");
 }
@@ -249,8 +265,10 @@ async fn other_schemes_and_malformed_urls_are_invalid() {
         );
     }
     let long = format!("http://example.com/{}", "a".repeat(10_000));
-    let error = fetch(local_policy(), &long).await.unwrap_err();
-    assert!(matches!(error, ImageUrlError::InvalidUrl(_)), "{error:?}");
+    assert_error!(
+        fetch(local_policy(), &long).await,
+        ImageUrlError::InvalidUrl(_)
+    );
 }
 
 #[tokio::test]
@@ -269,86 +287,62 @@ async fn user_information_is_refused_and_not_echoed() {
 
 #[tokio::test]
 async fn too_large_with_content_length_is_refused() {
-    let addr = serve().await;
-    let error = fetch(local_policy(), &format!("http://{addr}/big"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::TooLarge { limit: LIMIT }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(local_policy(), "/big").await,
+        ImageUrlError::TooLarge { limit: LIMIT }
     );
 }
 
 #[tokio::test]
 async fn too_large_without_content_length_is_refused_while_streaming() {
     // The body never ends, so only the streaming check can answer TooLarge (not Timeout).
-    let addr = serve().await;
-    let error = fetch(local_policy(), &format!("http://{addr}/big-chunked"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::TooLarge { limit: LIMIT }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(local_policy(), "/big-chunked").await,
+        ImageUrlError::TooLarge { limit: LIMIT }
     );
 }
 
 #[tokio::test]
 async fn announced_size_is_refused_before_the_body_is_read() {
     // The announced body never comes: reading it would end in Timeout, not TooLarge.
-    let addr = serve().await;
-    let started = Instant::now();
-    let error = fetch(local_policy(), &format!("http://{addr}/big-declared"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::TooLarge { limit: LIMIT }),
-        "{error:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(4));
+    let (result, took) = fetch_path_timed(local_policy(), "/big-declared").await;
+    assert_error!(result, ImageUrlError::TooLarge { limit: LIMIT });
+    assert!(took < Duration::from_secs(4));
 }
 
 #[tokio::test]
 async fn body_of_exactly_the_limit_is_accepted() {
-    let addr = serve().await;
-    let body = fetch(local_policy(), &format!("http://{addr}/exact"))
-        .await
-        .unwrap();
+    let body = fetch_path(local_policy(), "/exact").await.unwrap();
     assert_eq!(body.len() as u64, LIMIT);
+}
+
+/// The local policy with a 300 ms timeout.
+fn impatient_policy() -> FetchPolicy {
+    FetchPolicy {
+        timeout: Duration::from_millis(300),
+        ..local_policy()
+    }
 }
 
 #[tokio::test]
 async fn slow_headers_time_out() {
-    let addr = serve().await;
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(300),
-        ..local_policy()
-    };
-    let started = Instant::now();
-    let error = fetch(policy, &format!("http://{addr}/slow"))
-        .await
-        .unwrap_err();
-    assert!(matches!(error, ImageUrlError::Timeout), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let (result, took) = fetch_path_timed(impatient_policy(), "/slow").await;
+    assert_error!(result, ImageUrlError::Timeout);
+    assert!(took < Duration::from_secs(3));
 }
 
 #[tokio::test]
 async fn slow_body_times_out() {
-    let addr = serve().await;
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(300),
-        ..local_policy()
-    };
-    let error = fetch(policy, &format!("http://{addr}/slow-body"))
-        .await
-        .unwrap_err();
-    assert!(matches!(error, ImageUrlError::Timeout), "{error:?}");
+    assert_error!(
+        fetch_path(impatient_policy(), "/slow-body").await,
+        ImageUrlError::Timeout
+    );
 }
 
 #[tokio::test]
 async fn redirects_up_to_the_limit_are_followed() {
-    let addr = serve().await;
     // 3 redirects, through 301, 308 and 307 (relative Locations).
-    let body = fetch(local_policy(), &format!("http://{addr}/redirect-chain/3"))
+    let body = fetch_path(local_policy(), "/redirect-chain/3")
         .await
         .unwrap();
     assert_eq!(&body[..], IMAGE);
@@ -356,25 +350,17 @@ async fn redirects_up_to_the_limit_are_followed() {
 
 #[tokio::test]
 async fn too_many_redirects_are_refused() {
-    let addr = serve().await;
-    let error = fetch(local_policy(), &format!("http://{addr}/redirect-chain/4"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::TooManyRedirects { limit: 3 }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(local_policy(), "/redirect-chain/4").await,
+        ImageUrlError::TooManyRedirects { limit: 3 }
     );
-
     let no_redirects = FetchPolicy {
         max_redirects: 0,
         ..local_policy()
     };
-    let error = fetch(no_redirects, &format!("http://{addr}/redirect-chain/1"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::TooManyRedirects { limit: 0 }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(no_redirects, "/redirect-chain/1").await,
+        ImageUrlError::TooManyRedirects { limit: 0 }
     );
 }
 
@@ -383,19 +369,12 @@ async fn redirect_to_metadata_is_refused_without_connecting() {
     // Refused even though private addresses are allowed (the server is on loopback): metadata
     // endpoints are never fetched. The network is closed here, so a connection attempt would
     // have ended in Unreachable or Timeout, not ForbiddenAddress.
-    let addr = serve().await;
-    let started = Instant::now();
-    let error = fetch(
-        local_policy(),
-        &format!("http://{addr}/redirect-to-metadata"),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&error, ImageUrlError::ForbiddenAddress(host) if host == "169.254.169.254"),
-        "{error:?}"
+    let (result, took) = fetch_path_timed(local_policy(), "/redirect-to-metadata").await;
+    assert_error!(
+        result,
+        ImageUrlError::ForbiddenAddress(host) if host == "169.254.169.254"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2));
 }
 
 #[tokio::test]
@@ -411,46 +390,30 @@ async fn relative_redirects_are_resolved_against_the_current_url() {
 
 #[tokio::test]
 async fn redirect_to_another_scheme_is_refused() {
-    let addr = serve().await;
-    let error = fetch(local_policy(), &format!("http://{addr}/redirect-to-ftp"))
-        .await
-        .unwrap_err();
-    assert!(matches!(error, ImageUrlError::InvalidUrl(_)), "{error:?}");
+    assert_error!(
+        fetch_path(local_policy(), "/redirect-to-ftp").await,
+        ImageUrlError::InvalidUrl(_)
+    );
 }
 
 #[tokio::test]
 async fn redirect_without_location_is_an_upstream_error() {
-    let addr = serve().await;
-    let error = fetch(
-        local_policy(),
-        &format!("http://{addr}/redirect-without-location"),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::Upstream { status: 302 }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(local_policy(), "/redirect-without-location").await,
+        ImageUrlError::Upstream { status: 302 }
     );
 }
 
 #[tokio::test]
 async fn non_success_statuses_are_upstream_errors_without_the_url() {
-    let addr = serve().await;
-    let error = fetch(local_policy(), &format!("http://{addr}/404?token=s3cret"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::Upstream { status: 404 }),
-        "{error:?}"
+    let error = assert_error!(
+        fetch_path(local_policy(), "/404?token=s3cret").await,
+        ImageUrlError::Upstream { status: 404 }
     );
     assert!(!error.to_string().contains("s3cret"), "{error}");
-
-    let error = fetch(local_policy(), &format!("http://{addr}/not-modified"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ImageUrlError::Upstream { status: 304 }),
-        "{error:?}"
+    assert_error!(
+        fetch_path(local_policy(), "/not-modified").await,
+        ImageUrlError::Upstream { status: 304 }
     );
 }
 
@@ -461,13 +424,14 @@ async fn closed_port_is_unreachable_without_the_url() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let error = fetch(
-        local_policy(),
-        &format!("http://127.0.0.1:{port}/x?token=s3cret"),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(error, ImageUrlError::Unreachable(_)), "{error:?}");
+    let error = assert_error!(
+        fetch(
+            local_policy(),
+            &format!("http://127.0.0.1:{port}/x?token=s3cret")
+        )
+        .await,
+        ImageUrlError::Unreachable(_)
+    );
     assert!(!error.to_string().contains("s3cret"), "{error}");
 }
 
@@ -528,8 +492,10 @@ fn forbidden_addresses() {
         "ff02::1",
     ];
     for ip in forbidden {
-        let parsed: IpAddr = ip.parse().unwrap();
-        assert!(is_forbidden_ip(parsed), "{ip} should be forbidden");
+        assert!(
+            is_forbidden_ip(ip.parse().unwrap()),
+            "{ip} should be forbidden"
+        );
     }
     let allowed = [
         "1.1.1.1",
@@ -559,8 +525,10 @@ fn forbidden_addresses() {
         "2002:0808:0808::", // 6to4 of 8.8.8.8
     ];
     for ip in allowed {
-        let parsed: IpAddr = ip.parse().unwrap();
-        assert!(!is_forbidden_ip(parsed), "{ip} should be allowed");
+        assert!(
+            !is_forbidden_ip(ip.parse().unwrap()),
+            "{ip} should be allowed"
+        );
     }
 }
 
@@ -578,9 +546,8 @@ fn metadata_and_link_local_stay_forbidden_when_private_is_allowed() {
         "fd00:ec2::254",
         "fd20:ce::254",
     ] {
-        let parsed: IpAddr = ip.parse().unwrap();
         assert!(
-            is_always_forbidden_ip(parsed),
+            is_always_forbidden_ip(ip.parse().unwrap()),
             "{ip} should always be forbidden"
         );
     }
@@ -592,9 +559,8 @@ fn metadata_and_link_local_stay_forbidden_when_private_is_allowed() {
         "fd00::1",
         "8.8.8.8",
     ] {
-        let parsed: IpAddr = ip.parse().unwrap();
         assert!(
-            !is_always_forbidden_ip(parsed),
+            !is_always_forbidden_ip(ip.parse().unwrap()),
             "{ip} is only forbidden by default"
         );
     }

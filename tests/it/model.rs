@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use altimage::model::florence2::Florence2;
 use altimage::model::generate::FinishReason;
@@ -13,14 +13,16 @@ fn request(model: &Florence2, file: &Path, detail: Detail) -> GenerationRequest 
     common::request(model, file, detail, 48, 1)
 }
 
+/// One request per file, all at `detail`.
+fn requests(model: &Florence2, files: &[PathBuf], detail: Detail) -> Vec<GenerationRequest> {
+    files.iter().map(|f| request(model, f, detail)).collect()
+}
+
 #[test]
 fn describes_each_fixture_deterministically_and_differently() {
     let mut model = common::tiny_model();
     let files = common::fixture_files();
-    let requests: Vec<GenerationRequest> = files
-        .iter()
-        .map(|f| request(&model, f, Detail::Brief))
-        .collect();
+    let requests = requests(&model, &files, Detail::Brief);
     let first = model.generate(&requests).unwrap();
     let second = model.generate(&requests).unwrap();
     assert_eq!(first, second, "same input, same output");
@@ -104,11 +106,7 @@ fn beam_search_runs_beside_greedy_rows() {
 fn cancelled_rows_stop_and_others_are_unaffected() {
     let mut model = common::tiny_model();
     let files = common::fixture_files();
-    let requests: Vec<GenerationRequest> = files
-        .iter()
-        .take(3)
-        .map(|f| request(&model, f, Detail::Paragraph))
-        .collect();
+    let requests = requests(&model, &files[..3], Detail::Paragraph);
     let full = model.generate(&requests).unwrap();
     let (partial, _) = model.generate_with(&requests, &mut |row| row == 1).unwrap();
     assert_eq!(partial[1].finish_reason, FinishReason::Cancelled);
@@ -116,19 +114,20 @@ fn cancelled_rows_stop_and_others_are_unaffected() {
     assert_eq!(partial[2], full[2]);
 }
 
-fn copy_model(to: &Path) {
+/// A copy of the tiny model in `parent/name`, to break.
+fn model_copy(parent: &Path, name: &str) -> PathBuf {
+    let to = parent.join(name);
     let from = common::tiny_model_dir();
     std::fs::create_dir_all(to.join("onnx")).unwrap();
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    for dir in ["", "onnx"] {
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
         }
     }
-    for entry in std::fs::read_dir(from.join("onnx")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join("onnx").join(path.file_name().unwrap())).unwrap();
-    }
+    to
 }
 
 /// Through the family seam, as the server and the CLI load.
@@ -139,69 +138,58 @@ fn load_error(dir: &Path) -> String {
     }
 }
 
+/// Asserts that the model in `dir` is refused with an error naming each of `needles`.
+fn assert_refused(dir: &Path, needles: &[&str]) {
+    let err = load_error(dir);
+    assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+}
+
 #[test]
 fn model_directories_that_do_not_fit_are_refused_with_the_file_named() {
     let tmp = tempfile::tempdir().unwrap();
+    // `dir`'s `from` copied over its `to`.
+    let copy_over = |dir: &Path, from: &str, to: &str| {
+        std::fs::copy(dir.join(from), dir.join(to)).unwrap();
+    };
 
-    let missing = tmp.path().join("missing");
-    copy_model(&missing);
+    let missing = model_copy(tmp.path(), "missing");
     std::fs::remove_file(missing.join("onnx/encoder_model.onnx")).unwrap();
-    let err = load_error(&missing);
-    assert!(err.contains("encoder_model.onnx"), "{err}");
+    assert_refused(&missing, &["encoder_model.onnx"]);
 
     // The encoder where the decoder should be: wrong names.
-    let swapped = tmp.path().join("swapped");
-    copy_model(&swapped);
-    std::fs::copy(
-        swapped.join("onnx/encoder_model.onnx"),
-        swapped.join("onnx/decoder_model_merged.onnx"),
-    )
-    .unwrap();
-    let err = load_error(&swapped);
-    assert!(
-        err.contains("decoder_model_merged.onnx") && err.contains("missing input"),
-        "{err}"
+    let swapped = model_copy(tmp.path(), "swapped");
+    copy_over(
+        &swapped,
+        "onnx/encoder_model.onnx",
+        "onnx/decoder_model_merged.onnx",
     );
+    assert_refused(&swapped, &["decoder_model_merged.onnx", "missing input"]);
 
     // A vision encoder whose input has the wrong rank (the embed graph's input_ids is rank 2 and
     // named differently; use it to stand in for a broken vision export).
-    let wrong = tmp.path().join("wrong-vision");
-    copy_model(&wrong);
-    std::fs::copy(
-        wrong.join("onnx/embed_tokens.onnx"),
-        wrong.join("onnx/vision_encoder.onnx"),
-    )
-    .unwrap();
-    let err = load_error(&wrong);
-    assert!(
-        err.contains("vision_encoder.onnx") && err.contains("pixel_values"),
-        "{err}"
-    );
+    let wrong = model_copy(tmp.path(), "wrong-vision");
+    copy_over(&wrong, "onnx/embed_tokens.onnx", "onnx/vision_encoder.onnx");
+    assert_refused(&wrong, &["vision_encoder.onnx", "pixel_values"]);
 
-    let no_tokenizer = tmp.path().join("no-tokenizer");
-    copy_model(&no_tokenizer);
+    let no_tokenizer = model_copy(tmp.path(), "no-tokenizer");
     std::fs::remove_file(no_tokenizer.join("tokenizer.json")).unwrap();
-    let err = load_error(&no_tokenizer);
-    assert!(err.contains("tokenizer.json"), "{err}");
+    assert_refused(&no_tokenizer, &["tokenizer.json"]);
 
     // The family comes from config.json's model_type: an unknown one lists those we run.
-    let not_florence = tmp.path().join("not-florence");
-    copy_model(&not_florence);
+    let not_florence = model_copy(tmp.path(), "not-florence");
     let config = not_florence.join("config.json");
-    std::fs::write(&config, r#"{"model_type": "bert"}"#).unwrap();
-    let err = load_error(&not_florence);
-    assert!(
-        err.contains("model_type `bert`") && err.contains("florence2"),
-        "{err}"
-    );
-    std::fs::write(&config, r#"{"architectures": ["Florence2"]}"#).unwrap();
-    let err = load_error(&not_florence);
-    assert!(err.contains("no `model_type`"), "{err}");
-    // Florence-2's own contract still applies once the family is known.
-    std::fs::write(&config, r#"{"model_type": "florence2"}"#).unwrap();
-    let err = load_error(&not_florence);
-    assert!(err.contains("is_encoder_decoder"), "{err}");
+    for (contents, needles) in [
+        (
+            r#"{"model_type": "bert"}"#,
+            &["model_type `bert`", "florence2"][..],
+        ),
+        (r#"{"architectures": ["Florence2"]}"#, &["no `model_type`"]),
+        // Florence-2's own contract still applies once the family is known.
+        (r#"{"model_type": "florence2"}"#, &["is_encoder_decoder"]),
+    ] {
+        std::fs::write(&config, contents).unwrap();
+        assert_refused(&not_florence, needles);
+    }
 
-    let err = load_error(&tmp.path().join("nowhere"));
-    assert!(err.contains("--model-dir"), "{err}");
+    assert_refused(&tmp.path().join("nowhere"), &["--model-dir"]);
 }

@@ -5,17 +5,11 @@ use crate::common;
 
 #[test]
 fn generator_reproduces_the_committed_tiny_model_byte_for_byte() {
-    let python = common::python();
-    let out = std::process::Command::new(python)
-        .arg(common::root().join("models/tools/make_florence2.py"))
-        .args(["--preset", "tiny", "--check"])
-        .arg(common::tiny_model_dir())
-        .output()
-        .expect("run make_florence2.py");
-    assert!(
-        out.status.success(),
-        "models/tiny-florence2 differs from a fresh build:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::command::stdout_of(
+        std::process::Command::new(common::python())
+            .arg(common::root().join("models/tools/make_florence2.py"))
+            .args(["--preset", "tiny", "--check"])
+            .arg(common::tiny_model_dir()),
+        "make_florence2.py --check (models/tiny-florence2 differs from a fresh build)",
     );
 }

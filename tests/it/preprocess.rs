@@ -151,17 +151,12 @@ fn cases() -> Vec<Case> {
 
 /// The project venv's python, or `None` when the caller asked to skip.
 fn run_python(python: &Path, args: &[&str]) -> String {
-    let out = Command::new(python)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::command::text_of(
+        Command::new(python)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+        &format!("python {args:?}"),
+    )
 }
 
 /// Test images PIL cannot write: 16-bit RGB and RGBA.

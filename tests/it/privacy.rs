@@ -10,7 +10,7 @@ use std::path::Path;
 use axum::routing::get;
 use common::db::TestDatabase;
 use common::fixture;
-use common::server::Server;
+use common::server::{Server, get_text, post_png, status_of};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -76,49 +76,38 @@ async fn image_bytes_never_reach_the_database_the_data_dir_or_the_logs() {
         let http = server.client();
         use base64::Engine as _;
         let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
-        let raw = http
-            .post(server.url("/v1/descriptions?asset_id=raw"))
-            .header("content-type", "image/png")
-            .body(image.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(raw.status(), StatusCode::CREATED, "{}", db.backend);
+        let raw = post_png(
+            &http,
+            server.url("/v1/descriptions?asset_id=raw"),
+            image.clone(),
+        );
         let form = reqwest::multipart::Form::new().part(
             "image",
             reqwest::multipart::Part::bytes(image.clone()).file_name("p.png"),
         );
-        let multipart = http
-            .post(server.url("/v1/descriptions"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(multipart.status(), StatusCode::CREATED);
+        let multipart = http.post(server.url("/v1/descriptions")).multipart(form);
         let json_body = http
             .post(server.url("/v1/descriptions"))
             .header("idempotency-key", "privacy-1")
-            .json(&json!({"image_base64": encoded, "metadata": {"note": "kept"}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(json_body.status(), StatusCode::CREATED);
+            .json(&json!({"image_base64": encoded, "metadata": {"note": "kept"}}));
         let by_url = http
             .post(server.url("/v1/descriptions/batch"))
-            .json(&json!({"images": [{"image_url": format!("{host}/photo.png")}, {"image_base64": encoded}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(by_url.status(), StatusCode::OK);
+            .json(&json!({"images": [{"image_url": format!("{host}/photo.png")}, {"image_base64": encoded}]}));
+        for (form, request, expected) in [
+            ("raw", raw, StatusCode::CREATED),
+            ("multipart", multipart, StatusCode::CREATED),
+            ("JSON", json_body, StatusCode::CREATED),
+            ("batch by URL", by_url, StatusCode::OK),
+        ] {
+            let status = status_of(request).await;
+            assert_eq!(status, expected, "{form} {}", db.backend);
+        }
         // Failures too: a truncated image, and an image that is not one.
         for broken in [
             image[..image.len() / 2].to_vec(),
             [marker.as_bytes(), b"garbage"].concat(),
         ] {
-            let response = http
-                .post(server.url("/v1/descriptions"))
-                .header("content-type", "image/png")
-                .body(broken)
+            let response = post_png(&http, server.url("/v1/descriptions"), broken)
                 .send()
                 .await
                 .unwrap();
@@ -129,14 +118,7 @@ async fn image_bytes_never_reach_the_database_the_data_dir_or_the_logs() {
                 "an error message echoed the bytes: {text}"
             );
         }
-        let export = http
-            .get(server.url("/v1/account/export"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let export = get_text(&http, server.url("/v1/account/export")).await;
         assert!(export.contains("\"kept\""), "the export has the metadata");
         assert!(!export.contains(&marker));
 
@@ -159,16 +141,11 @@ async fn image_bytes_never_reach_the_database_the_data_dir_or_the_logs() {
         let dirty = files_containing(db.data_dir.path(), marker.as_bytes());
         assert!(dirty.is_empty(), "{dirty:?}");
         if db.backend == "postgres" {
-            let dump = std::process::Command::new("pg_dump")
-                .arg(&db.url)
-                .output()
-                .expect("pg_dump, from the PostgreSQL client package");
-            assert!(
-                dump.status.success(),
-                "{}",
-                String::from_utf8_lossy(&dump.stderr)
+            let dump = common::command::stdout_of(
+                std::process::Command::new("pg_dump").arg(&db.url),
+                "pg_dump (from the PostgreSQL client package)",
             );
-            let dump = String::from_utf8_lossy(&dump.stdout);
+            let dump = String::from_utf8_lossy(&dump);
             assert!(dump.contains("privacy-1"), "the dump holds the rows");
             assert!(!dump.contains(&marker), "the marker reached PostgreSQL");
         }

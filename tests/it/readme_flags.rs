@@ -59,13 +59,14 @@ fn readme_table(heading: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[test]
-fn describe_flags_in_the_readme_match_help() {
-    let code = flags_of("describe");
-    let readme = readme_table("## Describe a catalogue folder");
+/// Asserts that the README table under `heading` documents exactly the flags of `subcommand`,
+/// each with an ALTIMAGE_ env name.
+fn assert_readme_matches_help(subcommand: &str, heading: &str) {
+    let code = flags_of(subcommand);
+    let readme = readme_table(heading);
     assert_eq!(
         readme, code,
-        "README table (left) vs `altimage describe --help` (right)"
+        "README table (left) vs `altimage {subcommand} --help` (right)"
     );
     assert!(
         code.values().all(|env| env.starts_with("ALTIMAGE_")),
@@ -74,15 +75,11 @@ fn describe_flags_in_the_readme_match_help() {
 }
 
 #[test]
+fn describe_flags_in_the_readme_match_help() {
+    assert_readme_matches_help("describe", "## Describe a catalogue folder");
+}
+
+#[test]
 fn serve_flags_in_the_readme_match_help() {
-    let code = flags_of("serve");
-    let readme = readme_table("## Serve the API");
-    assert_eq!(
-        readme, code,
-        "README table (left) vs `altimage serve --help` (right)"
-    );
-    assert!(
-        code.values().all(|env| env.starts_with("ALTIMAGE_")),
-        "every flag has an ALTIMAGE_ env name: {code:?}"
-    );
+    assert_readme_matches_help("serve", "## Serve the API");
 }

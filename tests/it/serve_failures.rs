@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use common::server::{Server, http_client};
+use common::server::{Server, http_client, post_png};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -27,17 +27,13 @@ const SHORT_POSITIONS: &str = "8";
 fn faulty_model(variant: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("model");
-    let out = Command::new(common::python())
-        .arg(common::root().join("models/tools/faulty_florence2.py"))
-        .args(variant)
-        .arg(common::tiny_model_dir())
-        .arg(&dir)
-        .output()
-        .expect("run faulty_florence2.py");
-    assert!(
-        out.status.success(),
-        "faulty_florence2.py {variant:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::command::stdout_of(
+        Command::new(common::python())
+            .arg(common::root().join("models/tools/faulty_florence2.py"))
+            .args(variant)
+            .arg(common::tiny_model_dir())
+            .arg(&dir),
+        &format!("faulty_florence2.py {variant:?}"),
     );
     (temp, dir)
 }
@@ -89,14 +85,14 @@ fn errors(log: &str) -> Vec<String> {
 /// POST /v1/descriptions with a raw PNG body, with the server's bootstrap key. Every request to
 /// /v1/ goes through here.
 async fn describe(server: &Server, query: &str, png: Vec<u8>) -> (StatusCode, Value) {
-    let response = server
-        .client()
-        .post(server.url(&format!("/v1/descriptions?{query}")))
-        .header("content-type", "image/png")
-        .body(png)
-        .send()
-        .await
-        .unwrap();
+    let response = post_png(
+        &server.client(),
+        server.url(&format!("/v1/descriptions?{query}")),
+        png,
+    )
+    .send()
+    .await
+    .unwrap();
     json_of(response).await
 }
 

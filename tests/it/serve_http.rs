@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::server::{Server, json_of};
+use common::server::{Server, call, get_text, json_of, post_png, status_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -42,14 +42,15 @@ async fn every_input_form_gives_a_description() {
     let http = server.client();
     let host = image_host().await;
 
-    let raw = http
-        .post(server.url("/v1/descriptions?detail=paragraph&max_chars=20&asset_id=sku-1"))
-        .header("content-type", "image/png")
-        .header("x-request-id", "trace-123")
-        .body(fixture(0))
-        .send()
-        .await
-        .unwrap();
+    let raw = post_png(
+        &http,
+        server.url("/v1/descriptions?detail=paragraph&max_chars=20&asset_id=sku-1"),
+        fixture(0),
+    )
+    .header("x-request-id", "trace-123")
+    .send()
+    .await
+    .unwrap();
     let (status, headers, body) = json_of(raw).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(headers["x-request-id"], "trace-123");
@@ -70,28 +71,15 @@ async fn every_input_form_gives_a_description() {
         )
         .text("detail", "detailed")
         .text("metadata", r#"{"sku": 7}"#);
-    let (status, _, body) = json_of(
-        http.post(server.url("/v1/descriptions"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = call(http.post(server.url("/v1/descriptions")).multipart(form)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["detail"], "detailed");
     assert_eq!(body["metadata"], json!({"sku": 7}));
 
     let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(1));
     let request = json!({"image_base64": encoded, "detail": "detailed", "metadata": {"sku": 7}});
-    let (status, _, from_base64) = json_of(
-        http.post(server.url("/v1/descriptions"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, from_base64) =
+        call(http.post(server.url("/v1/descriptions")).json(&request)).await;
     assert_eq!(status, StatusCode::CREATED, "{from_base64}");
     assert_eq!(
         from_base64["text"], body["text"],
@@ -99,14 +87,7 @@ async fn every_input_form_gives_a_description() {
     );
 
     let request = json!({"image_url": format!("{host}/scene.png")});
-    let (status, _, body) = json_of(
-        http.post(server.url("/v1/descriptions"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = call(http.post(server.url("/v1/descriptions")).json(&request)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["detail"], "brief");
 
@@ -116,12 +97,9 @@ async fn every_input_form_gives_a_description() {
         {"image_base64": base64::engine::general_purpose::STANDARD.encode(b"not an image")},
         {"image_url": format!("{host}/scene.png"), "detail": "paragraph"},
     ]});
-    let (status, _, body) = json_of(
+    let (status, _, body) = call(
         http.post(server.url("/v1/descriptions/batch"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
+            .json(&request),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -179,98 +157,102 @@ async fn hostile_inputs_get_their_4xx_and_the_server_stays_up() {
         "fixture 5 sits between the two limits"
     );
     let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(0));
+    let three = json!({"images": [{"image_base64": encoded}, {"image_base64": encoded}, {"image_base64": encoded}]});
 
-    expect_error(
-        raw(vec![0u8; 400_000], "image/png"),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "body limit",
-    )
-    .await;
-    expect_error(
-        raw(big_png, "image/png"),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "image_too_large",
-        "image bytes",
-    )
-    .await;
-    expect_error(
-        raw(bomb(), "image/bmp"),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "image_too_many_pixels",
-        "pixels",
-    )
-    .await;
-    expect_error(
-        raw(fixture(2)[..3000].to_vec(), "image/png"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "image_decode_failed",
-        "truncated",
-    )
-    .await;
-    expect_error(
-        raw(Vec::new(), "image/jpeg"),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "image_empty",
-        "empty",
-    )
-    .await;
-    expect_error(
-        raw(b"hello".to_vec(), "text/plain"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        "content type",
-    )
-    .await;
-    expect_error(
-        raw(fixture(0), "image/png").query(&[("detail", "epic")]),
-        StatusCode::BAD_REQUEST,
-        "invalid_detail",
-        "detail",
-    )
-    .await;
-    expect_error(
-        raw(fixture(0), "image/png").query(&[("max_new_tokens", "5000")]),
-        StatusCode::BAD_REQUEST,
-        "invalid_option",
-        "tokens",
-    )
-    .await;
-    expect_error(
-        raw(fixture(0), "image/png").query(&[("num_beams", "99")]),
-        StatusCode::BAD_REQUEST,
-        "invalid_option",
-        "beams",
-    )
-    .await;
-    expect_error(
-        json_body("{\"image_base64\": "),
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        "malformed JSON",
-    )
-    .await;
-    expect_error(
-        json_body(r#"{"image_base64": "%%%"}"#),
-        StatusCode::BAD_REQUEST,
-        "invalid_base64",
-        "bad base64",
-    )
-    .await;
-    expect_error(
-        json_body(r#"{"detail": "brief"}"#),
-        StatusCode::BAD_REQUEST,
-        "missing_image",
-        "no image",
-    )
-    .await;
-    expect_error(
-        json_body(&format!(r#"{{"image_base64": "{encoded}", "colour": 1}}"#)),
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        "unknown field",
-    )
-    .await;
+    for (case, request, status, code) in [
+        (
+            "body limit",
+            raw(vec![0u8; 400_000], "image/png"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "image bytes",
+            raw(big_png, "image/png"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+        ),
+        (
+            "pixels",
+            raw(bomb(), "image/bmp"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_many_pixels",
+        ),
+        (
+            "truncated",
+            raw(fixture(2)[..3000].to_vec(), "image/png"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_decode_failed",
+        ),
+        (
+            "empty",
+            raw(Vec::new(), "image/jpeg"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_empty",
+        ),
+        (
+            "content type",
+            raw(b"hello".to_vec(), "text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "detail",
+            raw(fixture(0), "image/png").query(&[("detail", "epic")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_detail",
+        ),
+        (
+            "tokens",
+            raw(fixture(0), "image/png").query(&[("max_new_tokens", "5000")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_option",
+        ),
+        (
+            "beams",
+            raw(fixture(0), "image/png").query(&[("num_beams", "99")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_option",
+        ),
+        (
+            "malformed JSON",
+            json_body("{\"image_base64\": "),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "bad base64",
+            json_body(r#"{"image_base64": "%%%"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_base64",
+        ),
+        (
+            "no image",
+            json_body(r#"{"detail": "brief"}"#),
+            StatusCode::BAD_REQUEST,
+            "missing_image",
+        ),
+        (
+            "unknown field",
+            json_body(&format!(r#"{{"image_base64": "{encoded}", "colour": 1}}"#)),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "images per request",
+            http.post(server.url("/v1/descriptions/batch")).json(&three),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_images",
+        ),
+        (
+            "404",
+            http.get(server.url("/v2/nothing")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        expect_error(request, status, code, case).await;
+    }
     // SSRF: loopback, metadata and private targets are refused before any connection.
     for url in [
         "http://127.0.0.1:9/x.png",
@@ -280,30 +262,14 @@ async fn hostile_inputs_get_their_4xx_and_the_server_stays_up() {
         "file:///etc/passwd",
     ] {
         let body = json!({"image_url": url}).to_string();
-        let (status, _, answer) = json_of(json_body(&body).send().await.unwrap()).await;
+        let (status, _, answer) = call(json_body(&body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {answer}");
     }
-    let three = json!({"images": [{"image_base64": encoded}, {"image_base64": encoded}, {"image_base64": encoded}]});
-    expect_error(
-        http.post(server.url("/v1/descriptions/batch")).json(&three),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_many_images",
-        "images per request",
-    )
-    .await;
-    expect_error(
-        http.get(server.url("/v2/nothing")),
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "404",
-    )
-    .await;
 
-    let live = http.get(server.url("/health/live")).send().await.unwrap();
-    assert_eq!(live.status(), StatusCode::OK);
-    let ok = raw(fixture(0), "image/png").send().await.unwrap();
+    let live = status_of(http.get(server.url("/health/live"))).await;
+    assert_eq!(live, StatusCode::OK);
     assert_eq!(
-        ok.status(),
+        status_of(raw(fixture(0), "image/png")).await,
         StatusCode::CREATED,
         "the server still describes after all that"
     );
@@ -332,10 +298,7 @@ async fn a_burst_of_500_gets_only_201_429_and_503_and_the_server_still_answers()
     let http = server.client();
     let image = fixture(0);
     let requests = (0..500).map(|_| {
-        let request = http
-            .post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(image.clone());
+        let request = post_png(&http, server.url("/v1/descriptions"), image.clone());
         async move {
             let response = request.send().await.unwrap();
             let status = response.status();
@@ -382,16 +345,10 @@ async fn a_burst_of_500_gets_only_201_429_and_503_and_the_server_still_answers()
             .all(|(_, after, _)| after.as_deref() == Some("3")),
         "429 and 503 carry Retry-After"
     );
-    let after = http
-        .post(server.url("/v1/descriptions"))
-        .header("content-type", "image/png")
-        .body(image)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), StatusCode::CREATED);
-    let ready = http.get(server.url("/health/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    let after = status_of(post_png(&http, server.url("/v1/descriptions"), image)).await;
+    assert_eq!(after, StatusCode::CREATED);
+    let ready = status_of(http.get(server.url("/health/ready"))).await;
+    assert_eq!(ready, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,11 +388,8 @@ async fn a_client_that_leaves_costs_no_compute() {
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let result = impatient
-        .post(server.url("/v1/descriptions"))
+    let result = post_png(&impatient, server.url("/v1/descriptions"), fixture(0))
         .bearer_auth(server.key.as_deref().unwrap())
-        .header("content-type", "image/png")
-        .body(fixture(0))
         .send()
         .await;
     assert!(result.unwrap_err().is_timeout());
@@ -462,11 +416,7 @@ async fn a_client_that_leaves_costs_no_compute() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_entries_get_503_with_retry_after() {
     let server = Server::start(&["--max-batch-delay-ms", "1500", "--max-queue-time-ms", "200"]);
-    let response = server
-        .client()
-        .post(server.url("/v1/descriptions"))
-        .header("content-type", "image/png")
-        .body(fixture(0))
+    let response = post_png(&server.client(), server.url("/v1/descriptions"), fixture(0))
         .send()
         .await
         .unwrap();
@@ -486,25 +436,19 @@ async fn sigterm_drains_in_flight_work_then_exits_zero() {
     ]);
     let http = server.client();
     let in_flight = {
-        let request = http
-            .post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(fixture(1));
+        let request = post_png(&http, server.url("/v1/descriptions"), fixture(1));
         tokio::spawn(async move { request.send().await.unwrap().status() })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.terminate();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = http.get(server.url("/health/ready")).send().await.unwrap();
+    let ready = status_of(http.get(server.url("/health/ready"))).await;
     assert_eq!(
-        ready.status(),
+        ready,
         StatusCode::SERVICE_UNAVAILABLE,
         "not ready while draining"
     );
-    let refused = http
-        .post(server.url("/v1/descriptions"))
-        .header("content-type", "image/png")
-        .body(fixture(0))
+    let refused = post_png(&http, server.url("/v1/descriptions"), fixture(0))
         .send()
         .await
         .unwrap();
@@ -531,34 +475,17 @@ async fn while_the_model_loads_live_is_200_and_ready_and_work_are_503() {
         &altimage::http::success_statuses(),
     ));
     let router = altimage::http::starting_router(metrics, Duration::from_secs(5));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let base = common::server::serve_on_loopback(router).await;
     let http = common::server::http_client();
     assert_eq!(
-        http.get(format!("{base}/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(http.get(format!("{base}/health/live"))).await,
         StatusCode::OK
     );
     assert_eq!(
-        http.get(format!("{base}/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(http.get(format!("{base}/health/ready"))).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert!(metrics.contains("altimage_ready 0"), "{metrics}");
     let response = http
         .post(format!("{base}/v1/descriptions"))

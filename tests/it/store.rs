@@ -13,7 +13,7 @@ use altimage::store::keys::Scope;
 use altimage::store::retention::RetentionPolicy;
 use altimage::store::usage::MS_PER_DAY;
 use altimage::store::{Store, StoreError, accounts::NewAccount, now_ms};
-use common::db::TestDatabase;
+use common::db::{ACCOUNT_TABLES, TestDatabase, rows_of};
 use serde_json::json;
 use sqlx::Row;
 
@@ -54,16 +54,6 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
         created_at: now,
         updated_at: now,
     }
-}
-
-async fn count(store: &Store, sql: &str, account_id: &AccountId) -> i64 {
-    sqlx::query(sql)
-        .bind(account_id.as_str())
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .try_get::<i64, _>(0)
-        .unwrap()
 }
 
 async fn ledger(store: &Store, account_id: &AccountId, kind: &str) -> i64 {
@@ -228,15 +218,7 @@ async fn edits_keep_every_version_and_deletes_remove_them() {
             store.description_versions(&a, &original.id).await,
             Err(StoreError::NotFound(_))
         ));
-        assert_eq!(
-            count(
-                &store,
-                "SELECT COUNT(*) FROM description_versions WHERE account_id = $1",
-                &a
-            )
-            .await,
-            0
-        );
+        assert_eq!(rows_of(&store, "description_versions", &a).await, 0);
         // The usage row stays: it is a billing record.
         assert_eq!(ledger(&store, &a, "created").await, 1);
     }
@@ -503,16 +485,10 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
         assert_eq!(report.accounts, 1);
         assert_eq!(report.descriptions, 1);
         assert_eq!(report.usage_rows, 2);
-        for table in [
-            "descriptions",
-            "description_versions",
-            "api_keys",
-            "usage_events",
-        ] {
-            let sql = format!("SELECT COUNT(*) FROM {table} WHERE account_id = $1");
-            assert_eq!(count(&store, &sql, &gone).await, 0, "{table}");
+        for table in ACCOUNT_TABLES {
+            assert_eq!(rows_of(&store, table, &gone).await, 0, "{table}");
             assert_eq!(
-                count(&store, &sql, &kept).await,
+                rows_of(&store, table, &kept).await,
                 if table == "api_keys" {
                     0
                 } else {

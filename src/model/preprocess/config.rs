@@ -303,9 +303,9 @@ impl PreprocessorConfig {
                     max_pixels: self.max_pixels.or(longest_edge).unwrap_or(MAX_SMART_PIXELS),
                 })
             }
-            _ => Err(
-                "size must have height and width, or shortest_edge and longest_edge".to_owned(),
-            ),
+            _ => {
+                Err("size must have height and width, or shortest_edge and longest_edge".to_owned())
+            }
         }
     }
 

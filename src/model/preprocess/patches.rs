@@ -120,7 +120,11 @@ mod tests {
                 for py in 0..2 {
                     for px in 0..2 {
                         let column = ((c * 2 + frame) * 2 + py) * 2 + px;
-                        assert_eq!(row[column], value(4 + px, 2 + py, c), "{c} {frame} {py} {px}");
+                        assert_eq!(
+                            row[column],
+                            value(4 + px, 2 + py, c),
+                            "{c} {frame} {py} {px}"
+                        );
                     }
                 }
             }

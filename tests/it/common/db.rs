@@ -59,6 +59,16 @@ impl TestDatabase {
         }
     }
 
+    /// A new PostgreSQL database for a test that needs one; `None`, with a line on stderr saying
+    /// that `what` needs PostgreSQL, when TEST_POSTGRES_URL is not set.
+    pub async fn postgres_or_skip(what: &str) -> Option<TestDatabase> {
+        let Some(server) = postgres_url() else {
+            eprintln!("TEST_POSTGRES_URL is not set: {what} needs PostgreSQL");
+            return None;
+        };
+        Some(TestDatabase::postgres(&server).await)
+    }
+
     /// Every backend this run tests: SQLite, and PostgreSQL when configured.
     pub async fn all() -> Vec<TestDatabase> {
         let mut databases = vec![TestDatabase::sqlite()];
@@ -88,6 +98,32 @@ impl TestDatabase {
             self.url.clone(),
         ]
     }
+}
+
+/// The tables whose rows belong to one account (by `account_id`): what deleting it must empty.
+pub const ACCOUNT_TABLES: [&str; 4] = [
+    "descriptions",
+    "description_versions",
+    "api_keys",
+    "usage_events",
+];
+
+/// How many rows of `table` belong to `account`.
+pub async fn rows_of(store: &altimage::store::Store, table: &str, account: impl AsRef<str>) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE account_id = $1");
+    select_one(store, &sql, account.as_ref()).await
+}
+
+/// The one value `sql` selects from `store`'s database, `arg` bound to its `$1`.
+pub async fn select_one<'q, T>(store: &altimage::store::Store, sql: &'q str, arg: &'q str) -> T
+where
+    T: sqlx::Type<sqlx::Any> + for<'r> sqlx::Decode<'r, sqlx::Any> + Send + Unpin,
+{
+    sqlx::query_scalar(sql)
+        .bind(arg)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
 /// `server` with its database name replaced by `name`.

@@ -1,6 +1,9 @@
 //! Shared test support: the project paths, the ONNX Runtime library and the tiny model.
 #![allow(dead_code)]
 
+/// Running helper commands, shared with the load bench.
+#[path = "../../support/command.rs"]
+pub mod command;
 pub mod db;
 pub mod server;
 /// The server-process harness shared with the load bench.
@@ -105,16 +108,14 @@ pub fn request(
 
 /// The project's Python (pinned venv), created by scripts/python-env.sh.
 pub fn python() -> PathBuf {
-    let out = std::process::Command::new("bash")
-        .arg(root().join("scripts/python-env.sh"))
-        .output()
-        .expect("python-env.sh");
-    assert!(
-        out.status.success(),
-        "python-env.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    script_output_path("scripts/python-env.sh")
+}
+
+/// Runs `bash <script>` (a path under the project root) and reads the path it prints.
+pub fn script_output_path(script: &str) -> PathBuf {
+    let mut command = std::process::Command::new("bash");
+    command.arg(root().join(script));
+    PathBuf::from(command::text_of(&mut command, script).trim())
 }
 
 /// CRC-32 (IEEE), for forging PNG chunks.

@@ -119,6 +119,22 @@ impl Server {
         (id, key["key"].as_str().unwrap().to_string())
     }
 
+    /// A new account `name` (email `name@example.com`) with a key of `scopes`, created through the
+    /// admin API; returns (account id, the key's secret).
+    pub async fn account_with_key(
+        &self,
+        admin_token: &str,
+        name: &str,
+        scopes: &[&str],
+    ) -> (String, String) {
+        self.create_account_with_key(
+            admin_token,
+            serde_json::json!({"name": name, "email": format!("{name}@example.com")}),
+            serde_json::json!({"name": "test", "scopes": scopes}),
+        )
+        .await
+    }
+
     /// The process id, e.g. to read its memory use from /proc.
     pub fn pid(&self) -> u32 {
         self.process.pid()
@@ -126,14 +142,7 @@ impl Server {
 
     /// The `/metrics` page as text.
     pub async fn metrics(&self) -> String {
-        http_client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&http_client(), self.url("/metrics")).await
     }
 
     /// The value of one `/metrics` sample (`name` or `name{labels}`), if the page has it.
@@ -142,6 +151,11 @@ impl Server {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// Whether the `/metrics` page has the sample `series` at `min` or more.
+    pub async fn sample_at_least(&self, series: &str, min: f64) -> bool {
+        self.sample(series).await.is_some_and(|value| value >= min)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -171,6 +185,28 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request` and returns the answer's status (the body is not read).
+pub async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    request.send().await.unwrap().status()
+}
+
+/// `POST url` with `png` as a raw `image/png` body: the raw form of a description request.
+pub fn post_png(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    png: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "image/png")
+        .body(png)
+}
+
+/// GETs `url` with `client` and reads the answer as text, whatever its status.
+pub async fn get_text(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Serves `router` on a free 127.0.0.1 port in the background; returns its base URL.
 pub async fn serve_on_loopback(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -182,11 +218,21 @@ pub async fn serve_on_loopback(router: axum::Router) -> String {
 /// `altimage serve` on `db` (its database and data directory) with the admin API on under
 /// `admin_token`, and `extra` flags.
 pub fn start_on(db: &super::db::TestDatabase, admin_token: &str, extra: &[&str]) -> Server {
+    start_on_with_env(db, admin_token, extra, &[])
+}
+
+/// As `start_on`, with extra environment variables.
+pub fn start_on_with_env(
+    db: &super::db::TestDatabase,
+    admin_token: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let mut flags: Vec<String> = db.flags();
     flags.extend(["--admin-token".to_string(), admin_token.to_string()]);
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start(&flags)
+    Server::start_with(&super::tiny_model_dir(), &flags, env)
 }
 
 /// Sends `request` and reads the JSON answer (every answer of the API is JSON).

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Form;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -174,36 +174,55 @@ fn stripe_error(status: StatusCode, kind: &str, code: Option<&str>, message: &st
         .into_response()
 }
 
-/// What every POST checks first, as Stripe does: the secret key (401 otherwise); then the
-/// request's Idempotency-Key and the fingerprint of its parameters.
-// A refusal is the handler's whole answer; boxing it would buy nothing in a test fake.
-#[allow(clippy::result_large_err)]
-fn admit(
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<(Option<String>, String), Response> {
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {SECRET_KEY}"));
-    if !authorized {
-        return Err(stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            None,
-            "Invalid API Key provided.",
-        ));
+/// A POST as Stripe admits it: the secret key checked first (401 otherwise); then its form
+/// parameters, its Idempotency-Key and the fingerprint of the parameters.
+struct Admitted {
+    form: HashMap<String, String>,
+    key: Option<String>,
+    params: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Admitted, Response> {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if header("authorization") != Some(format!("Bearer {SECRET_KEY}").as_str()) {
+            return Err(stripe_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                None,
+                "Invalid API Key provided.",
+            ));
+        }
+        let key = header("idempotency-key").map(str::to_string);
+        let Form(form) = Form::<HashMap<String, String>>::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params = fingerprint(&form);
+        Ok(Admitted { form, key, params })
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    Ok((key, fingerprint(form)))
 }
 
 fn fingerprint(form: &HashMap<String, String>) -> String {
     let sorted: BTreeMap<_, _> = form.iter().collect();
     format!("{sorted:?}")
+}
+
+/// Stripe's idempotency layer: the answer stored for `key`, or a refusal when `params` are not
+/// those it was first used with; `None` for a request without a key or with a new one.
+fn replay(s: &FakeState, key: Option<&str>, params: &str) -> Option<Response> {
+    let (stored, status, body) = s.idempotency.get(key?)?;
+    if stored != params {
+        return Some(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_error",
+            None,
+            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+        ));
+    }
+    Some(respond(*status, body))
 }
 
 fn respond(status: u16, body: &Value) -> Response {
@@ -223,13 +242,8 @@ fn respond(status: u16, body: &Value) -> Response {
 
 async fn meter_event(
     State(state): State<Arc<Mutex<FakeState>>>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Admitted { form, key, params }: Admitted,
 ) -> Response {
-    let (key, params) = match admit(&headers, &form) {
-        Ok(admitted) => admitted,
-        Err(refused) => return refused,
-    };
     let (fault, now) = {
         let mut s = state.lock().unwrap();
         s.requests += 1;
@@ -265,20 +279,8 @@ async fn meter_event(
         }
         _ => {}
     }
-    // Idempotency layer: replay what was stored for this key, refuse other parameters.
-    if let Some(key) = &key {
-        let s = state.lock().unwrap();
-        if let Some((stored_params, status, body)) = s.idempotency.get(key) {
-            if *stored_params != params {
-                return stripe_error(
-                    StatusCode::BAD_REQUEST,
-                    "idempotency_error",
-                    None,
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                );
-            }
-            return respond(*status, body);
-        }
+    if let Some(replayed) = replay(&state.lock().unwrap(), key.as_deref(), &params) {
+        return replayed;
     }
     let (status, body) = {
         let mut s = state.lock().unwrap();
@@ -312,11 +314,14 @@ fn execute(
             json!({"error": {"type": "invalid_request_error", "message": message}}),
         )
     };
-    if fault == Some(Fault::ServerError) {
-        return (
+    let server_error = || {
+        (
             500,
             json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}),
-        );
+        )
+    };
+    if fault == Some(Fault::ServerError) {
+        return server_error();
     }
     let event_name = form.get("event_name").cloned().unwrap_or_default();
     if event_name != METER_CREATED && event_name != METER_RETRIEVED {
@@ -364,10 +369,7 @@ fn execute(
         timestamp,
     });
     if fault == Some(Fault::AcceptThenServerError) {
-        return (
-            500,
-            json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}),
-        );
+        return server_error();
     }
     (
         200,
@@ -385,26 +387,11 @@ fn execute(
 
 async fn create_customer(
     State(state): State<Arc<Mutex<FakeState>>>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Admitted { form, key, params }: Admitted,
 ) -> Response {
-    let (key, params) = match admit(&headers, &form) {
-        Ok(admitted) => admitted,
-        Err(refused) => return refused,
-    };
     let mut s = state.lock().unwrap();
-    if let Some(key) = &key
-        && let Some((stored, status, body)) = s.idempotency.get(key)
-    {
-        if *stored != params {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                None,
-                "Keys for idempotent requests can only be used with the same parameters.",
-            );
-        }
-        return respond(*status, body);
+    if let Some(replayed) = replay(&s, key.as_deref(), &params) {
+        return replayed;
     }
     s.created_customers += 1;
     let id = format!("cus_fake{}", s.created_customers);

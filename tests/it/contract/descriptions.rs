@@ -47,6 +47,7 @@ async fn real_answers_are_documented() {
     // Every documented GET answers with its 2xx, ids filled with real ones; bodies fit. Without
     // the key or the token, the same paths answer the documented 401.
     let ids = Ids::make(&server, &http, &admin).await;
+    let mut answers = Answers::new(&doc);
     for (path, item) in doc["paths"].as_object().unwrap() {
         if item.get("get").is_none() {
             continue;
@@ -58,18 +59,17 @@ async fn real_answers_are_documented() {
         };
         let url = server.url(&ids.fill(path));
         let response = authorised.get(&url).send().await.unwrap();
-        let (status, body) = check(&doc, "get", path, response, &mut BTreeSet::new()).await;
+        let (status, body) = answers.check("get", path, response).await;
         assert!((200..300).contains(&status), "GET {path}: {status} {body}");
         if path.starts_with("/v1/") {
             let response = client().get(&url).send().await.unwrap();
-            let (status, _) = check(&doc, "get", path, response, &mut BTreeSet::new()).await;
+            let (status, _) = answers.check("get", path, response).await;
             assert_eq!(status, 401, "GET {path} without credentials");
         }
     }
 
     let create = "/v1/descriptions";
     let operation = &doc["paths"][create]["post"];
-    let mut seen = BTreeSet::new();
 
     // 201 in each body form, with every documented option: the code accepts each of them.
     let query: Vec<(String, String)> = operation["parameters"]
@@ -88,21 +88,13 @@ async fn real_answers_are_documented() {
             .header("content-type", content_type)
             .body(body)
     };
-    let response = raw(fixture(0), "image/png")
-        .query(&query)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    let (status, body) = answers
+        .send(raw(fixture(0), "image/png").query(&query))
+        .await;
     assert_eq!(status, 201, "{body}");
-    let response = raw(fixture(0), "application/octet-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        check(&doc, "post", create, response, &mut seen).await.0,
-        201
-    );
+    answers
+        .expect_statuses([(201, raw(fixture(0), "application/octet-stream"))])
+        .await;
 
     let content = &operation["requestBody"]["content"];
     let form_schema = resolve(&doc, &content["multipart/form-data"]["schema"]);
@@ -117,13 +109,9 @@ async fn real_answers_are_documented() {
             form.text(name.clone(), text(&sample(&doc, property)))
         };
     }
-    let response = http
-        .post(server.url(create))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    let (status, body) = answers
+        .send(http.post(server.url(create)).multipart(form))
+        .await;
     assert_eq!(status, 201, "{body}");
 
     let json_schema = resolve(&doc, &content["application/json"]["schema"]);
@@ -136,13 +124,9 @@ async fn real_answers_are_documented() {
         };
         request.insert(name.clone(), value);
     }
-    let response = http
-        .post(server.url(create))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = check(&doc, "post", create, response, &mut seen).await;
+    let (status, body) = answers
+        .send(http.post(server.url(create)).json(&request))
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["metadata"], request["metadata"]);
 
@@ -156,41 +140,25 @@ async fn real_answers_are_documented() {
         (raw(b"hello".to_vec(), "text/plain"), 415),
         (raw(fixture(2)[..3000].to_vec(), "image/png"), 422),
     ] {
-        let response = send_retrying(request).await;
-        assert_eq!(
-            check(&doc, "post", create, response, &mut seen).await.0,
-            expected
-        );
+        let (status, body) = answers.send_retrying(request).await;
+        assert_eq!(status, expected, "{body}");
     }
 
     // The batch: a good image and a bad one give 200 with a description and an error.
     let batch = "/v1/descriptions/batch";
     let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(0));
     let images = json!({"images": [{"image_base64": encoded}, {"image_base64": "aGVsbG8="}]});
-    let response = http
-        .post(server.url(batch))
-        .json(&images)
-        .send()
-        .await
-        .unwrap();
-    let mut batch_seen = BTreeSet::new();
-    let (status, body) = check(&doc, "post", batch, response, &mut batch_seen).await;
+    let (status, body) = answers
+        .send(http.post(server.url(batch)).json(&images))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["object"], "description");
     assert!(body["data"][1]["error"]["code"].is_string(), "{body}");
-    let response = http
+    let text = http
         .post(server.url(batch))
         .header("content-type", "text/plain")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        check(&doc, "post", batch, response, &mut batch_seen)
-            .await
-            .0,
-        415
-    );
+        .body("x");
+    answers.expect_statuses([(415, text)]).await;
 
     // 429: two images slowly fetched hold both permits.
     let host = slow_image_host(Duration::from_millis(3000)).await;
@@ -202,65 +170,40 @@ async fn real_answers_are_documented() {
         tokio::spawn(async move { request.send().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let response = raw(fixture(0), "image/png").send().await.unwrap();
-    assert_eq!(
-        check(&doc, "post", create, response, &mut seen).await.0,
-        429
-    );
     let one = json!({"images": [{"image_base64": encoded}]});
-    let response = http
-        .post(server.url(batch))
-        .json(&one)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        check(&doc, "post", batch, response, &mut batch_seen)
-            .await
-            .0,
-        429
-    );
+    answers
+        .expect_statuses([
+            (429, raw(fixture(0), "image/png")),
+            (429, http.post(server.url(batch)).json(&one)),
+        ])
+        .await;
 
     // 503 while draining, with the slow request still in flight.
     server.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let response = raw(fixture(0), "image/png").send().await.unwrap();
-    assert_eq!(
-        check(&doc, "post", create, response, &mut seen).await.0,
-        503
-    );
-    let response = http
-        .post(server.url(batch))
-        .json(&images)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        check(&doc, "post", batch, response, &mut batch_seen)
-            .await
-            .0,
-        503
-    );
-    let response = http.get(server.url("/health/ready")).send().await.unwrap();
-    assert_eq!(
-        check(&doc, "get", "/health/ready", response, &mut BTreeSet::new())
-            .await
-            .0,
-        503
-    );
+    answers
+        .expect_statuses([
+            (503, raw(fixture(0), "image/png")),
+            (503, http.post(server.url(batch)).json(&images)),
+            (503, http.get(server.url("/health/ready"))),
+        ])
+        .await;
 
     // Every (route, status) the server counted is documented for that route.
     let counted = counted_statuses_are_documented(&doc, &server).await;
     assert!(counted >= 8, "{counted}");
 
     let slow = slow.await.unwrap();
-    let (status, body) = check(&doc, "post", batch, slow, &mut batch_seen).await;
+    let (status, body) = answers.check("post", batch, slow).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][1]["object"], "description", "{body}");
     assert_eq!(
-        seen,
+        answers.seen("post", create),
         BTreeSet::from([201, 400, 413, 415, 422, 429, 503]),
         "the statuses exercised on {create}"
     );
-    assert_eq!(batch_seen, BTreeSet::from([200, 415, 429, 503]));
+    assert_eq!(
+        answers.seen("post", batch),
+        BTreeSet::from([200, 415, 429, 503])
+    );
 }

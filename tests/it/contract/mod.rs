@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::fixture;
-use common::server::Server;
 use common::server::http_client as client;
+use common::server::{Server, call, get_text, post_png};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -210,6 +210,105 @@ async fn check(
     (status, Value::Null)
 }
 
+/// The documented operation `request` is for: its method, and the path template its path matches,
+/// a literal segment preferred to a parameter the way the router prefers it (`/export` before
+/// `/{id}`).
+fn operation_of(doc: &Value, request: &reqwest::Request) -> Operation {
+    let segments: Vec<&str> = request.url().path().split('/').collect();
+    let template = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|template| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(part, segment)| part.starts_with('{') || part == segment)
+        })
+        .min_by_key(|template| {
+            let parameters: Vec<bool> = template.split('/').map(|p| p.starts_with('{')).collect();
+            parameters
+        })
+        .unwrap_or_else(|| panic!("{} matches no documented path", request.url()));
+    (request.method().as_str().to_lowercase(), template.clone())
+}
+
+/// Real answers checked against the document (`check`), with the statuses each operation was seen
+/// to answer.
+struct Answers<'a> {
+    doc: &'a Value,
+    seen: BTreeMap<Operation, BTreeSet<u16>>,
+}
+
+impl<'a> Answers<'a> {
+    fn new(doc: &'a Value) -> Answers<'a> {
+        Answers {
+            doc,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Checks `response`, the answer to the documented operation `method path`.
+    async fn check(
+        &mut self,
+        method: &str,
+        path: &str,
+        response: reqwest::Response,
+    ) -> (u16, Value) {
+        let seen = self
+            .seen
+            .entry((method.to_string(), path.to_string()))
+            .or_default();
+        check(self.doc, method, path, response, seen).await
+    }
+
+    /// Sends `request` and checks the answer as one to the operation it is for; returns the
+    /// request (`METHOD url`), the status and the body.
+    async fn exchange(&mut self, request: reqwest::RequestBuilder) -> (String, u16, Value) {
+        let (client, request) = request.build_split();
+        let request = request.unwrap();
+        let target = format!("{} {}", request.method(), request.url());
+        let (method, path) = operation_of(self.doc, &request);
+        let response = client.execute(request).await.unwrap();
+        let (status, body) = self.check(&method, &path, response).await;
+        (target, status, body)
+    }
+
+    /// Sends `request` and checks the answer as one to the operation it is for.
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let (_, status, body) = self.exchange(request).await;
+        (status, body)
+    }
+
+    /// As `send`, again when the connection breaks (`send_retrying`).
+    async fn send_retrying(&mut self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let built = request.try_clone().expect("a cloneable body").build();
+        let (method, path) = operation_of(self.doc, &built.unwrap());
+        let response = send_retrying(request).await;
+        self.check(&method, &path, response).await
+    }
+
+    /// Sends each `(status, request)` in turn, as `send` does, and asserts that it answers
+    /// `status`.
+    async fn expect_statuses<const N: usize>(
+        &mut self,
+        cases: [(u16, reqwest::RequestBuilder); N],
+    ) {
+        for (expected, request) in cases {
+            let (target, status, body) = self.exchange(request).await;
+            assert_eq!(status, expected, "{target}: {body}");
+        }
+    }
+
+    /// The statuses `method path` was seen to answer.
+    fn seen(&self, method: &str, path: &str) -> BTreeSet<u16> {
+        let key = (method.to_string(), path.to_string());
+        self.seen.get(&key).cloned().unwrap_or_default()
+    }
+}
+
 /// A value for a documented field or parameter: its example, else its first allowed value,
 /// else the smallest allowed number, else "x".
 fn sample(doc: &Value, schema: &Value) -> Value {
@@ -278,16 +377,12 @@ struct Ids {
 
 impl Ids {
     async fn make(server: &Server, http: &reqwest::Client, admin: &reqwest::Client) -> Ids {
-        let created: Value = http
-            .post(server.url("/v1/descriptions?asset_id=sku-ids"))
-            .header("content-type", "image/png")
-            .body(fixture(0))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, _, created) = call(post_png(
+            http,
+            server.url("/v1/descriptions?asset_id=sku-ids"),
+            fixture(0),
+        ))
+        .await;
         let description = created["id"].as_str().expect("a description").to_string();
         let edited = http
             .patch(server.url(&format!("/v1/descriptions/{description}")))
@@ -296,23 +391,10 @@ impl Ids {
             .await
             .unwrap();
         assert_eq!(edited.status(), StatusCode::OK);
-        let account: Value = http
-            .get(server.url("/v1/account"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, _, account) = call(http.get(server.url("/v1/account"))).await;
         let account = account["id"].as_str().unwrap().to_string();
-        let keys: Value = admin
-            .get(server.url(&format!("/v1/admin/accounts/{account}/keys")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys_url = server.url(&format!("/v1/admin/accounts/{account}/keys"));
+        let (_, _, keys) = call(admin.get(keys_url)).await;
         let key = keys["data"][0]["id"].as_str().unwrap().to_string();
         Ids {
             description,

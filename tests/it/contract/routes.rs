@@ -18,160 +18,92 @@ async fn account_routes_answer_as_documented() {
     let doc = document();
     let http = server.client();
     let admin = server.client_with_key(ADMIN_TOKEN);
-    let mut seen: BTreeMap<Operation, BTreeSet<u16>> = BTreeMap::new();
+    let mut answers = Answers::new(&doc);
     let url = |path: &str| server.url(path);
-    // Sends `request` for the documented operation `method path` and checks the answer.
-    macro_rules! call {
-        ($method:literal, $path:literal, $request:expr) => {{
-            let response = $request.send().await.unwrap();
-            let key = ($method.to_string(), $path.to_string());
-            check(&doc, $method, $path, response, seen.entry(key).or_default()).await
-        }};
-    }
 
     // Descriptions: create (with an Idempotency-Key), replay, reuse with another body.
-    let png = |i: usize| {
-        http.post(url("/v1/descriptions?asset_id=sku-7"))
-            .header("content-type", "image/png")
-            .body(fixture(i))
-    };
+    let png = |i: usize| post_png(&http, url("/v1/descriptions?asset_id=sku-7"), fixture(i));
     let key = "openapi-idempotency-1";
-    let (status, first) = call!(
-        "post",
-        "/v1/descriptions",
-        png(0).header("idempotency-key", key)
-    );
+    let (status, first) = answers.send(png(0).header("idempotency-key", key)).await;
     assert_eq!(status, 201, "{first}");
     let response = png(0).header("idempotency-key", key).send().await.unwrap();
     assert_eq!(response.headers()["idempotent-replayed"], "true");
-    let (status, replay) = check(
-        &doc,
-        "post",
-        "/v1/descriptions",
-        response,
-        &mut BTreeSet::new(),
-    )
-    .await;
+    // The replay is checked against the document but not counted with the operation's answers.
+    let (status, replay) = Answers::new(&doc)
+        .check("post", "/v1/descriptions", response)
+        .await;
     assert_eq!((status, &replay), (201, &first));
-    let (status, _) = call!(
-        "post",
-        "/v1/descriptions",
-        png(1).header("idempotency-key", key)
-    );
-    assert_eq!(status, 409);
-    let (status, _) = call!(
-        "post",
-        "/v1/descriptions",
-        png(1).header("idempotency-key", "")
-    );
-    assert_eq!(status, 400);
-    let (status, _) = call!(
-        "post",
-        "/v1/descriptions",
-        client().post(url("/v1/descriptions"))
-    );
-    assert_eq!(status, 401);
+    answers
+        .expect_statuses([
+            (409, png(1).header("idempotency-key", key)),
+            (400, png(1).header("idempotency-key", "")),
+            (401, client().post(url("/v1/descriptions"))),
+        ])
+        .await;
     let id = first["id"].as_str().unwrap().to_string();
     let one = format!("/v1/descriptions/{id}");
-    let batch = json!({"images": [{"image_base64": base64::engine::general_purpose::STANDARD.encode(fixture(1))}]});
-    let (status, body) = call!(
-        "post",
-        "/v1/descriptions/batch",
+    let batch = |body: Value| {
         http.post(url("/v1/descriptions/batch"))
             .header("idempotency-key", "openapi-batch-1")
-            .json(&batch)
-    );
+            .json(&body)
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(fixture(1));
+    let (status, body) = answers
+        .send(batch(json!({"images": [{"image_base64": encoded}]})))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = call!(
-        "post",
-        "/v1/descriptions/batch",
-        http.post(url("/v1/descriptions/batch"))
-            .header("idempotency-key", "openapi-batch-1")
-            .json(&json!({"images": [{"image_base64": "aGVsbG8="}]}))
-    );
-    assert_eq!(status, 409);
+    answers
+        .expect_statuses([(
+            409,
+            batch(json!({"images": [{"image_base64": "aGVsbG8="}]})),
+        )])
+        .await;
 
     // The library.
-    let (status, page) = call!(
-        "get",
-        "/v1/descriptions",
-        http.get(url("/v1/descriptions?limit=1&asset_id=sku-7"))
-    );
+    let (status, page) = answers
+        .send(http.get(url("/v1/descriptions?limit=1&asset_id=sku-7")))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(page["data"][0]["id"], first["id"]);
-    for query in ["limit=0", "limit=101", "colour=red"] {
-        let (status, _) = call!(
-            "get",
-            "/v1/descriptions",
-            http.get(url(&format!("/v1/descriptions?{query}")))
-        );
-        assert_eq!(status, 400, "{query}");
-    }
-    let (status, _) = call!("get", "/v1/descriptions/{id}", http.get(url(&one)));
-    assert_eq!(status, 200);
-    let (status, _) = call!(
-        "get",
-        "/v1/descriptions/{id}",
-        http.get(url("/v1/descriptions/desc_missing"))
-    );
-    assert_eq!(status, 404);
+    let missing = "/v1/descriptions/desc_missing";
+    answers
+        .expect_statuses([
+            (400, http.get(url("/v1/descriptions?limit=0"))),
+            (400, http.get(url("/v1/descriptions?limit=101"))),
+            (400, http.get(url("/v1/descriptions?colour=red"))),
+            (200, http.get(url(&one))),
+            (404, http.get(url(missing))),
+        ])
+        .await;
     // An id that is not UTF-8 once percent-decoded: the JSON error body, not axum's plain text.
-    let (status, refused) = call!(
-        "get",
-        "/v1/descriptions/{id}",
-        http.get(url("/v1/descriptions/%FF"))
-    );
+    let (status, refused) = answers.send(http.get(url("/v1/descriptions/%FF"))).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_path"))
     );
-    let (status, edited) = call!(
-        "patch",
-        "/v1/descriptions/{id}",
-        http.patch(url(&one))
-            .json(&json!({"text": "A person's words.", "provenance": "human"}))
-    );
+    let edit = json!({"text": "A person's words.", "provenance": "human"});
+    let (status, edited) = answers.send(http.patch(url(&one)).json(&edit)).await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["provenance"], "human");
-    for body in [
-        json!({"text": ""}),
-        json!({"text": "x", "provenance": "ai"}),
-        json!({"txt": "x"}),
-    ] {
-        let (status, _) = call!(
-            "patch",
-            "/v1/descriptions/{id}",
-            http.patch(url(&one)).json(&body)
-        );
-        assert_eq!(status, 400, "{body}");
-    }
-    let (status, _) = call!(
-        "patch",
-        "/v1/descriptions/{id}",
-        http.patch(url("/v1/descriptions/desc_missing"))
-            .json(&json!({"text": "x"}))
-    );
-    assert_eq!(status, 404);
-    let (status, versions) = call!(
-        "get",
-        "/v1/descriptions/{id}/versions",
-        http.get(url(&format!("{one}/versions")))
-    );
+    let patch = |path: &str, body: Value| http.patch(url(path)).json(&body);
+    answers
+        .expect_statuses([
+            (400, patch(&one, json!({"text": ""}))),
+            (400, patch(&one, json!({"text": "x", "provenance": "ai"}))),
+            (400, patch(&one, json!({"txt": "x"}))),
+            (404, patch(missing, json!({"text": "x"}))),
+        ])
+        .await;
+    let (status, versions) = answers
+        .send(http.get(url(&format!("{one}/versions"))))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(versions["data"].as_array().unwrap().len(), 2, "{versions}");
-    let (status, _) = call!(
-        "get",
-        "/v1/descriptions/{id}/versions",
-        http.get(url("/v1/descriptions/desc_missing/versions"))
-    );
-    assert_eq!(status, 404);
+    answers
+        .expect_statuses([(404, http.get(url(&format!("{missing}/versions"))))])
+        .await;
     // The export: each JSON line is a description as documented.
-    let response = http
-        .get(url("/v1/descriptions/export"))
-        .send()
-        .await
-        .unwrap();
-    let text = response.text().await.unwrap();
+    let text = get_text(&http, url("/v1/descriptions/export")).await;
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 2, "{text}");
     for line in lines {
@@ -179,322 +111,190 @@ async fn account_routes_answer_as_documented() {
         let schema = json!({"$ref": "#/components/schemas/Description"});
         fits(&doc, &schema, &value, "line").unwrap();
     }
-    let (status, _) = call!(
-        "get",
-        "/v1/descriptions/export",
-        http.get(url("/v1/descriptions/export?format=csv&asset_id=sku-7"))
-    );
-    assert_eq!(status, 200);
-    let (status, _) = call!(
-        "get",
-        "/v1/descriptions/export",
-        http.get(url("/v1/descriptions/export?format=xml"))
-    );
-    assert_eq!(status, 400);
+    answers
+        .expect_statuses([
+            (
+                200,
+                http.get(url("/v1/descriptions/export?format=csv&asset_id=sku-7")),
+            ),
+            (400, http.get(url("/v1/descriptions/export?format=xml"))),
+        ])
+        .await;
 
     // The account.
-    let (status, usage) = call!("get", "/v1/usage", http.get(url("/v1/usage")));
+    let (status, usage) = answers.send(http.get(url("/v1/usage"))).await;
     assert_eq!(status, 200);
     assert!(usage["totals"]["created"].as_i64().unwrap() >= 2, "{usage}");
-    for query in [
-        "from=yesterday",
-        "from=2026-02-01&to=2026-01-01",
-        "from=2020-01-01&to=2026-01-01",
-        "day=2026-01-01",
-    ] {
-        let (status, _) = call!(
-            "get",
-            "/v1/usage",
-            http.get(url(&format!("/v1/usage?{query}")))
-        );
-        assert_eq!(status, 400, "{query}");
-    }
-    let (status, account) = call!(
-        "patch",
-        "/v1/account",
-        http.patch(url("/v1/account"))
-            .json(&json!({"restricted": true}))
-    );
+    answers
+        .expect_statuses([
+            (400, http.get(url("/v1/usage?from=yesterday"))),
+            (
+                400,
+                http.get(url("/v1/usage?from=2026-02-01&to=2026-01-01")),
+            ),
+            (
+                400,
+                http.get(url("/v1/usage?from=2020-01-01&to=2026-01-01")),
+            ),
+            (400, http.get(url("/v1/usage?day=2026-01-01"))),
+        ])
+        .await;
+    let (status, account) = answers
+        .send(patch("/v1/account", json!({"restricted": true})))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(account["restricted_by"], "account");
     // Refused before the body is read: the server may close the connection after answering,
     // so this request does not leave it in the client's pool for the next one.
-    let (status, refused) = call!(
-        "post",
-        "/v1/descriptions",
-        png(2).header("connection", "close")
-    );
+    let (status, refused) = answers.send(png(2).header("connection", "close")).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (403, Some("account_restricted"))
     );
-    let (status, _) = call!(
-        "patch",
-        "/v1/account",
-        http.patch(url("/v1/account"))
-            .json(&json!({"restricted": "yes"}))
-    );
-    assert_eq!(status, 400);
-    let account_id = account["id"].as_str().unwrap().to_string();
+    let account_path = format!("/v1/admin/accounts/{}", account["id"].as_str().unwrap());
+    let admin_patch = |path: &str, body: Value| admin.patch(url(path)).json(&body);
     // Restricted by the operator: the account cannot lift it.
-    let (status, _) = call!(
-        "patch",
-        "/v1/admin/accounts/{id}",
-        admin
-            .patch(url(&format!("/v1/admin/accounts/{account_id}")))
-            .json(&json!({"restricted": true}))
-    );
-    assert_eq!(status, 200);
-    let (status, _) = call!(
-        "patch",
-        "/v1/account",
-        http.patch(url("/v1/account"))
-            .json(&json!({"restricted": false}))
-    );
-    assert_eq!(status, 400);
-    let (status, lifted) = call!(
-        "patch",
-        "/v1/admin/accounts/{id}",
-        admin
-            .patch(url(&format!("/v1/admin/accounts/{account_id}")))
-            .json(&json!({"restricted": false}))
-    );
+    answers
+        .expect_statuses([
+            (400, patch("/v1/account", json!({"restricted": "yes"}))),
+            (200, admin_patch(&account_path, json!({"restricted": true}))),
+            (400, patch("/v1/account", json!({"restricted": false}))),
+        ])
+        .await;
+    let (status, lifted) = answers
+        .send(admin_patch(&account_path, json!({"restricted": false})))
+        .await;
     assert_eq!(status, 200);
     assert!(lifted["restricted_by"].is_null(), "{lifted}");
-    let (status, export) = call!(
-        "get",
-        "/v1/account/export",
-        http.get(url("/v1/account/export"))
-    );
+    let (status, export) = answers.send(http.get(url("/v1/account/export"))).await;
     assert_eq!(status, 200);
     assert!(export["descriptions"][0]["versions"].is_array(), "{export}");
 
     // Admin: accounts and keys.
-    let (status, other) = call!(
-        "post",
-        "/v1/admin/accounts",
-        admin.post(url("/v1/admin/accounts")).json(&json!({
-            "name": "Other", "email": "other@example.com", "stripe_customer_id": "cus_openapi",
-            "rate_limit_per_minute": 1,
-        }))
-    );
+    let admin_post = |path: &str, body: Value| admin.post(url(path)).json(&body);
+    let accounts = "/v1/admin/accounts";
+    let (status, other) = answers
+        .send(admin_post(
+            accounts,
+            json!({
+                "name": "Other", "email": "other@example.com", "stripe_customer_id": "cus_openapi",
+                "rate_limit_per_minute": 1,
+            }),
+        ))
+        .await;
     assert_eq!(status, 201, "{other}");
-    let other_id = other["id"].as_str().unwrap().to_string();
-    let other_path = format!("/v1/admin/accounts/{other_id}");
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/accounts",
-        admin.post(url("/v1/admin/accounts")).json(&json!({
-            "name": "Third", "email": "third@example.com", "stripe_customer_id": "cus_openapi",
-        }))
-    );
-    assert_eq!(status, 409);
-    for body in [json!({"name": "x", "email": "no-at"}), json!({"name": "x"})] {
-        let (status, _) = call!(
-            "post",
-            "/v1/admin/accounts",
-            admin.post(url("/v1/admin/accounts")).json(&body)
-        );
-        assert_eq!(status, 400, "{body}");
-    }
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/accounts",
-        client().post(url("/v1/admin/accounts")).json(&json!({}))
-    );
-    assert_eq!(status, 401);
-    let (status, _) = call!(
-        "get",
-        "/v1/admin/accounts",
-        admin.get(url("/v1/admin/accounts?limit=1"))
-    );
-    assert_eq!(status, 200);
-    let (status, _) = call!(
-        "get",
-        "/v1/admin/accounts",
-        admin.get(url("/v1/admin/accounts?limit=500"))
-    );
-    assert_eq!(status, 400);
-    let (status, _) = call!(
-        "get",
-        "/v1/admin/accounts/{id}",
-        admin.get(url("/v1/admin/accounts/acct_missing"))
-    );
-    assert_eq!(status, 404);
-    let (status, _) = call!(
-        "patch",
-        "/v1/admin/accounts/{id}",
-        admin
-            .patch(url(&other_path))
-            .json(&json!({"stripe_customer_id": null, "rate_limit_per_minute": 0}))
-    );
-    assert_eq!(status, 400);
-    let (status, _) = call!(
-        "patch",
-        "/v1/admin/accounts/{id}",
-        admin
-            .patch(url("/v1/admin/accounts/acct_missing"))
-            .json(&json!({}))
-    );
-    assert_eq!(status, 404);
-    let (status, created_key) = call!(
-        "post",
-        "/v1/admin/accounts/{id}/keys",
-        admin
-            .post(url(&format!("{other_path}/keys")))
-            .json(&json!({"name": "reader", "scopes": ["read"]}))
-    );
+    let other_path = format!("{accounts}/{}", other["id"].as_str().unwrap());
+    let account_missing = "/v1/admin/accounts/acct_missing";
+    let same_customer = json!({
+        "name": "Third", "email": "third@example.com", "stripe_customer_id": "cus_openapi",
+    });
+    let no_billing = json!({"stripe_customer_id": null, "rate_limit_per_minute": 0});
+    answers
+        .expect_statuses([
+            (409, admin_post(accounts, same_customer)),
+            (
+                400,
+                admin_post(accounts, json!({"name": "x", "email": "no-at"})),
+            ),
+            (400, admin_post(accounts, json!({"name": "x"}))),
+            (401, client().post(url(accounts)).json(&json!({}))),
+            (200, admin.get(url("/v1/admin/accounts?limit=1"))),
+            (400, admin.get(url("/v1/admin/accounts?limit=500"))),
+            (404, admin.get(url(account_missing))),
+            (400, admin_patch(&other_path, no_billing)),
+            (404, admin_patch(account_missing, json!({}))),
+        ])
+        .await;
+    let other_keys = format!("{other_path}/keys");
+    let missing_keys = format!("{account_missing}/keys");
+    let reader_key = json!({"name": "reader", "scopes": ["read"]});
+    let (status, created_key) = answers.send(admin_post(&other_keys, reader_key)).await;
     assert_eq!(status, 201, "{created_key}");
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/accounts/{id}/keys",
-        admin
-            .post(url(&format!("{other_path}/keys")))
-            .json(&json!({"scopes": ["write"]}))
-    );
-    assert_eq!(status, 400);
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/accounts/{id}/keys",
-        admin
-            .post(url("/v1/admin/accounts/acct_missing/keys"))
-            .json(&json!({}))
-    );
-    assert_eq!(status, 404);
-    let (status, _) = call!(
-        "get",
-        "/v1/admin/accounts/{id}/keys",
-        admin.get(url("/v1/admin/accounts/acct_missing/keys"))
-    );
-    assert_eq!(status, 404);
+    answers
+        .expect_statuses([
+            (400, admin_post(&other_keys, json!({"scopes": ["write"]}))),
+            (404, admin_post(&missing_keys, json!({}))),
+            (404, admin.get(url(&missing_keys))),
+        ])
+        .await;
 
     // The read-only key of an account limited to one request per minute: a missing scope, then
     // the rate limit; tenant isolation gives 404.
     let reader = server.client_with_key(created_key["key"].as_str().unwrap());
-    let (status, refused) = call!("delete", "/v1/descriptions/{id}", reader.delete(url(&one)));
+    let (status, refused) = answers.send(reader.delete(url(&one))).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (403, Some("missing_scope"))
     );
-    let (status, limited) = call!("get", "/v1/descriptions/{id}", reader.get(url(&one)));
+    let (status, limited) = answers.send(reader.get(url(&one))).await;
     assert_eq!(
         (status, limited["error"]["code"].as_str()),
         (429, Some("rate_limited"))
     );
-    let (status, _) = call!(
-        "delete",
-        "/v1/admin/accounts/{id}/keys/{key_id}",
-        admin.delete(url(&format!(
-            "{other_path}/keys/{}",
-            created_key["id"].as_str().unwrap()
-        )))
-    );
-    assert_eq!(status, 200);
-    let (status, _) = call!(
-        "delete",
-        "/v1/admin/accounts/{id}/keys/{key_id}",
-        admin.delete(url(&format!("{other_path}/keys/key_missing")))
-    );
-    assert_eq!(status, 404);
-    let (status, _) = call!(
-        "delete",
-        "/v1/admin/accounts/{id}/keys/{key_id}",
-        admin.delete(url(&format!("{other_path}/keys/%FE")))
-    );
-    assert_eq!(status, 400);
-    let (status, _) = call!("get", "/v1/descriptions/{id}", reader.get(url(&one)));
-    assert_eq!(status, 401);
+    let created_key_path = format!("{other_keys}/{}", created_key["id"].as_str().unwrap());
+    answers
+        .expect_statuses([
+            (200, admin.delete(url(&created_key_path))),
+            (404, admin.delete(url(&format!("{other_keys}/key_missing")))),
+            (400, admin.delete(url(&format!("{other_keys}/%FE")))),
+            (401, reader.get(url(&one))),
+        ])
+        .await;
     // A key of a third account deletes that account itself.
-    let (_, third) = call!(
-        "post",
-        "/v1/admin/accounts",
-        admin
-            .post(url("/v1/admin/accounts"))
-            .json(&json!({"name": "Third", "email": "third@example.com"}))
-    );
-    let third_path = format!("/v1/admin/accounts/{}", third["id"].as_str().unwrap());
-    let (_, third_key) = call!(
-        "post",
-        "/v1/admin/accounts/{id}/keys",
-        admin
-            .post(url(&format!("{third_path}/keys")))
-            .json(&json!({}))
-    );
+    let third = json!({"name": "Third", "email": "third@example.com"});
+    let (_, third) = answers.send(admin_post(accounts, third)).await;
+    let third_keys = format!("{accounts}/{}/keys", third["id"].as_str().unwrap());
+    let (_, third_key) = answers.send(admin_post(&third_keys, json!({}))).await;
     let third_client = server.client_with_key(third_key["key"].as_str().unwrap());
-    let (status, _) = call!("get", "/v1/descriptions/{id}", third_client.get(url(&one)));
-    assert_eq!(status, 404);
-    let (status, deleted) = call!(
-        "delete",
-        "/v1/account",
-        third_client.delete(url("/v1/account"))
-    );
+    answers
+        .expect_statuses([(404, third_client.get(url(&one)))])
+        .await;
+    let (status, deleted) = answers.send(third_client.delete(url("/v1/account"))).await;
     assert_eq!(status, 202);
     assert!(deleted["purge_after"].is_i64(), "{deleted}");
-    let (status, _) = call!("get", "/v1/account", third_client.get(url("/v1/account")));
-    assert_eq!(status, 401);
-    let (status, _) = call!(
-        "delete",
-        "/v1/admin/accounts/{id}",
-        admin.delete(url(&other_path))
-    );
-    assert_eq!(status, 202);
-    let (status, _) = call!(
-        "delete",
-        "/v1/admin/accounts/{id}",
-        admin.delete(url("/v1/admin/accounts/acct_missing"))
-    );
-    assert_eq!(status, 404);
+    answers
+        .expect_statuses([
+            (401, third_client.get(url("/v1/account"))),
+            (202, admin.delete(url(&other_path))),
+            (404, admin.delete(url(account_missing))),
+        ])
+        .await;
 
     // Deleting a description.
-    let (status, gone) = call!("delete", "/v1/descriptions/{id}", http.delete(url(&one)));
+    let (status, gone) = answers.send(http.delete(url(&one))).await;
     assert_eq!(status, 200);
     assert_eq!(gone["deleted"], true);
-    let (status, _) = call!("delete", "/v1/descriptions/{id}", http.delete(url(&one)));
-    assert_eq!(status, 404);
+    answers
+        .expect_statuses([(404, http.delete(url(&one)))])
+        .await;
 
     // Billing: the operator's reports (none are dead here), the retry of an unknown report, and
     // Stripe's webhook refusing what it cannot verify and acknowledging what it can.
-    let (status, reports) = call!(
-        "get",
-        "/v1/admin/billing/reports",
-        admin.get(url("/v1/admin/billing/reports?limit=5"))
-    );
-    assert_eq!((status, &reports["data"]), (200, &json!([])), "{reports}");
-    for query in ["limit=0", "status=lost", "colour=red"] {
-        let (status, _) = call!(
-            "get",
-            "/v1/admin/billing/reports",
-            admin.get(url(&format!("/v1/admin/billing/reports?{query}")))
-        );
-        assert_eq!(status, 400, "{query}");
-    }
-    let (status, _) = call!(
-        "get",
-        "/v1/admin/billing/reports",
-        client().get(url("/v1/admin/billing/reports"))
-    );
-    assert_eq!(status, 401);
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/billing/reports/{id}/retry",
-        admin.post(url("/v1/admin/billing/reports/mr_missing/retry"))
-    );
-    assert_eq!(status, 404);
-    let (status, refused) = call!(
-        "post",
-        "/v1/admin/billing/reports/{id}/retry",
-        admin.post(url("/v1/admin/billing/reports/%FF/retry"))
-    );
+    let reports = "/v1/admin/billing/reports";
+    let (status, listed) = answers
+        .send(admin.get(url(&format!("{reports}?limit=5"))))
+        .await;
+    assert_eq!((status, &listed["data"]), (200, &json!([])), "{listed}");
+    let retry_missing = format!("{reports}/mr_missing/retry");
+    answers
+        .expect_statuses([
+            (400, admin.get(url(&format!("{reports}?limit=0")))),
+            (400, admin.get(url(&format!("{reports}?status=lost")))),
+            (400, admin.get(url(&format!("{reports}?colour=red")))),
+            (401, client().get(url(reports))),
+            (404, admin.post(url(&retry_missing))),
+        ])
+        .await;
+    let (status, refused) = answers
+        .send(admin.post(url(&format!("{reports}/%FF/retry"))))
+        .await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_path"))
     );
-    let (status, _) = call!(
-        "post",
-        "/v1/admin/billing/reports/{id}/retry",
-        client().post(url("/v1/admin/billing/reports/mr_missing/retry"))
-    );
-    assert_eq!(status, 401);
+    answers
+        .expect_statuses([(401, client().post(url(&retry_missing)))])
+        .await;
     let event = json!({"id": "evt_openapi", "object": "event", "type": "invoice.created",
         "data": {"object": {"id": "in_1"}}})
     .to_string();
@@ -502,30 +302,25 @@ async fn account_routes_answer_as_documented() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    let webhook = url("/v1/stripe/webhook");
     let signed = |body: &str, secret: &str| {
         let signature = altimage::billing::webhook::sign(now, body.as_bytes(), secret);
         client()
-            .post(url("/v1/stripe/webhook"))
+            .post(&webhook)
             .header("content-type", "application/json")
             .header("stripe-signature", format!("t={now},v1={signature}"))
             .body(body.to_string())
     };
-    let (status, refused) = call!("post", "/v1/stripe/webhook", signed(&event, "whsec_wrong"));
+    let (status, refused) = answers.send(signed(&event, "whsec_wrong")).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_signature"))
     );
-    let (status, _) = call!(
-        "post",
-        "/v1/stripe/webhook",
-        client().post(url("/v1/stripe/webhook")).body(event.clone())
-    );
-    assert_eq!(status, 400);
-    let (status, refused) = call!(
-        "post",
-        "/v1/stripe/webhook",
-        signed("{\"type\": \"invoice.created\"}", WEBHOOK_SECRET)
-    );
+    answers
+        .expect_statuses([(400, client().post(&webhook).body(event.clone()))])
+        .await;
+    let unknown = "{\"type\": \"invoice.created\"}";
+    let (status, refused) = answers.send(signed(unknown, WEBHOOK_SECRET)).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_event"))
@@ -535,65 +330,57 @@ async fn account_routes_answer_as_documented() {
         "{{\"id\": \"evt_big\", \"pad\": \"{}\"}}",
         "x".repeat(1_100_000)
     );
-    let response = send_retrying(signed(&oversized, WEBHOOK_SECRET)).await;
-    let (status, refused) = check(
-        &doc,
-        "post",
-        "/v1/stripe/webhook",
-        response,
-        seen.entry(("post".into(), "/v1/stripe/webhook".into()))
-            .or_default(),
-    )
-    .await;
+    let (status, refused) = answers
+        .send_retrying(signed(&oversized, WEBHOOK_SECRET))
+        .await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (413, Some("body_too_large"))
     );
-    let (status, received) = call!("post", "/v1/stripe/webhook", signed(&event, WEBHOOK_SECRET));
+    let (status, received) = answers.send(signed(&event, WEBHOOK_SECRET)).await;
     assert_eq!((status, &received), (200, &json!({"received": true})));
 
     // What each operation was seen to answer: every client-caused status it documents.
-    let expect = |method: &str, path: &str, statuses: &[u16]| {
-        let key = (method.to_string(), path.to_string());
-        let seen = seen.get(&key).cloned().unwrap_or_default();
+    for (method, path, statuses) in [
+        ("post", "/v1/descriptions", &[201, 400, 401, 403, 409][..]),
+        ("post", "/v1/descriptions/batch", &[200, 409]),
+        ("get", "/v1/descriptions", &[200, 400]),
+        ("get", "/v1/descriptions/{id}", &[200, 400, 401, 404, 429]),
+        ("patch", "/v1/descriptions/{id}", &[200, 400, 404]),
+        ("delete", "/v1/descriptions/{id}", &[200, 403, 404]),
+        ("get", "/v1/descriptions/{id}/versions", &[200, 404]),
+        ("get", "/v1/descriptions/export", &[200, 400]),
+        ("get", "/v1/usage", &[200, 400]),
+        ("patch", "/v1/account", &[200, 400]),
+        ("get", "/v1/account", &[401]),
+        ("delete", "/v1/account", &[202]),
+        ("get", "/v1/account/export", &[200]),
+        ("post", "/v1/admin/accounts", &[201, 400, 401, 409]),
+        ("get", "/v1/admin/accounts", &[200, 400]),
+        ("get", "/v1/admin/accounts/{id}", &[404]),
+        ("patch", "/v1/admin/accounts/{id}", &[200, 400, 404]),
+        ("delete", "/v1/admin/accounts/{id}", &[202, 404]),
+        ("post", "/v1/admin/accounts/{id}/keys", &[201, 400, 404]),
+        ("get", "/v1/admin/accounts/{id}/keys", &[404]),
+        (
+            "delete",
+            "/v1/admin/accounts/{id}/keys/{key_id}",
+            &[200, 400, 404],
+        ),
+        ("get", "/v1/admin/billing/reports", &[200, 400, 401]),
+        (
+            "post",
+            "/v1/admin/billing/reports/{id}/retry",
+            &[400, 401, 404],
+        ),
+        ("post", "/v1/stripe/webhook", &[200, 400, 413]),
+    ] {
         assert_eq!(
-            seen,
+            answers.seen(method, path),
             statuses.iter().copied().collect::<BTreeSet<u16>>(),
             "{method} {path}"
         );
-    };
-    expect("post", "/v1/descriptions", &[201, 400, 401, 403, 409]);
-    expect("post", "/v1/descriptions/batch", &[200, 409]);
-    expect("get", "/v1/descriptions", &[200, 400]);
-    expect("get", "/v1/descriptions/{id}", &[200, 400, 401, 404, 429]);
-    expect("patch", "/v1/descriptions/{id}", &[200, 400, 404]);
-    expect("delete", "/v1/descriptions/{id}", &[200, 403, 404]);
-    expect("get", "/v1/descriptions/{id}/versions", &[200, 404]);
-    expect("get", "/v1/descriptions/export", &[200, 400]);
-    expect("get", "/v1/usage", &[200, 400]);
-    expect("patch", "/v1/account", &[200, 400]);
-    expect("get", "/v1/account", &[401]);
-    expect("delete", "/v1/account", &[202]);
-    expect("get", "/v1/account/export", &[200]);
-    expect("post", "/v1/admin/accounts", &[201, 400, 401, 409]);
-    expect("get", "/v1/admin/accounts", &[200, 400]);
-    expect("get", "/v1/admin/accounts/{id}", &[404]);
-    expect("patch", "/v1/admin/accounts/{id}", &[200, 400, 404]);
-    expect("delete", "/v1/admin/accounts/{id}", &[202, 404]);
-    expect("post", "/v1/admin/accounts/{id}/keys", &[201, 400, 404]);
-    expect("get", "/v1/admin/accounts/{id}/keys", &[404]);
-    expect(
-        "delete",
-        "/v1/admin/accounts/{id}/keys/{key_id}",
-        &[200, 400, 404],
-    );
-    expect("get", "/v1/admin/billing/reports", &[200, 400, 401]);
-    expect(
-        "post",
-        "/v1/admin/billing/reports/{id}/retry",
-        &[400, 401, 404],
-    );
-    expect("post", "/v1/stripe/webhook", &[200, 400, 413]);
+    }
     assert!(counted_statuses_are_documented(&doc, &server).await >= 20);
 }
 
@@ -602,19 +389,9 @@ async fn account_routes_answer_as_documented() {
 async fn admin_routes_are_off_without_a_token() {
     let server = Server::start(&[]);
     let doc = document();
-    let response = client()
+    let request = client()
         .get(server.url("/v1/admin/accounts"))
-        .header("authorization", "Bearer anything")
-        .send()
-        .await
-        .unwrap();
-    let (status, _) = check(
-        &doc,
-        "get",
-        "/v1/admin/accounts",
-        response,
-        &mut BTreeSet::new(),
-    )
-    .await;
+        .header("authorization", "Bearer anything");
+    let (status, _) = Answers::new(&doc).send(request).await;
     assert_eq!(status, 404);
 }

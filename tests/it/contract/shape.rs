@@ -21,10 +21,7 @@ async fn statuses_while_starting(doc: &Value) -> BTreeMap<Operation, u16> {
     for (method, path) in documented_statuses(doc).into_keys() {
         let request = match method.as_str() {
             "get" => http.get(format!("{base}{path}")),
-            "post" => http
-                .post(format!("{base}{path}"))
-                .header("content-type", "image/png")
-                .body(fixture(0)),
+            "post" => post_png(&http, format!("{base}{path}"), fixture(0)),
             "patch" => http.patch(format!("{base}{path}")).json(&json!({})),
             "delete" => http.delete(format!("{base}{path}")),
             other => panic!("no request for method {other}"),

@@ -12,7 +12,7 @@ use altimage::model::preprocess::{
 use image::ImageEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 
-use super::common::server::Server;
+use super::common::server::{Server, post_png};
 use super::{png_claiming, prepare};
 
 /// Valid PNGs the hostile-input run found to abort (1×40,000,000: a 92 GB resize intermediate)
@@ -268,10 +268,7 @@ async fn extreme_shapes_keep_the_server_alive_and_within_its_memory_bound() {
         } else {
             baseline
         };
-        let response = client
-            .post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(png.to_vec())
+        let response = post_png(&client, server.url("/v1/descriptions"), png.to_vec())
             .send()
             .await
             .unwrap_or_else(|e| panic!("{w}x{h}: {e}\n{}", server.log()));

@@ -1,26 +1,21 @@
 //! Stripe metered billing end to end against the stateful fake Stripe: exact totals, what is
 //! free, Stripe outages and injected faults, a process killed mid-send, SIGTERM releasing its
-//! leases, two replicas on one PostgreSQL database, customer creation and the webhook; plus the
-//! batcher and sender on both databases directly (claims never overlap, no ledger row is lost).
+//! leases, two replicas on one PostgreSQL database, customer creation, a refused key and the
+//! webhook.
 
 use crate::common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use altimage::billing::MeterNames;
-use altimage::billing::batcher::build_reports;
-use altimage::billing::sender::{claim, finalize};
-use altimage::billing::stripe::Outcome;
-use altimage::store::meter_reports::Finalized;
-use altimage::store::retention::RetentionPolicy;
 use common::db::TestDatabase;
 use common::fixture;
-use common::server::Server;
+use common::server::{Server, post_png, status_of};
 use common::stripe_fake::{Fault, METER_CREATED, METER_RETRIEVED, SECRET_KEY, StripeFake};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
+
+use super::count;
 
 const ADMIN: &str = "admin-secret";
 const WEBHOOK_SECRET: &str = "whsec_test_billing";
@@ -39,26 +34,20 @@ macro_rules! eventually {
     }};
 }
 
+/// The admin API on `db`, billing flushed every second with a 1 s timeout on Stripe's requests,
+/// then `extra` flags and the environment `env` (the Stripe key and API base).
+fn start_billing(db: &TestDatabase, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut flags = vec!["--billing-flush-secs", "1", "--stripe-timeout-ms", "1000"];
+    flags.extend(extra);
+    common::server::start_on_with_env(db, ADMIN, &flags, env)
+}
+
 /// Billing on, against the fake, with short intervals so tests finish quickly.
 fn start(fake: &StripeFake, db: &TestDatabase, extra: &[&str]) -> Server {
-    let mut flags: Vec<String> = db.flags();
-    flags.extend(
-        [
-            "--admin-token",
-            ADMIN,
-            "--billing-flush-secs",
-            "1",
-            "--stripe-timeout-ms",
-            "1000",
-            "--billing-retry-max-secs",
-            "1",
-        ]
-        .map(String::from),
-    );
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start_with(
-        &common::tiny_model_dir(),
+    let mut flags = vec!["--billing-retry-max-secs", "1"];
+    flags.extend(extra);
+    start_billing(
+        db,
         &flags,
         &[
             ("STRIPE_SECRET_KEY", SECRET_KEY),
@@ -84,23 +73,14 @@ async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 async fn describe(server: &Server, http: &reqwest::Client) -> String {
-    let (status, body) = call(
-        http.post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(fixture(0)),
-    )
-    .await;
+    let (status, body) = call(post_png(http, server.url("/v1/descriptions"), fixture(0))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_string()
 }
 
 async fn retrieve(server: &Server, http: &reqwest::Client, id: &str) {
-    let response = http
-        .get(server.url(&format!("/v1/descriptions/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let status = status_of(http.get(server.url(&format!("/v1/descriptions/{id}")))).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 async fn account_id(server: &Server, http: &reqwest::Client) -> String {
@@ -184,11 +164,8 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         let first = describe(&server, &a).await;
         describe(&server, &a).await;
         for _ in 0..2 {
-            let response = a
-                .post(server.url("/v1/descriptions"))
-                .header("content-type", "image/png")
+            let response = post_png(&a, server.url("/v1/descriptions"), fixture(1))
                 .header("idempotency-key", "same-request")
-                .body(fixture(1))
                 .send()
                 .await
                 .unwrap();
@@ -198,10 +175,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
                 "replay answers as the first"
             );
         }
-        let failed = a
-            .post(server.url("/v1/descriptions"))
-            .header("content-type", "image/png")
-            .body(b"not a png".to_vec())
+        let failed = post_png(&a, server.url("/v1/descriptions"), b"not a png".to_vec())
             .send()
             .await
             .unwrap();
@@ -214,8 +188,8 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
             "/v1/usage",
             "/v1/account/export",
         ] {
-            let response = a.get(server.url(free)).send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{free}");
+            let status = status_of(a.get(server.url(free))).await;
+            assert_eq!(status, StatusCode::OK, "{free}");
         }
 
         // Account B, mapped from the start, uses the service after A.
@@ -259,17 +233,13 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         );
         assert!(
             server
-                .sample("altimage_billing_events_total{result=\"sent\"}")
+                .sample_at_least("altimage_billing_events_total{result=\"sent\"}", 4.0)
                 .await
-                .unwrap()
-                >= 4.0
         );
         assert!(
             server
-                .sample("altimage_billing_stripe_request_seconds_count")
+                .sample_at_least("altimage_billing_stripe_request_seconds_count", 4.0)
                 .await
-                .unwrap()
-                >= 4.0
         );
         let (_, sent) = admin_get(&server, "/v1/admin/billing/reports?status=sent&limit=100").await;
         let sent_sum: i64 = sent["data"]
@@ -331,12 +301,7 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         assert_eq!(dead["data"][0]["last_result"], "customer_deleted", "{dead}");
         fake.set_down(false);
         let store = db.store().await;
-        let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM stripe_webhook_events")
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap();
+        let applied = count(&store, "SELECT COUNT(*) AS n FROM stripe_webhook_events").await;
         assert_eq!(
             applied, 1,
             "the redelivered event is recorded once ({})",
@@ -373,9 +338,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
             "the backlog shows in the gauge",
             &server,
             server
-                .sample("altimage_billing_reports_pending")
+                .sample_at_least("altimage_billing_reports_pending", 1.0)
                 .await
-                .is_some_and(|pending| pending >= 1.0)
         );
         // The first answer after the outage records the event and says 500: the next attempt,
         // with a new key, must be told "already exists" and count it as delivered.
@@ -408,10 +372,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         assert_each_identifier_once(&fake);
         assert!(
             server
-                .sample("altimage_billing_events_total{result=\"duplicate\"}")
+                .sample_at_least("altimage_billing_events_total{result=\"duplicate\"}", 1.0)
                 .await
-                .unwrap()
-                >= 1.0
         );
 
         // A customer Stripe does not know: failed for good, listed, retried by the operator.
@@ -443,10 +405,8 @@ async fn outages_and_faults_neither_lose_nor_double_count() {
         );
         assert!(
             server
-                .sample("altimage_billing_events_total{result=\"failed\"}")
+                .sample_at_least("altimage_billing_events_total{result=\"failed\"}", 1.0)
                 .await
-                .unwrap()
-                >= 1.0
         );
         fake.add_customer("cus_unknown");
         let id = report["id"].as_str().unwrap();
@@ -494,13 +454,11 @@ async fn killed_or_stopped_mid_send_then_restarted() {
             .expect("exits after SIGTERM");
         assert!(status.success(), "{status:?}\n{}", server.log());
         let store = db.store().await;
-        let leased: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM meter_reports WHERE lease_owner IS NOT NULL")
-                .fetch_one(store.pool())
-                .await
-                .unwrap()
-                .try_get("n")
-                .unwrap();
+        let leased = count(
+            &store,
+            "SELECT COUNT(*) AS n FROM meter_reports WHERE lease_owner IS NOT NULL",
+        )
+        .await;
         assert_eq!(
             leased, 0,
             "SIGTERM releases or finishes every claimed report ({})",
@@ -552,11 +510,9 @@ async fn killed_or_stopped_mid_send_then_restarted() {
 /// retry and take over each other's expired leases.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_postgres_database() {
-    let Some(url) = common::db::postgres_url() else {
-        eprintln!("TEST_POSTGRES_URL is not set: the two-replica test needs PostgreSQL");
+    let Some(db) = TestDatabase::postgres_or_skip("the two-replica test").await else {
         return;
     };
-    let db = TestDatabase::postgres(&url).await;
     let fake = StripeFake::start(&["cus_a", "cus_b"]).await;
     fake.push_faults(&[
         Fault::AcceptThenHang,
@@ -608,341 +564,15 @@ async fn customers_are_created_when_asked() {
     assert_eq!(account["stripe_customer_id"], "cus_fake1");
 }
 
-fn meters() -> MeterNames {
-    MeterNames {
-        created: METER_CREATED.into(),
-        retrieved: METER_RETRIEVED.into(),
-    }
-}
-
-async fn insert_account(store: &altimage::store::Store, id: &str, customer: Option<&str>) {
-    sqlx::query("INSERT INTO accounts (id, name, email, stripe_customer_id, created_at) VALUES ($1, 'n', 'e', $2, 0)")
-        .bind(id)
-        .bind(customer)
-        .execute(store.pool())
-        .await
-        .unwrap();
-}
-
-async fn insert_usage(store: &altimage::store::Store, account: &str, kind: &str, n: usize) {
-    for _ in 0..n {
-        sqlx::query(&format!(
-            "INSERT INTO usage_events (id, account_id, kind, quantity, occurred_at, source_ref, request_id) VALUES ($1, $2, $3, 1, {}, $4, 'req')",
-            store.backend().now_ms()
-        ))
-        .bind(altimage::store::new_id("use"))
-        .bind(account)
-        .bind(kind)
-        .bind(altimage::store::new_id("desc"))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    }
-}
-
-async fn count(store: &altimage::store::Store, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap()
-}
-
-/// Batchers on two pools racing with inserts: every ledger row lands in exactly one report and
-/// the reports sum to the ledger. Two senders claiming at once never hold the same report.
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_batchers_and_claims_never_overlap() {
-    for db in TestDatabase::all().await {
-        let one = db.store().await;
-        let two = db.store().await;
-        insert_account(&one, "acct_000000000000000000000000000000e0", Some("cus_x")).await;
-        let writer = {
-            let store = one.clone();
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    insert_usage(
-                        &store,
-                        "acct_000000000000000000000000000000e0",
-                        "created",
-                        5,
-                    )
-                    .await;
-                    insert_usage(
-                        &store,
-                        "acct_000000000000000000000000000000e0",
-                        "retrieved",
-                        2,
-                    )
-                    .await;
-                }
-            })
-        };
-        let batch = |store: altimage::store::Store| {
-            tokio::spawn(async move {
-                for _ in 0..15 {
-                    build_reports(&store, &meters()).await.unwrap();
-                }
-            })
-        };
-        let (b1, b2) = (batch(one.clone()), batch(two.clone()));
-        writer.await.unwrap();
-        b1.await.unwrap();
-        b2.await.unwrap();
-        build_reports(&one, &meters()).await.unwrap();
-        assert_eq!(
-            count(
-                &one,
-                "SELECT COUNT(*) AS n FROM usage_events WHERE report_id IS NULL"
-            )
-            .await,
-            0
-        );
-        assert_eq!(
-            count(&one, "SELECT COUNT(*) AS n FROM usage_events").await,
-            140
-        );
-        assert_eq!(
-            count(&one, "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) AS n FROM meter_reports WHERE kind = 'created'").await,
-            100,
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            count(&one, "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) AS n FROM meter_reports WHERE kind = 'retrieved'").await,
-            40
-        );
-        // Each report's value is exactly the rows pointing at it.
-        assert_eq!(
-            count(
-                &one,
-                "SELECT COUNT(*) AS n FROM meter_reports r WHERE r.value <> (SELECT COUNT(*) FROM usage_events u WHERE u.report_id = r.id)"
-            )
-            .await,
-            0
-        );
-
-        let reports = count(&one, "SELECT COUNT(*) AS n FROM meter_reports").await;
-        let (c1, c2) = tokio::join!(
-            claim(&one, "one", 60_000, 1_000),
-            claim(&two, "two", 60_000, 1_000)
-        );
-        let (c1, c2) = (c1.unwrap(), c2.unwrap());
-        let ids1: HashSet<_> = c1.iter().map(|c| c.id.clone()).collect();
-        let ids2: HashSet<_> = c2.iter().map(|c| c.id.clone()).collect();
-        assert!(ids1.is_disjoint(&ids2), "{}", db.backend);
-        assert_eq!((ids1.len() + ids2.len()) as i64, reports);
-        assert!(
-            claim(&one, "three", 60_000, 1_000)
-                .await
-                .unwrap()
-                .is_empty(),
-            "leased reports are not claimed again"
-        );
-
-        // Finalize is guarded by the lease owner: a replica that lost the row changes nothing.
-        let row = c1.first().or(c2.first()).unwrap();
-        let holder = if ids1.contains(&row.id) { "one" } else { "two" };
-        let sent = Outcome::Sent {
-            livemode: Some(false),
-        };
-        assert_eq!(
-            finalize(&one, "intruder", row, &sent, 0).await.unwrap(),
-            Finalized::NotOurs
-        );
-        assert_eq!(
-            finalize(&one, holder, row, &sent, 0).await.unwrap(),
-            Finalized::Done
-        );
-        assert_eq!(
-            count(&one, &format!("SELECT COUNT(*) AS n FROM usage_events WHERE report_id = '{}' AND reported_at IS NOT NULL", row.id)).await,
-            row.event.value
-        );
-        one.close().await;
-        two.close().await;
-    }
-}
-
-/// With billing on, a deleted account is purged only once its usage is reported or it has no
-/// customer; with billing off, at once.
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_waits_for_unreported_usage_while_billing_is_on() {
-    for db in TestDatabase::all().await {
-        let store = db.store().await;
-        insert_account(
-            &store,
-            "acct_000000000000000000000000000000a0",
-            Some("cus_gone"),
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000a0",
-            "created",
-            3,
-        )
-        .await;
-        store
-            .request_deletion(
-                &"acct_000000000000000000000000000000a0".parse().unwrap(),
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
-        let now = altimage::store::now_ms() + 1_000;
-        let purged = |store: altimage::store::Store| async move {
-            count(&store, "SELECT COUNT(*) AS n FROM accounts WHERE id = 'acct_000000000000000000000000000000a0' AND purged_at IS NOT NULL").await == 1
-        };
-        store
-            .purge(now, RetentionPolicy::standard(true))
-            .await
-            .unwrap();
-        assert!(
-            !purged(store.clone()).await,
-            "unreported usage holds the purge ({})",
-            db.backend
-        );
-
-        build_reports(&store, &meters()).await.unwrap();
-        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        store
-            .purge(now, RetentionPolicy::standard(true))
-            .await
-            .unwrap();
-        assert!(
-            !purged(store.clone()).await,
-            "a report not yet sent still holds it"
-        );
-        assert_eq!(
-            finalize(&store, "me", &claimed[0], &Outcome::Duplicate, 0)
-                .await
-                .unwrap(),
-            Finalized::Done
-        );
-        let report = store
-            .purge(now, RetentionPolicy::standard(true))
-            .await
-            .unwrap();
-        assert!(purged(store.clone()).await);
-        assert_eq!(
-            (report.accounts, report.usage_rows, report.meter_reports),
-            (1, 3, 1),
-            "its sent report, which names the customer, goes with it"
-        );
-        assert_eq!(
-            count(
-                &store,
-                "SELECT COUNT(*) AS n FROM meter_reports WHERE account_id = 'acct_000000000000000000000000000000a0'"
-            )
-            .await,
-            0
-        );
-
-        // A living account's sent report goes after 2 years, like the ledger rows it summed; a
-        // dead one stays for an operator. Webhook event ids go after 30 days.
-        insert_account(
-            &store,
-            "acct_000000000000000000000000000000b0",
-            Some("cus_old"),
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000b0",
-            "created",
-            1,
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000b0",
-            "retrieved",
-            1,
-        )
-        .await;
-        build_reports(&store, &meters()).await.unwrap();
-        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 2);
-        let [sent, dead] = &claimed[..] else {
-            unreachable!()
-        };
-        finalize(&store, "me", sent, &Outcome::Duplicate, 0)
-            .await
-            .unwrap();
-        let refused = Outcome::Failed {
-            reason: "no such customer".into(),
-        };
-        finalize(&store, "me", dead, &refused, 0).await.unwrap();
-        sqlx::query(
-            "INSERT INTO stripe_webhook_events (event_id, type, received_at) VALUES ('evt_old', 'customer.updated', $1)",
-        )
-        .bind(now - 31 * 86_400_000)
-        .execute(store.pool())
-        .await
-        .unwrap();
-        let later = now + 2 * RetentionPolicy::YEAR_MS + 86_400_000;
-        let report = store
-            .purge(later, RetentionPolicy::standard(true))
-            .await
-            .unwrap();
-        assert_eq!((report.meter_reports, report.webhook_events), (1, 1));
-        let left =
-            sqlx::query("SELECT id, status FROM meter_reports WHERE account_id = 'acct_000000000000000000000000000000b0'")
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].try_get::<String, _>("id").unwrap(), dead.id);
-        assert_eq!(left[0].try_get::<String, _>("status").unwrap(), "failed");
-
-        // No customer: nothing will ever report the rows, so they do not hold the purge.
-        insert_account(&store, "acct_000000000000000000000000000000f0", None).await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000f0",
-            "retrieved",
-            2,
-        )
-        .await;
-        store
-            .request_deletion(
-                &"acct_000000000000000000000000000000f0".parse().unwrap(),
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
-        let report = store
-            .purge(now, RetentionPolicy::standard(true))
-            .await
-            .unwrap();
-        assert_eq!(report.accounts, 1);
-        store.close().await;
-    }
-}
-
 /// A key Stripe refuses (401) pauses sending without spending the reports' attempts; with the
 /// key fixed (a restart on the same data) the same reports go through.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_key_pauses_sending_without_spending_attempts() {
     let db = TestDatabase::sqlite();
     let fake = StripeFake::start(&["cus_a"]).await;
-    let mut flags: Vec<String> = db.flags();
-    flags.extend(
-        [
-            "--admin-token",
-            ADMIN,
-            "--billing-flush-secs",
-            "1",
-            "--stripe-timeout-ms",
-            "1000",
-        ]
-        .map(String::from),
-    );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut server = Server::start_with(
-        &common::tiny_model_dir(),
-        &flags,
+    let mut server = start_billing(
+        &db,
+        &[],
         &[
             ("ALTIMAGE_STRIPE_SECRET_KEY", "sk_test_revoked"),
             ("ALTIMAGE_STRIPE_API_BASE", fake.base.as_str()),
@@ -956,9 +586,11 @@ async fn a_refused_key_pauses_sending_without_spending_attempts() {
         "the circuit to open",
         &server,
         server
-            .sample("altimage_billing_events_total{result=\"circuit_open\"}")
+            .sample_at_least(
+                "altimage_billing_events_total{result=\"circuit_open\"}",
+                1.0
+            )
             .await
-            .is_some_and(|n| n >= 1.0)
     );
     let store = db.store().await;
     let row = sqlx::query("SELECT status, attempts, last_result FROM meter_reports")
@@ -989,135 +621,4 @@ async fn a_refused_key_pauses_sending_without_spending_attempts() {
     );
     assert!(totals_are(&fake, "cus_a", 1, 0).await);
     store.close().await;
-}
-
-/// What SIGTERM does with claimed reports it did not send: released, they are claimable by
-/// another sender at once, with the attempt given back; a stranger's release changes nothing.
-#[tokio::test(flavor = "multi_thread")]
-async fn released_reports_are_claimable_at_once() {
-    for db in TestDatabase::all().await {
-        let store = db.store().await;
-        insert_account(
-            &store,
-            "acct_000000000000000000000000000000c0",
-            Some("cus_r"),
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000c0",
-            "created",
-            2,
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_000000000000000000000000000000c0",
-            "retrieved",
-            1,
-        )
-        .await;
-        build_reports(&store, &meters()).await.unwrap();
-        let held = claim(&store, "stopping", 3_600_000, 10).await.unwrap();
-        assert_eq!(held.len(), 2, "{}", db.backend);
-        assert!(
-            claim(&store, "other", 3_600_000, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let ids: Vec<String> = held.iter().map(|c| c.id.clone()).collect();
-        store.release_meter_reports("stranger", &ids).await.unwrap();
-        assert!(
-            claim(&store, "other", 3_600_000, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        store.release_meter_reports("stopping", &ids).await.unwrap();
-        let taken = claim(&store, "other", 3_600_000, 10).await.unwrap();
-        assert_eq!(taken.len(), 2);
-        assert!(
-            taken.iter().all(|c| c.attempts == 1),
-            "the released attempt was given back"
-        );
-        store.close().await;
-    }
-}
-
-/// A report in doubt (Stripe may or may not have it) keeps retrying with its identifier while
-/// Stripe's dedup covers a resend; once in doubt for 20 hours it stops (`needs_reconcile`) instead
-/// of risking a double count, and the sender is told so it can count and log it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_report_in_doubt_too_long_stops_for_reconciliation() {
-    for db in TestDatabase::all().await {
-        let store = db.store().await;
-        insert_account(
-            &store,
-            "acct_0000000000000000000000000000000d",
-            Some("cus_d"),
-        )
-        .await;
-        insert_usage(
-            &store,
-            "acct_0000000000000000000000000000000d",
-            "created",
-            1,
-        )
-        .await;
-        build_reports(&store, &meters()).await.unwrap();
-        let in_doubt = Outcome::Retry {
-            new_key: false,
-            in_doubt: true,
-            reason: "timed out".into(),
-        };
-        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 1, "{}", db.backend);
-        assert_eq!(
-            finalize(&store, "me", &claimed[0], &in_doubt, 0)
-                .await
-                .unwrap(),
-            Finalized::Done,
-            "the first doubt only starts the clock"
-        );
-        // 19 hours in doubt: still retried.
-        let back = |hours: i64| {
-            format!(
-                "UPDATE meter_reports SET in_doubt_since = in_doubt_since - {}",
-                hours * 3_600_000
-            )
-        };
-        sqlx::query(&back(19)).execute(store.pool()).await.unwrap();
-        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
-        assert_eq!(
-            finalize(&store, "me", &claimed[0], &in_doubt, 0)
-                .await
-                .unwrap(),
-            Finalized::Done
-        );
-        // Past 20 hours: the next doubtful answer gives up.
-        sqlx::query(&back(2)).execute(store.pool()).await.unwrap();
-        let claimed = claim(&store, "me", 60_000, 10).await.unwrap();
-        assert_eq!(
-            finalize(&store, "me", &claimed[0], &in_doubt, 0)
-                .await
-                .unwrap(),
-            Finalized::GaveUp,
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            count(
-                &store,
-                "SELECT COUNT(*) AS n FROM meter_reports WHERE status = 'needs_reconcile'"
-            )
-            .await,
-            1
-        );
-        assert!(
-            claim(&store, "me", 60_000, 10).await.unwrap().is_empty(),
-            "a report to reconcile is not sent again"
-        );
-        store.close().await;
-    }
 }
