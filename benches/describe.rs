@@ -65,6 +65,7 @@ fn run_search(
                         task: Task::default(),
                         max_new_tokens,
                         num_beams,
+                        sampling: None,
                     },
                 }
             })
@@ -162,6 +163,8 @@ fn main() {
             },
             variant_suffix: String::new(),
             vision_batch_size: 0,
+            vision_max_pixels: 262_144,
+            prompt_templates: None,
         })
         .unwrap()
     };

@@ -30,6 +30,8 @@ pub fn load_raw_model(settings: &Settings) -> Box<dyn Captioner> {
         runtime: RuntimeOptions::default(),
         variant_suffix: String::new(),
         vision_batch_size: 0,
+        vision_max_pixels: 262_144,
+        prompt_templates: None,
     })
     .expect("load the model in-process")
 }
@@ -51,6 +53,7 @@ fn raw_once(model: &mut dyn Captioner, bytes: &[u8], max_new_tokens: usize) -> R
                 task: Task::default(),
                 max_new_tokens,
                 num_beams: 1,
+                sampling: None,
             },
         }])
         .expect("generate")

@@ -127,9 +127,10 @@ impl Dtype {
 /// Where the model is and how ONNX Runtime runs it. Shared by `serve` and `describe`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Florence-2 export in the onnx-community layout (config.json, tokenizer.json, onnx/*.onnx).
-    /// The bundled test model is models/tiny-florence2 (random weights); `scripts/fetch-model.sh`
-    /// fetches the real one.
+    /// A model in the onnx-community layout (config.json, tokenizer.json, onnx/*.onnx): Florence-2
+    /// or Qwen3.5 (`-ONNX-OPT`), told apart by config.json's `model_type`. The bundled test models
+    /// are models/tiny-florence2 and models/tiny-qwen3_5 (random weights); `scripts/fetch-model.sh`
+    /// fetches the real ones.
     #[arg(long, env = "ALTIMAGE_MODEL_DIR")]
     pub model_dir: PathBuf,
 
@@ -179,6 +180,17 @@ pub struct ModelArgs {
     /// every step; the older path, kept as a fall-back).
     #[arg(long, env = "ALTIMAGE_KV_CACHE", default_value = "device")]
     pub kv_cache: KvCache,
+
+    /// Qwen3.5: the most pixels an image is resized to (its aspect kept). Each 32×32 block is one
+    /// image token: 262144 (512²) is at most 256 tokens; more reads finer detail at the cost of
+    /// a longer prefill and more state per request. Florence-2 always uses 768×768.
+    #[arg(long, env = "ALTIMAGE_VISION_MAX_PIXELS", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+    pub vision_max_pixels: u64,
+
+    /// Qwen3.5: a JSON file replacing the built-in prompt templates (src/model/qwen3_5/prompts.json
+    /// shows the format; PROMPTS.md the rules that render it).
+    #[arg(long, env = "ALTIMAGE_PROMPT_TEMPLATES")]
+    pub prompt_templates: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -211,6 +223,8 @@ impl ModelArgs {
             },
             variant_suffix: self.dtype.suffix().to_string(),
             vision_batch_size: self.vision_batch_size,
+            vision_max_pixels: self.vision_max_pixels,
+            prompt_templates: self.prompt_templates.clone(),
         })
     }
 

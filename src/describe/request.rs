@@ -126,7 +126,10 @@ impl Validator {
                 .map_err(|message| ValidationError::new("invalid_detail", message))?,
             None => Detail::default(),
         };
-        let task = Task { detail };
+        let task = Task {
+            detail,
+            ..Task::default()
+        };
         let limit = self.card.max_new_tokens;
         let max_new_tokens = options
             .max_new_tokens
@@ -152,6 +155,7 @@ impl Validator {
             task,
             max_new_tokens,
             num_beams,
+            sampling: None,
         })
     }
 }

@@ -336,9 +336,11 @@ fn warm_up_batch(model: &mut dyn Captioner, images: usize) -> Result<(), crate::
             options: GenerationOptions {
                 task: Task {
                     detail: Detail::Paragraph,
+                    ..Task::default()
                 },
                 max_new_tokens: 4,
                 num_beams: 1,
+                sampling: None,
             },
         })
         .collect();

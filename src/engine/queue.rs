@@ -248,6 +248,7 @@ mod tests {
                 task: Task::default(),
                 max_new_tokens: cost,
                 num_beams: 1,
+                sampling: None,
             },
         };
         (

@@ -8,6 +8,8 @@ pub mod config;
 pub mod florence2;
 pub mod generate;
 pub mod preprocess;
+pub mod qwen3_5;
+pub mod rows;
 pub mod runtime;
 pub mod signature;
 pub mod task;
@@ -30,6 +32,8 @@ pub enum ModelError {
     Device(String),
     #[error("model directory {dir}: {message}")]
     ModelDir { dir: PathBuf, message: String },
+    #[error("{file}: {message}")]
+    Config { file: PathBuf, message: String },
     #[error("cannot load {file}: {message}")]
     Session { file: PathBuf, message: String },
     #[error("{file} does not fit the export contract of its model family: {message}")]
@@ -54,15 +58,17 @@ impl ModelError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Florence2,
+    Qwen3_5,
 }
 
 impl Family {
-    pub const ALL: [Family; 1] = [Family::Florence2];
+    pub const ALL: [Family; 2] = [Family::Florence2, Family::Qwen3_5];
 
     /// The `model_type` of the family's `config.json`.
     pub fn model_type(self) -> &'static str {
         match self {
             Family::Florence2 => "florence2",
+            Family::Qwen3_5 => "qwen3_5",
         }
     }
 
@@ -86,6 +92,11 @@ pub struct LoadOptions {
     /// CPU the tower is compute-bound and a batch of 8 only thrashes the caches (measured 1.3×
     /// slower per image on Florence-2); on a GPU batching is where its throughput comes from.
     pub vision_batch_size: usize,
+    /// The most pixels an image is resized to for families that keep its aspect (Qwen3.5): the
+    /// image tokens, and so the prompt's length and the vision encoder's work, grow with it.
+    pub vision_max_pixels: u64,
+    /// A file replacing the built-in prompt templates of instruct families.
+    pub prompt_templates: Option<PathBuf>,
 }
 
 /// Opens the model directory with the family its `config.json` names. An unknown family is an
@@ -101,6 +112,7 @@ pub fn load(options: &LoadOptions) -> Result<Box<dyn Captioner>, ModelError> {
     let model_type = config::model_type(dir)?;
     match Family::from_model_type(&model_type) {
         Some(Family::Florence2) => Ok(Box::new(florence2::Florence2::load(options)?)),
+        Some(Family::Qwen3_5) => Ok(Box::new(qwen3_5::Qwen35::load(options)?)),
         None => Err(ModelError::ModelDir {
             dir: dir.clone(),
             message: format!(
@@ -135,6 +147,8 @@ pub struct GenerationOptions {
     pub max_new_tokens: usize,
     /// 1 = greedy.
     pub num_beams: usize,
+    /// Sampling instead of the most likely token, where the family supports it.
+    pub sampling: Option<generate::sample::Sampling>,
 }
 
 /// One image to describe.

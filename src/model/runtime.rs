@@ -349,6 +349,16 @@ pub fn host_memory() -> Result<MemoryInfo<'static>, ort::Error> {
     )
 }
 
+/// For unit tests that build tensors: the project's library (`scripts/install-ort.sh`), loaded once.
+#[cfg(test)]
+pub fn test_environment() {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache");
+    let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let (library, _) = find_library(None, env_path.as_deref(), &cache, Device::Cpu)
+        .expect("the ONNX Runtime library (scripts/install-ort.sh)");
+    environment(&library).expect("ONNX Runtime loads");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,10 +55,81 @@ impl FromStr for Detail {
     }
 }
 
-/// One image's task. Validated before it reaches a model (`describe::request`).
+/// What text to write about the image: the API's `outputs`. Florence-2 writes captions (its
+/// `detail` levels); an instruct family writes each of these from its own prompt.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// One sentence for the image's `alt` attribute.
+    #[default]
+    AltText,
+    /// A product description.
+    Description,
+    /// A page title for search engines (at most 60 characters).
+    SeoTitle,
+    /// Search keywords, comma-separated.
+    Keywords,
+}
+
+impl Output {
+    pub const ALL: [Output; 4] = [
+        Output::AltText,
+        Output::Description,
+        Output::SeoTitle,
+        Output::Keywords,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::AltText => "alt_text",
+            Output::Description => "description",
+            Output::SeoTitle => "seo_title",
+            Output::Keywords => "keywords",
+        }
+    }
+}
+
+/// What a shop knows about the product in the image. Text for the prompt, never instructions:
+/// families sanitise it before they place it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProductContext {
+    pub title: Option<String>,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    /// In the order given.
+    pub attributes: Vec<(String, String)>,
+    pub keywords: Vec<String>,
+}
+
+impl ProductContext {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.brand.is_none()
+            && self.category.is_none()
+            && self.attributes.is_empty()
+            && self.keywords.is_empty()
+    }
+}
+
+/// One output of one image. Validated before it reaches a model (`describe::request`) against
+/// what the model's card says it can do.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Task {
+    /// Florence-2's caption length.
     pub detail: Detail,
+    pub output: Output,
+    /// BCP 47 (`de`, `pt-BR`); `None` is English.
+    pub language: Option<String>,
+    pub context: ProductContext,
+    pub tone: Option<String>,
+    /// Target length of alt text, in characters.
+    pub max_chars: Option<usize>,
+    /// Target length of a description, in words.
+    pub max_words: Option<usize>,
+    /// How many keywords.
+    pub keyword_count: Option<usize>,
 }
 
 #[cfg(test)]

@@ -15,78 +15,8 @@ use ort::value::{
 
 use super::signature::{DecoderShape, past_names, present_name};
 use crate::model::ModelError;
+use crate::model::rows::RowTensor;
 use crate::model::runtime::{self, RuntimeOptions};
-
-/// A tensor kept between decoder calls: either a session output, fed back as is (no copy), or
-/// one we built.
-pub struct RowTensor {
-    value: DynValue,
-    shape: Vec<usize>,
-}
-
-impl RowTensor {
-    pub fn from_output(value: DynValue, stage: &'static str) -> Result<Self, ModelError> {
-        let shape = value
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ModelError::Inference {
-                stage,
-                message: "negative output dimension".into(),
-            })?;
-        Ok(Self { value, shape })
-    }
-
-    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, ModelError> {
-        let value = Tensor::from_array((shape.clone(), data))
-            .map_err(ModelError::inference("decoder"))?
-            .into_dyn();
-        Ok(Self { value, shape })
-    }
-
-    pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Self, ModelError> {
-        let value = Tensor::from_array((shape.clone(), data))
-            .map_err(ModelError::inference("decoder"))?
-            .into_dyn();
-        Ok(Self { value, shape })
-    }
-
-    pub fn value(&self) -> &DynValue {
-        &self.value
-    }
-
-    pub fn rows(&self) -> usize {
-        self.shape[0]
-    }
-
-    /// A new tensor whose row i is this tensor's row `parents[i]` (rows are contiguous chunks).
-    fn gather(&self, parents: &[usize]) -> Result<Self, ModelError> {
-        let mut shape = self.shape.clone();
-        shape[0] = parents.len();
-        let row_len: usize = self.shape[1..].iter().product();
-        macro_rules! gather_as {
-            ($ty:ty, $ctor:ident) => {{
-                let (_, data) = self
-                    .value
-                    .try_extract_tensor::<$ty>()
-                    .map_err(ModelError::inference("decoder"))?;
-                let mut out = Vec::with_capacity(parents.len() * row_len);
-                for &p in parents {
-                    out.extend_from_slice(&data[p * row_len..(p + 1) * row_len]);
-                }
-                Self::$ctor(shape, out)
-            }};
-        }
-        match self.value.dtype() {
-            ort::value::ValueType::Tensor {
-                ty: ort::value::TensorElementType::Int64,
-                ..
-            } => gather_as!(i64, i64),
-            _ => gather_as!(f32, f32),
-        }
-    }
-}
 
 /// Cross-attention inputs (fixed for the request) and the self-attention cache, per layer.
 pub struct DecoderState {
@@ -178,12 +108,14 @@ impl DecoderState {
             self_attn.push([take(&present[0])?, take(&present[1])?]);
             if first_call {
                 let pair = [take(&present[2])?, take(&present[3])?];
-                if pair[0].shape[2] != self.encoder_hidden_states.shape[1] {
+                if pair[0].shape()[2] != self.encoder_hidden_states.shape()[1] {
                     return Err(ModelError::Inference {
                         stage: "decoder",
                         message: format!(
                             "step-0 `{}` has {} positions, expected the encoder length {}",
-                            present[2], pair[0].shape[2], self.encoder_hidden_states.shape[1]
+                            present[2],
+                            pair[0].shape()[2],
+                            self.encoder_hidden_states.shape()[1]
                         ),
                     });
                 }
@@ -219,7 +151,7 @@ impl DecoderState {
         tensors.extend(self.self_attn.iter_mut().flat_map(|pair| pair.iter_mut()));
         match device {
             Some(device) => {
-                let values: Vec<&DynValue> = tensors.iter().map(|t| &t.value).collect();
+                let values: Vec<&DynValue> = tensors.iter().map(|t| t.value()).collect();
                 let gathered = device.gather(&values, parents)?;
                 for (tensor, value) in tensors.into_iter().zip(gathered) {
                     *tensor = RowTensor::from_output(value, "decoder")?;

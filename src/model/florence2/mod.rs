@@ -19,6 +19,7 @@ use ort::value::{DynValue, Tensor};
 use super::config::GenerationConfig;
 use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
 use super::preprocess::{ImageLimits, PreprocessError, PreprocessorConfig, prepare_image};
+use super::rows::RowTensor;
 use super::runtime::{self, Device, KvCache};
 use super::signature::ports;
 use super::{
@@ -26,7 +27,7 @@ use super::{
     ModelCard, ModelError, Prepared, StageTimings, Task,
 };
 use config::ModelConfig;
-use kv_cache::{CacheNames, DecoderState, DeviceGather, RowTensor};
+use kv_cache::{CacheNames, DecoderState, DeviceGather};
 use prompts::Prompts;
 pub use prompts::task_token;
 use signature::DecoderShape;

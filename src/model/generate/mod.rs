@@ -4,6 +4,7 @@
 //! finished requests leave the running batch and beams reorder it.
 
 pub mod logits;
+pub mod sample;
 
 pub use logits::LogitsRules;
 use logits::{apply_rules, argmax, log_softmax, top_k};

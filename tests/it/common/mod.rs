@@ -55,6 +55,8 @@ pub fn load_options(model_dir: &Path) -> LoadOptions {
         },
         variant_suffix: String::new(),
         vision_batch_size: 0,
+        vision_max_pixels: 262_144,
+        prompt_templates: None,
     }
 }
 
@@ -99,9 +101,13 @@ pub fn request(
     GenerationRequest {
         image: image(model, file),
         options: GenerationOptions {
-            task: Task { detail },
+            task: Task {
+                detail,
+                ..Task::default()
+            },
             max_new_tokens,
             num_beams,
+            sampling: None,
         },
     }
 }
