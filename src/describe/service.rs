@@ -280,9 +280,10 @@ impl DescribeService {
         }
         let described = inner
             .engine
-            .describe(permit, bytes, image.generation.clone())
+            .describe(permit, bytes, vec![image.generation.clone()])
             .await?;
-        let generated = &described.generated;
+        // One output per image until requests can name several (issue 13's API step).
+        let generated = &described.generated[0];
         let (text, truncated) = match image.asked.max_chars {
             Some(max) => {
                 let cut = truncate_at_word(&generated.text, max);

@@ -70,10 +70,11 @@ pub struct ImageFacts {
     pub sha256: String,
 }
 
-/// A finished description with its timings.
+/// A finished image with its timings.
 #[derive(Debug, Clone)]
 pub struct Described {
-    pub generated: Generated,
+    /// One per requested output, in order.
+    pub generated: Vec<Generated>,
     pub image: ImageFacts,
     pub prepare_time: Duration,
     pub queue_time: Duration,
@@ -194,15 +195,20 @@ impl Engine {
         self.inner.admission.try_admit(images)
     }
 
-    /// Describes one admitted image with options the describe service validated. The bytes are
-    /// dropped as soon as the tensor exists. If the caller drops this future (client gone), the
-    /// image leaves the queue or the running batch.
+    /// Describes one admitted image with the outputs the describe service validated: each is
+    /// its own row over the one prepared image (families run their vision encoder once per
+    /// image of a batch). The bytes are dropped as soon as the tensor exists. If the caller drops
+    /// this future (client gone), the rows leave the queue or the running batch.
     pub async fn describe(
         &self,
         permit: Permits,
         image: ImageBytes,
-        options: GenerationOptions,
+        outputs: Vec<GenerationOptions>,
     ) -> Result<Described, EngineError> {
+        debug_assert!(
+            !outputs.is_empty(),
+            "the describe service asks for at least one output"
+        );
         let _permit = permit;
         let inner = &self.inner;
 
@@ -236,38 +242,50 @@ impl Engine {
         };
 
         let now = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        let prompt = inner
-            .card
-            .frontend
-            .prompt_len(&options.task, &prepared.tensor);
-        let entry = Entry {
-            token_cost: (prompt + options.max_new_tokens) * options.num_beams,
-            request: GenerationRequest {
-                image: prepared.tensor,
-                options,
-            },
-            enqueued_at: now,
-            deadline: now + inner.config.max_queue_time,
-            reply,
-            span: tracing::Span::current(),
-        };
         let retry_after = inner.config.retry_after;
-        inner
-            .queue
-            .append(entry)
-            .map_err(|_| EngineError::Draining { retry_after })?;
-        let inferred = answer
-            .await
-            .map_err(|_| EngineError::Draining { retry_after })??;
-        Ok(Described {
-            generated: inferred.generated,
+        let mut answers = Vec::with_capacity(outputs.len());
+        for options in outputs {
+            let (reply, answer) = oneshot::channel();
+            let prompt = inner
+                .card
+                .frontend
+                .prompt_len(&options.task, &prepared.tensor);
+            let entry = Entry {
+                token_cost: (prompt + options.max_new_tokens) * options.num_beams,
+                request: GenerationRequest {
+                    image: prepared.tensor.clone(),
+                    options,
+                },
+                enqueued_at: now,
+                deadline: now + inner.config.max_queue_time,
+                reply,
+                span: tracing::Span::current(),
+            };
+            inner
+                .queue
+                .append(entry)
+                .map_err(|_| EngineError::Draining { retry_after })?;
+            answers.push(answer);
+        }
+        drop(prepared);
+        let mut described = Described {
+            generated: Vec::with_capacity(answers.len()),
             image,
             prepare_time,
-            queue_time: inferred.queue_time,
-            inference_time: inferred.inference_time,
-            batch_size: inferred.batch_size,
-        })
+            queue_time: Duration::ZERO,
+            inference_time: Duration::ZERO,
+            batch_size: 0,
+        };
+        for answer in answers {
+            let inferred = answer
+                .await
+                .map_err(|_| EngineError::Draining { retry_after })??;
+            described.queue_time = described.queue_time.max(inferred.queue_time);
+            described.inference_time = described.inference_time.max(inferred.inference_time);
+            described.batch_size = described.batch_size.max(inferred.batch_size);
+            described.generated.push(inferred.generated);
+        }
+        Ok(described)
     }
 
     /// Ready: warmed up, not draining, and at least one worker whose last batch succeeded. A full

@@ -243,7 +243,7 @@ mod tests {
     fn entry(cost: usize, now: Instant, ttl: Duration) -> (Entry, Reply) {
         let (reply, receiver) = oneshot::channel();
         let request = GenerationRequest {
-            image: ImageTensor(ndarray::ArrayD::zeros(vec![3, 1, 1])),
+            image: ImageTensor::new(ndarray::ArrayD::zeros(vec![3, 1, 1])),
             options: GenerationOptions {
                 task: Task::default(),
                 max_new_tokens: cost,

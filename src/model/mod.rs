@@ -123,10 +123,47 @@ pub fn load(options: &LoadOptions) -> Result<Box<dyn Captioner>, ModelError> {
     }
 }
 
-/// A prepared image in its family's own layout (Florence-2: `[3, H, W]`, normalised). Only the
-/// family that made it reads it; the layers above move it.
+/// A prepared image in its family's own layout (Florence-2: `[3, H, W]`, normalised; Qwen3.5:
+/// patches). Only the family that made it reads it; the layers above move it. Cheap to clone: the
+/// outputs of one image share it, and a family runs its vision encoder once per distinct image
+/// of a batch ([`distinct_images`]).
 #[derive(Debug, Clone)]
-pub struct ImageTensor(pub ndarray::ArrayD<f32>);
+pub struct ImageTensor(Arc<ndarray::ArrayD<f32>>);
+
+impl ImageTensor {
+    pub fn new(values: ndarray::ArrayD<f32>) -> Self {
+        Self(Arc::new(values))
+    }
+
+    pub fn values(&self) -> &ndarray::ArrayD<f32> {
+        &self.0
+    }
+
+    /// The same prepared image (not merely equal values).
+    pub fn is_same(&self, other: &ImageTensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The distinct images of a batch in first-seen order, and for each request the index of its
+/// image among them.
+pub fn distinct_images(requests: &[GenerationRequest]) -> (Vec<&ImageTensor>, Vec<usize>) {
+    let mut images: Vec<&ImageTensor> = Vec::new();
+    let mut of_request = Vec::with_capacity(requests.len());
+    for request in requests {
+        match images
+            .iter()
+            .position(|image| image.is_same(&request.image))
+        {
+            Some(index) => of_request.push(index),
+            None => {
+                of_request.push(images.len());
+                images.push(&request.image);
+            }
+        }
+    }
+    (images, of_request)
+}
 
 /// An image ready for a model, with the facts kept once its bytes are gone.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use super::runtime::{self, Device, KvCache};
 use super::signature::ports;
 use super::{
     Captioner, Detail, Family, Frontend, Generated, GenerationRequest, ImageTensor, LoadOptions,
-    ModelCard, ModelError, Prepared, StageTimings, Task,
+    ModelCard, ModelError, Prepared, StageTimings, Task, distinct_images,
 };
 use config::ModelConfig;
 use kv_cache::{CacheNames, DecoderState, DeviceGather};
@@ -66,7 +66,7 @@ impl Frontend for FlorenceFrontend {
     fn prepare(&self, bytes: &[u8], limits: &ImageLimits) -> Result<Prepared, PreprocessError> {
         let prepared = prepare_image(bytes, &self.preprocessor, limits)?;
         Ok(Prepared {
-            tensor: ImageTensor(prepared.pixel_values.into_dyn()),
+            tensor: ImageTensor::new(prepared.pixel_values.into_dyn()),
             width: prepared.original_width,
             height: prepared.original_height,
             format: prepared.format,
@@ -236,7 +236,7 @@ impl Florence2 {
             .iter()
             .map(|request| {
                 debug_assert_eq!(
-                    request.image.0.shape(),
+                    request.image.values().shape(),
                     [3, height as usize, width as usize],
                     "an image tensor of another family or size"
                 );
@@ -257,13 +257,15 @@ impl Florence2 {
         &mut self,
         requests: &[GenerationRequest],
     ) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let (c, h, w) = pixels_of(&requests[0])?.dim();
+        // Outputs of one image share its tensor: the tower runs once per distinct image.
+        let (images, of_request) = distinct_images(requests);
+        let (c, h, w) = pixels_of(images[0])?.dim();
         let mut features = Vec::new();
         let mut dims = (0, 0);
-        for chunk in requests.chunks(self.vision_batch_size.max(1)) {
+        for chunk in images.chunks(self.vision_batch_size.max(1)) {
             let mut pixels = Vec::with_capacity(chunk.len() * c * h * w);
-            for request in chunk {
-                let values = pixels_of(request)?;
+            for image in chunk {
+                let values = pixels_of(image)?;
                 match values.as_slice() {
                     Some(slice) => pixels.extend_from_slice(slice),
                     None => pixels.extend(values.iter().copied()),
@@ -281,7 +283,16 @@ impl Florence2 {
             dims = (shape[1] as usize, shape[2] as usize);
             features.extend_from_slice(data);
         }
-        Ok((features, dims.0, dims.1))
+        if images.len() == requests.len() {
+            return Ok((features, dims.0, dims.1));
+        }
+        let per_image = dims.0 * dims.1;
+        let rows = of_request
+            .iter()
+            .flat_map(|&image| features[image * per_image..(image + 1) * per_image].iter())
+            .copied()
+            .collect();
+        Ok((rows, dims.0, dims.1))
     }
 
     /// Embeds `[rows, len]` token ids; returns the flat `[rows, len, D]` buffer.
@@ -544,7 +555,7 @@ impl Captioner for Florence2 {
 
     fn blank_image(&self) -> ImageTensor {
         let (width, height) = self.preprocessor.output_size();
-        ImageTensor(Array3::<f32>::zeros((3, height as usize, width as usize)).into_dyn())
+        ImageTensor::new(Array3::<f32>::zeros((3, height as usize, width as usize)).into_dyn())
     }
 
     fn generate_with(
@@ -591,11 +602,10 @@ impl Captioner for Florence2 {
     }
 }
 
-/// A request's image as `[3, H, W]`, the layout `FlorenceFrontend` prepares.
-fn pixels_of(request: &GenerationRequest) -> Result<ArrayView3<'_, f32>, ModelError> {
-    request
-        .image
-        .0
+/// An image as `[3, H, W]`, the layout `FlorenceFrontend` prepares.
+fn pixels_of(image: &ImageTensor) -> Result<ArrayView3<'_, f32>, ModelError> {
+    image
+        .values()
         .view()
         .into_dimensionality::<Ix3>()
         .map_err(|e| ModelError::Inference {

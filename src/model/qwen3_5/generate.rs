@@ -15,7 +15,7 @@ use super::state::DecoderState;
 use super::{Qwen35, patches_of};
 use crate::model::generate::FinishReason;
 use crate::model::generate::sample::{Stream, apply_repetition_penalty, choose};
-use crate::model::{Generated, GenerationRequest, ModelError, StageTimings};
+use crate::model::{Generated, GenerationRequest, ModelError, StageTimings, distinct_images};
 
 /// A row of the running batch.
 struct Row {
@@ -131,16 +131,18 @@ pub(super) fn run(
     Ok((results, timings))
 }
 
-/// Every image through the vision encoder in one call; each request's rows of the features.
+/// Every distinct image through the vision encoder in one call (the outputs of one image share
+/// it); each request's rows of the features.
 fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<f32>>, ModelError> {
     let error = ModelError::inference("vision");
     let merge = model.config.spatial_merge_size;
+    let (images, of_request) = distinct_images(requests);
     let mut pixels = Vec::new();
-    let mut grids = Vec::with_capacity(requests.len() * 3);
-    let mut tokens = Vec::with_capacity(requests.len());
+    let mut grids = Vec::with_capacity(images.len() * 3);
+    let mut tokens = Vec::with_capacity(images.len());
     let mut columns = 0;
-    for request in requests {
-        let (patches, grid) = patches_of(request, merge)?;
+    for image in &images {
+        let (patches, grid) = patches_of(image, merge)?;
         columns = patches.ncols();
         pixels.extend(patches.iter().copied());
         grids.extend(grid);
@@ -148,7 +150,7 @@ fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<
     }
     let rows = pixels.len() / columns.max(1);
     let pixel_values = Tensor::from_array(([rows, columns], pixels)).map_err(&error)?;
-    let grid = Tensor::from_array(([requests.len(), 3], grids)).map_err(&error)?;
+    let grid = Tensor::from_array(([images.len(), 3], grids)).map_err(&error)?;
     let outputs = model
         .vision
         .run(ort::inputs!["pixel_values" => pixel_values, "image_grid_thw" => grid])
@@ -164,13 +166,13 @@ fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<
         });
     }
     let width = shape[1] as usize;
-    let mut features = Vec::with_capacity(requests.len());
+    let mut per_image = Vec::with_capacity(images.len());
     let mut at = 0;
     for count in tokens {
-        features.push(data[at * width..(at + count) * width].to_vec());
+        per_image.push(&data[at * width..(at + count) * width]);
         at += count;
     }
-    Ok(features)
+    Ok(of_request.iter().map(|&i| per_image[i].to_vec()).collect())
 }
 
 /// `embed_tokens` over `[rows, len]` ids: the flat `[rows, len, hidden]` embeddings.
@@ -202,7 +204,7 @@ fn prefill(
     features: &[f32],
 ) -> Result<(Row, DecoderState), ModelError> {
     let merge = model.config.spatial_merge_size;
-    let (patches, grid) = patches_of(request, merge)?;
+    let (patches, grid) = patches_of(&request.image, merge)?;
     let image_tokens = patches.nrows() / (merge * merge);
     let ids = model.text.prompt_ids(&request.options.task, image_tokens)?;
     let special = model.text.special;

@@ -91,7 +91,7 @@ impl Frontend for QwenFrontend {
     fn prepare(&self, bytes: &[u8], limits: &ImageLimits) -> Result<Prepared, PreprocessError> {
         let prepared = prepare_patches(bytes, &self.preprocessor, limits)?;
         Ok(Prepared {
-            tensor: ImageTensor(prepared.patches.into_dyn()),
+            tensor: ImageTensor::new(prepared.patches.into_dyn()),
             width: prepared.original_width,
             height: prepared.original_height,
             format: prepared.format,
@@ -114,7 +114,7 @@ impl Frontend for QwenFrontend {
 
 /// The image tokens of a patch tensor `[gh/m, gw/m, m², columns]`.
 fn image_tokens(image: &ImageTensor, merge: usize) -> Option<usize> {
-    let shape = image.0.shape();
+    let shape = image.values().shape();
     (shape.len() == 4 && shape[2] == merge * merge).then(|| shape[0] * shape[1])
 }
 
@@ -275,7 +275,7 @@ impl Captioner for Qwen35 {
         let merge = self.config.spatial_merge_size;
         let temporal = self.preprocessor.temporal_patch_size.unwrap_or(2) as usize;
         let side = patch * merge;
-        ImageTensor(
+        ImageTensor::new(
             Array4::<f32>::zeros((
                 height as usize / side,
                 width as usize / side,
@@ -295,18 +295,17 @@ impl Captioner for Qwen35 {
     }
 }
 
-/// A request's patches as `[patches, columns]`, and its grid in patches `(t, h, w)`.
+/// An image's patches as `[patches, columns]`, and its grid in patches `(t, h, w)`.
 fn patches_of(
-    request: &GenerationRequest,
+    image: &ImageTensor,
     merge: usize,
 ) -> Result<(ndarray::ArrayView2<'_, f32>, [i64; 3]), ModelError> {
     let wrong = |message: String| ModelError::Inference {
         stage: "vision",
         message,
     };
-    let view = request
-        .image
-        .0
+    let view = image
+        .values()
         .view()
         .into_dimensionality::<Ix4>()
         .map_err(|e| wrong(format!("not a Qwen3.5 image tensor: {e}")))?;
