@@ -154,6 +154,9 @@ def build_tokenizer(preset: Preset) -> tuple[Tokenizer, dict]:
     spec["model"]["unk_token"] = None
     spec["model"]["byte_fallback"] = False
     spec["model"]["ignore_merges"] = False
+    # as in Qwen's tokenizer.json (the ByteLevel decoder ignores these flags)
+    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                       "use_regex": False}
     tok = Tokenizer.from_str(json.dumps(spec))
     for content, special in ADDED_TOKENS:
         t = AddedToken(content, single_word=False, lstrip=False, rstrip=False, normalized=False,
@@ -478,6 +481,7 @@ def generate(preset: Preset, out: Path, seed: int, tune: qg.Tuning = qg.Tuning()
     W = Weights(seed)
     p = qg.text_weights(W, dims, vocab, tune)
     sizes = {"embed_tokens": save_graph(qg.build_embed_tokens, out, "embed_tokens", p, dims)}
+    del p["embed"]  # the decoder reads only its own output table
     sizes["decoder_model_merged"] = save_graph(qg.build_decoder, out, "decoder_model_merged", p,
                                                dims, tune)
     del p

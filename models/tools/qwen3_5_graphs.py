@@ -177,15 +177,16 @@ def embedding_table(W: Weights, dims: TextDims, vocab: Vocab, tune: Tuning) -> n
     decides what follows them), SPECIAL on chat-frame tokens, and BULK taking up the rest."""
     E = W.normal("model.language_model.embed_tokens.weight", (vocab.size, dims.hidden), 1.0)
     n = dims.hidden - MARKERS
-    c = E[:, MARKERS:].astype(np.float64)
-    c /= np.sqrt(np.einsum("ij,ij->i", c, c) / n)[:, None]
     scale = np.full((vocab.size,), tune.structural_scale)
     scale[list(vocab.generable)] = 1.0
-    c *= scale[:, None]
     special = np.zeros((vocab.size,))
     special[list(vocab.special)] = tune.special_value
     bulk = np.sqrt((1.0 - scale ** 2) * n + tune.special_value ** 2 - special ** 2)
-    E[:, MARKERS:] = on_grid(c)
+    for r in range(0, vocab.size, 8192):  # in blocks: the 0.8B-shaped table is 1 GB
+        rows = slice(r, r + 8192)
+        c = E[rows, MARKERS:].astype(np.float64)
+        c *= (scale[rows] / np.sqrt(np.einsum("ij,ij->i", c, c) / n))[:, None]
+        E[rows, MARKERS:] = on_grid(c)
     E[:, :MARKERS] = 0.0
     E[:, FLAG] = tune.flag_value  # every token row is a text row
     E[:, SPECIAL] = on_grid(special)
