@@ -324,7 +324,7 @@ def config_json(preset: Preset, dims: qg.TextDims, info: dict) -> dict:
     vision = {
         "deepstack_visual_indexes": [],
         "depth": v.depth,
-        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_act": "gelu",  # exact (erf) GELU, as the graph computes it
         "hidden_size": v.hidden,
         "in_channels": v.in_channels,
         "intermediate_size": v.intermediate,
