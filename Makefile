@@ -6,10 +6,12 @@ CARGO ?= cargo
 TINY_MODEL := models/tiny-florence2
 REAL_MODEL := models/florence-2-base-ft
 BASE_MODEL := models/base-shaped
+TINY_QWEN := models/tiny-qwen3_5
+BASE_QWEN := models/base-shaped-qwen3_5
 SAMPLES := tests/conformance/fixtures
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help describe ort ort-cuda venv model model-base real-model build run test test-rust conformance-reference bench lint fmt clean
+.PHONY: help describe ort ort-cuda venv model model-base model-qwen model-base-qwen real-model build run test test-rust conformance-reference bench lint fmt clean
 
 help:
 	@echo "make run      set up (ONNX Runtime, model, build) and serve the API on $(LISTEN)"
@@ -33,6 +35,14 @@ model: venv
 # Florence-2-base-shaped random model for benchmarks (outside git, ~1.1 GB).
 model-base: venv
 	@[ -f $(BASE_MODEL)/onnx/decoder_model_merged.onnx ] || "$$(scripts/python-env.sh)" models/tools/make_florence2.py --preset base --out $(BASE_MODEL)
+
+# The tiny Qwen3.5 test model is committed too; this checks the generator still reproduces it.
+model-qwen: venv
+	@"$$(scripts/python-env.sh)" models/tools/make_qwen3_5.py --preset tiny --check $(TINY_QWEN)
+
+# Qwen3.5-0.8B-shaped random model for benchmarks (outside git, ~4.4 GB).
+model-base-qwen: venv
+	@[ -f $(BASE_QWEN)/onnx/decoder_model_merged.onnx ] || "$$(scripts/python-env.sh)" models/tools/make_qwen3_5.py --preset base --out $(BASE_QWEN)
 
 real-model:
 	@scripts/fetch-model.sh $(REAL_MODEL)
@@ -78,4 +88,5 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf .cache/venv tests/conformance/node_modules tests/conformance/reference.json
+	rm -rf .cache/venv tests/conformance/node_modules tests/conformance/reference.json \
+	  tests/conformance/reference_qwen3_5.json tests/conformance/reference_qwen3_5.python.json

@@ -13,6 +13,8 @@ weights land in the outermost graph, so both decoder branches read the same init
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -30,7 +32,8 @@ FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 
 
 class Graph:
-    def __init__(self, name: str, parent: "Graph | None" = None, prefix: str = ""):
+    def __init__(self, name: str, parent: "Graph | None" = None, prefix: str = "",
+                 external: "ExternalData | None" = None):
         self.name = name
         self.parent = parent
         self.prefix = prefix
@@ -40,6 +43,7 @@ class Graph:
             self.known_weights: set[str] = set()
             self.const_cache: dict[tuple, str] = {}
             self.counter: dict[str, int] = {}
+            self.external = external  # None: every initializer is stored inside the .onnx
 
     @property
     def root(self) -> "Graph":
@@ -61,7 +65,11 @@ class Graph:
         root = self.root
         if name not in root.known_weights:
             root.known_weights.add(name)
-            root.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            if root.external is not None:
+                root.initializers.append(root.external.add(name, array))
+            else:
+                root.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array),
+                                                                 name))
         return name
 
     def const(self, value, dtype=np.float32) -> str:
@@ -113,13 +121,63 @@ class Graph:
         inits = self.initializers if self.parent is None else []
         return helper.make_graph(self.nodes, self.name, inputs, outputs, initializer=inits)
 
-    def to_model(self, inputs, outputs) -> onnx.ModelProto:
-        model = helper.make_model(self.to_graph(inputs, outputs),
-                                  opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name=PRODUCER[0], producer_version=PRODUCER[1])
+    def to_model(self, inputs, outputs, opsets: dict | None = None,
+                 producer: tuple = PRODUCER, check: bool = True) -> onnx.ModelProto:
+        """opsets: extra domains, e.g. {"com.microsoft": 1}. check=False for models whose
+        weights live in an external file (check the saved path instead: check_saved)."""
+        imports = [helper.make_opsetid("", OPSET)]
+        imports += [helper.make_opsetid(domain, v) for domain, v in (opsets or {}).items()]
+        model = helper.make_model(self.to_graph(inputs, outputs), opset_imports=imports,
+                                  producer_name=producer[0], producer_version=producer[1])
         model.ir_version = IR_VERSION
-        onnx.checker.check_model(model)
+        if check:
+            onnx.checker.check_model(model)
         return model
+
+
+class ExternalData:
+    """Streams initializers into one external-data file (`NAME.onnx_data` next to `NAME.onnx`,
+    the onnx-community layout) as they are registered, so a multi-GB model never sits in memory
+    twice. Tensors under `threshold` bytes stay inside the graph (onnx's own default). Offsets
+    are aligned (64 B; 64 KiB for tensors of 1 MiB or more, so ONNX Runtime can map them), and
+    the padding is zeros: the file is as reproducible as the weights."""
+
+    def __init__(self, path, threshold: int = 1024):
+        self.path = Path(path)
+        self.location = self.path.name  # stored relative: resolved next to the .onnx
+        self.threshold = threshold
+        self.file = open(self.path, "wb")
+        self.offset = 0
+
+    def add(self, name: str, array: np.ndarray) -> onnx.TensorProto:
+        arr = np.ascontiguousarray(array)
+        if arr.nbytes < self.threshold:
+            return numpy_helper.from_array(arr, name)
+        align = 65536 if arr.nbytes >= (1 << 20) else 64
+        pad = (-self.offset) % align
+        self.file.write(b"\0" * pad)
+        self.offset += pad
+        self.file.write(arr.tobytes())
+        tensor = onnx.TensorProto()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        tensor.dims.extend(arr.shape)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", str(self.offset)),
+                           ("length", str(arr.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        self.offset += arr.nbytes
+        return tensor
+
+    def close(self):
+        self.file.close()
+
+
+def check_saved(path) -> None:
+    """onnx's checker on a saved model (path form: it follows external data; ops of domains it
+    does not know, such as com.microsoft, are not checked)."""
+    onnx.checker.check_model(str(path))
 
 
 def save_model(model: onnx.ModelProto, path) -> int:
