@@ -21,7 +21,7 @@ use std::time::Duration;
 use generate::FinishReason;
 use preprocess::{ImageKind, ImageLimits, PreprocessError};
 pub use runtime::{Device, RuntimeOptions};
-pub use task::{Detail, Task};
+pub use task::{Detail, Output, ProductContext, Task};
 
 /// Errors of loading or running the model. Load-time messages name the file or flag to fix.
 #[derive(Debug, thiserror::Error)]

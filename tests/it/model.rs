@@ -116,18 +116,7 @@ fn cancelled_rows_stop_and_others_are_unaffected() {
 
 /// A copy of the tiny model in `parent/name`, to break.
 fn model_copy(parent: &Path, name: &str) -> PathBuf {
-    let to = parent.join(name);
-    let from = common::tiny_model_dir();
-    std::fs::create_dir_all(to.join("onnx")).unwrap();
-    for dir in ["", "onnx"] {
-        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    to
+    common::model_copy(&common::tiny_model_dir(), parent, name)
 }
 
 /// Through the family seam, as the server and the CLI load.

@@ -23,9 +23,8 @@ pub const IMAGE_PLACEHOLDER: &str = "<|vision_start|><|image_pad|><|vision_end|>
 pub const IMAGE_PAD: &str = "<|image_pad|>";
 const FRAME_END: &str = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
 
-/// Defaults for the numbers a request may leave out.
+/// Defaults for the numbers an instruction needs when a request leaves them out.
 pub const DEFAULT_ALT_TEXT_CHARS: usize = 125;
-pub const DEFAULT_DESCRIPTION_WORDS: usize = 80;
 pub const DEFAULT_KEYWORD_COUNT: usize = 8;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,10 +123,8 @@ impl Templates {
                 "max_chars",
                 Some(task.max_chars.unwrap_or(DEFAULT_ALT_TEXT_CHARS)),
             ),
-            (
-                "max_words",
-                Some(task.max_words.unwrap_or(DEFAULT_DESCRIPTION_WORDS)),
-            ),
+            // Optional on purpose: without it the description has no length line (PROMPTS.md).
+            ("max_words", task.max_words),
             (
                 "count",
                 Some(task.keyword_count.unwrap_or(DEFAULT_KEYWORD_COUNT)),

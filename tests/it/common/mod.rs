@@ -27,6 +27,11 @@ pub fn tiny_model_dir() -> PathBuf {
     root().join("models/tiny-florence2")
 }
 
+/// The committed tiny Qwen3.5 (models/tools/make_qwen3_5.py).
+pub fn tiny_qwen_dir() -> PathBuf {
+    root().join("models/tiny-qwen3_5")
+}
+
 pub fn fixtures_dir() -> PathBuf {
     root().join("tests/conformance/fixtures")
 }
@@ -62,6 +67,21 @@ pub fn load_options(model_dir: &Path) -> LoadOptions {
 
 pub fn tiny_model() -> Florence2 {
     Florence2::load(&load_options(&tiny_model_dir())).expect("load the tiny model")
+}
+
+/// A copy of the model directory `from` (its files and `onnx/`) in `parent/name`, to break.
+pub fn model_copy(from: &Path, parent: &Path, name: &str) -> PathBuf {
+    let to = parent.join(name);
+    std::fs::create_dir_all(to.join("onnx")).unwrap();
+    for dir in ["", "onnx"] {
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    to
 }
 
 pub fn fixture_files() -> Vec<PathBuf> {
