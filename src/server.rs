@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::billing::Billing;
 use crate::cli::StoreArgs;
 use crate::cli::serve::ServeArgs;
-use crate::describe::{DescribeService, Validator};
+use crate::describe::{DescribeService, ServedModel};
 use crate::engine::Engine;
 use crate::fetch::ImageFetcher;
 use crate::http::{AppState, router, success_statuses};
@@ -105,11 +105,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let describe = DescribeService::new(
-        engine.clone(),
+        vec![ServedModel {
+            name: args.model.model_name(),
+            engine: engine.clone(),
+        }],
         store.clone(),
         Arc::new(fetcher),
-        Validator::new(engine.card().clone(), config.max_num_beams),
-        args.model.model_name(),
+        config.max_num_beams,
         args.fetch.max_image_bytes,
     );
     let state = AppState {

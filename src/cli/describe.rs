@@ -287,14 +287,22 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
     let options = args.model.load_options()?;
     let mut model = crate::model::load(&options).context("loading the model")?;
     // The same checks as the API's, before any image is read.
-    let generation = Validator::new(model.card().clone(), usize::MAX)
-        .generation(&DescribeOptions {
-            detail: Some(args.detail.as_str().to_string()),
+    let name = args.model.model_name();
+    let generation = Validator::new(vec![(name, model.card().clone())], usize::MAX)
+        .plan(&DescribeOptions {
+            detail: model
+                .card()
+                .capabilities
+                .detail
+                .then(|| args.detail.as_str().to_string()),
             max_new_tokens: args.max_new_tokens,
             num_beams: Some(args.num_beams),
             ..DescribeOptions::default()
         })
-        .map_err(|e| anyhow::anyhow!("{e} (--max-new-tokens, --num-beams)"))?;
+        .map_err(|e| anyhow::anyhow!("{e} (--max-new-tokens, --num-beams)"))?
+        .outputs
+        .remove(0)
+        .generation;
     tracing::info!(model = %args.model.model_dir.display(), device = %args.model.device, images = files.len(), "describing");
 
     let sink: Box<dyn Write> = match &args.output {

@@ -45,6 +45,27 @@ pub(super) fn fingerprint<'a>(
             "metadata": asked.metadata,
         });
         hasher.update(options.to_string().as_bytes());
+        // Options that came with product copy; hashed only when set, so that the keys of
+        // requests that predate them keep their fingerprints.
+        let copy = json!({
+            "model": asked.model,
+            "outputs": asked.outputs,
+            "language": asked.language,
+            "context": asked.context.as_ref().map(|c| c.to_json()),
+            "tone": asked.tone,
+            "max_words": asked.max_words,
+            "keyword_count": asked.keyword_count,
+            "temperature": asked.temperature,
+            "top_p": asked.top_p,
+            "seed": asked.seed,
+        });
+        if copy
+            .as_object()
+            .is_some_and(|o| o.values().any(|v| !v.is_null()))
+        {
+            hasher.update(b"\0copy\0");
+            hasher.update(copy.to_string().as_bytes());
+        }
     }
     format!("{:x}", hasher.finalize())
 }
@@ -252,5 +273,35 @@ mod tests {
         hasher.update(b"\0url\0https://example.com/a.png");
         hasher.update(options("brief", None).as_bytes());
         assert_eq!(print, format!("{:x}", hasher.finalize()));
+    }
+
+    #[test]
+    fn product_copy_options_are_part_of_the_fingerprint() {
+        let sha = format!("{:x}", Sha256::digest(b"png bytes"));
+        let print = |asked: &DescribeOptions| {
+            fingerprint("create", [(Named::Sha256(&sha), Detail::Brief, asked)])
+        };
+        let plain = DescribeOptions::default();
+        let german = DescribeOptions {
+            language: Some("de".into()),
+            ..DescribeOptions::default()
+        };
+        let french = DescribeOptions {
+            language: Some("fr".into()),
+            ..DescribeOptions::default()
+        };
+        let reseeded = DescribeOptions {
+            seed: Some(2),
+            ..german.clone()
+        };
+        let prints = [
+            print(&plain),
+            print(&german),
+            print(&french),
+            print(&reseeded),
+        ];
+        let distinct: std::collections::HashSet<&String> = prints.iter().collect();
+        assert_eq!(distinct.len(), prints.len(), "{prints:?}");
+        assert_eq!(print(&german), print(&german.clone()));
     }
 }

@@ -1,16 +1,20 @@
 //! The describe service, between the surfaces that take describe requests (the HTTP routes, the
 //! CLI, bulk jobs) and the engine: one validation stage (`request`), and describe-and-store
 //! (`service`): the `Idempotency-Key` claim (`idempotency`), admission, the image fetched and
-//! hashed once, the engine, and the stored description with its usage row.
+//! hashed once, the engine, and the stored description with its usage row. `context` bounds
+//! product data; `outputs` fits the model's text to each output.
 
+pub mod context;
 mod idempotency;
+pub mod outputs;
 pub mod request;
 pub mod service;
 
+pub use context::ContextOptions;
 pub use request::{
     DescribeOptions, DescribeRequest, ImageSource, ValidDescribeRequest, ValidationError, Validator,
 };
-pub use service::{Answer, Call, DescribeService, Described, Rendered};
+pub use service::{Answer, Call, DescribeService, Described, Rendered, ServedModel};
 
 use crate::engine::EngineError;
 use crate::fetch::ImageUrlError;

@@ -11,14 +11,14 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::idempotency::{Claimed, Idempotency, Named, fingerprint};
+use super::outputs::{fit, primary_text};
 use super::request::{
-    DescribeRequest, ImageSource, ValidDescribeRequest, ValidationError, Validator,
-    truncate_at_word,
+    DescribeRequest, ImageSource, PlannedOutput, ValidDescribeRequest, ValidationError, Validator,
 };
 use super::{DescribeError, DescribeOptions};
 use crate::engine::{Engine, ImageBytes, Permits};
 use crate::fetch::ImageFetcher;
-use crate::model::GenerationOptions;
+use crate::model::generate::FinishReason;
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
 use crate::store::ids::{AccountId, DescriptionId};
 use crate::store::{Store, now_ms};
@@ -33,13 +33,20 @@ pub struct DescribeService {
 }
 
 struct Inner {
-    engine: Engine,
+    /// In the validator's order: a valid request's `model` indexes it.
+    models: Vec<ServedModel>,
     store: Store,
     fetcher: Arc<ImageFetcher>,
     validator: Validator,
-    /// Stored with each description: the model directory's name.
-    model_name: String,
     max_image_bytes: u64,
+}
+
+/// A loaded model as requests reach it: its name (what `model` says, and what descriptions
+/// record) and its engine (its own workers, queue and admission).
+#[derive(Clone)]
+pub struct ServedModel {
+    pub name: String,
+    pub engine: Engine,
 }
 
 /// Who asks, and under which key.
@@ -89,26 +96,36 @@ enum Source {
 
 struct Ready {
     source: Source,
-    generation: GenerationOptions,
+    model: usize,
+    outputs: Vec<PlannedOutput>,
     asked: DescribeOptions,
+    language: String,
+    seed: Option<u64>,
 }
 
 impl DescribeService {
+    /// `models` in the operator's order: the first answers requests that name none.
+    /// `max_num_beams` is the server's cap (`--max-num-beams`).
     pub fn new(
-        engine: Engine,
+        models: Vec<ServedModel>,
         store: Store,
         fetcher: Arc<ImageFetcher>,
-        validator: Validator,
-        model_name: String,
+        max_num_beams: usize,
         max_image_bytes: u64,
     ) -> Self {
+        let validator = Validator::new(
+            models
+                .iter()
+                .map(|m| (m.name.clone(), m.engine.card().clone()))
+                .collect(),
+            max_num_beams,
+        );
         Self {
             inner: Arc::new(Inner {
-                engine,
+                models,
                 store,
                 fetcher,
                 validator,
-                model_name,
                 max_image_bytes,
             }),
         }
@@ -116,6 +133,10 @@ impl DescribeService {
 
     pub fn validator(&self) -> &Validator {
         &self.inner.validator
+    }
+
+    pub fn models(&self) -> &[ServedModel] {
+        &self.inner.models
     }
 
     /// The validation stage, for every image of a call; the first refusal is the answer.
@@ -144,11 +165,11 @@ impl DescribeService {
                 return Ok(Answer::Replay(Rendered { status, body }));
             }
         };
-        let permits = match self.inner.engine.try_admit(1) {
+        let image = ready.pop().expect("one request; this is a bug");
+        let permits = match self.inner.models[image.model].engine.try_admit(1) {
             Ok(permits) => permits,
             Err(error) => return guard.fail(error).await,
         };
-        let image = ready.pop().expect("one request; this is a bug");
         let described = match self.run(permits, image).await {
             Ok(described) => described,
             Err(error) => return guard.fail(error).await,
@@ -185,13 +206,22 @@ impl DescribeService {
                 return Ok(Answer::Replay(Rendered { status, body }));
             }
         };
-        let mut permits = match self.inner.engine.try_admit(ready.len()) {
-            Ok(permits) => permits,
-            Err(error) => return guard.fail(error).await,
-        };
+        // Each model's engine admits its own images; all of them or none.
+        let mut permits: Vec<Option<Permits>> = Vec::new();
+        for (index, served) in self.inner.models.iter().enumerate() {
+            let images = ready.iter().filter(|image| image.model == index).count();
+            permits.push(match images {
+                0 => None,
+                n => match served.engine.try_admit(n) {
+                    Ok(permits) => Some(permits),
+                    Err(error) => return guard.fail(error).await,
+                },
+            });
+        }
         let runs = ready.into_iter().map(|image| {
-            let permit = permits
-                .split_one()
+            let permit = permits[image.model]
+                .as_mut()
+                .and_then(Permits::split_one)
                 .expect("one permit per image; this is a bug");
             self.run(permit, image)
         });
@@ -235,7 +265,12 @@ impl DescribeService {
                         Source::Bytes(bytes) => Named::Sha256(&bytes.sha256),
                         Source::Url(url) => Named::Url(url),
                     };
-                    (name, image.generation.task.detail, &image.asked)
+                    let detail = image
+                        .outputs
+                        .first()
+                        .map(|o| o.generation.task.detail)
+                        .unwrap_or_default();
+                    (name, detail, &image.asked)
                 }),
             )
         };
@@ -263,7 +298,8 @@ impl DescribeService {
             .map_err(DescribeError::from)
     }
 
-    /// One admitted image through the engine, and its description assembled (not yet stored).
+    /// One admitted image through its model's engine (each output a row over the one prepared
+    /// image), and its description assembled (not yet stored).
     async fn run(&self, permit: Permits, image: Ready) -> Result<Described, DescribeError> {
         let inner = &self.inner;
         let bytes = match image.source {
@@ -278,29 +314,45 @@ impl DescribeService {
                 limit: inner.max_image_bytes,
             });
         }
-        let described = inner
-            .engine
-            .describe(permit, bytes, vec![image.generation.clone()])
-            .await?;
-        // One output per image until requests can name several (issue 13's API step).
-        let generated = &described.generated[0];
-        let (text, truncated) = match image.asked.max_chars {
-            Some(max) => {
-                let cut = truncate_at_word(&generated.text, max);
-                let truncated = cut.len() < generated.text.len();
-                (cut, truncated)
+        let served = &inner.models[image.model];
+        let generations = image.outputs.iter().map(|o| o.generation.clone()).collect();
+        let described = served.engine.describe(permit, bytes, generations).await?;
+        let mut outputs = serde_json::Map::new();
+        let (mut truncated, mut generated_tokens) = (false, 0);
+        let mut finish_reason = FinishReason::Eos;
+        for (planned, generated) in image.outputs.iter().zip(&described.generated) {
+            let fitted = fit(&generated.text, planned.fit);
+            truncated |= fitted.truncated;
+            outputs.insert(planned.output.as_str().into(), fitted.value);
+            generated_tokens += generated.generated_tokens() as u64;
+            // The one that says most: a length stop (or a cancel) over an end of text.
+            if generated.finish_reason != FinishReason::Eos {
+                finish_reason = generated.finish_reason;
             }
-            None => (generated.text.clone(), false),
-        };
+        }
         let facts = &described.image;
+        let card = served.engine.card();
         let now = now_ms();
         let description = Description {
             id: DescriptionId::generate(),
-            text,
+            text: primary_text(&outputs),
+            outputs: Value::Object(outputs),
             provenance: Provenance::Ai,
             version: 1,
-            detail: image.generation.task.detail.as_str().to_string(),
-            model: inner.model_name.clone(),
+            // Florence-2's caption length; families without one leave it out.
+            detail: card
+                .capabilities
+                .detail
+                .then(|| image.outputs[0].generation.task.detail.as_str().to_string()),
+            model: served.name.clone(),
+            language: image.language,
+            context: image
+                .asked
+                .context
+                .as_ref()
+                .filter(|c| !c.is_empty())
+                .map(|c| c.to_json()),
+            tone: image.asked.tone.clone(),
             asset_id: image.asked.asset_id.clone(),
             metadata: image.asked.metadata.clone(),
             image: ImageFacts {
@@ -310,9 +362,9 @@ impl DescribeService {
                 byte_size: facts.byte_size as u64,
                 sha256: facts.sha256.clone(),
             },
-            options: asked_generation(&image.asked),
-            generated_tokens: generated.generated_tokens() as u64,
-            finish_reason: generated.finish_reason.as_str().to_string(),
+            options: asked_generation(&image.asked, image.seed),
+            generated_tokens,
+            finish_reason: finish_reason.as_str().to_string(),
             truncated,
             created_at: now,
             updated_at: now,
@@ -327,8 +379,30 @@ impl DescribeService {
 
 /// The options the caller set that shaped the text, as stored with the description (defaults
 /// are not listed: they may change between versions).
-fn asked_generation(asked: &DescribeOptions) -> Value {
+fn asked_generation(asked: &DescribeOptions, seed: Option<u64>) -> Value {
     let mut options = serde_json::Map::new();
+    if let Some(outputs) = &asked.outputs {
+        options.insert("outputs".into(), outputs.clone().into());
+    }
+    for (name, value) in [
+        ("max_words", asked.max_words),
+        ("keyword_count", asked.keyword_count),
+    ] {
+        if let Some(value) = value {
+            options.insert(name.into(), value.into());
+        }
+    }
+    if let Some(temperature) = asked.temperature.filter(|t| *t > 0.0) {
+        options.insert("temperature".into(), f64::from(temperature).into());
+        if let Some(top_p) = asked.top_p {
+            options.insert("top_p".into(), f64::from(top_p).into());
+        }
+    }
+    // The seed sampling used, drawn when the caller gave none: with it the text can be made
+    // again.
+    if let Some(seed) = seed {
+        options.insert("seed".into(), seed.into());
+    }
     if let Some(max) = asked.max_chars {
         options.insert("max_chars".into(), max.into());
     }
@@ -345,26 +419,29 @@ fn asked_generation(asked: &DescribeOptions) -> Value {
 async fn ready(requests: Vec<ValidDescribeRequest>) -> Result<Vec<Ready>, DescribeError> {
     let mut inline = Vec::new();
     let mut parts = Vec::with_capacity(requests.len());
-    for request in requests {
-        let source = match request.source {
+    for mut request in requests {
+        let source = match std::mem::replace(&mut request.source, ImageSource::Url(String::new())) {
             ImageSource::Bytes(bytes) => {
                 inline.push(bytes);
                 None
             }
             ImageSource::Url(url) => Some(url),
         };
-        parts.push((source, request.generation, request.asked));
+        parts.push((source, request));
     }
     let mut hashed = hashed(inline).await?.into_iter();
     Ok(parts
         .into_iter()
-        .map(|(url, generation, asked)| Ready {
+        .map(|(url, request)| Ready {
             source: match url {
                 Some(url) => Source::Url(url),
                 None => Source::Bytes(hashed.next().expect("one hash per inline image")),
             },
-            generation,
-            asked,
+            model: request.model,
+            outputs: request.outputs,
+            asked: request.asked,
+            language: request.language,
+            seed: request.seed,
         })
         .collect())
 }

@@ -39,6 +39,9 @@ pub enum ErrorKind {
     BadImage,
     /// The image URL could not be fetched (host down, 404 there, timeout).
     ImageUrlFailed,
+    /// A valid request the chosen model cannot do (a language, an output, product context);
+    /// the message names a loaded model that can.
+    Unsupported,
     /// At capacity (admission).
     Overloaded,
     /// The account's requests per minute are used up.
@@ -51,7 +54,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
@@ -63,6 +66,7 @@ impl ErrorKind {
         ErrorKind::UnsupportedMediaType,
         ErrorKind::BadImage,
         ErrorKind::ImageUrlFailed,
+        ErrorKind::Unsupported,
         ErrorKind::Overloaded,
         ErrorKind::RateLimited,
         ErrorKind::Internal,
@@ -83,7 +87,7 @@ impl ErrorKind {
             Conflict => (StatusCode::CONFLICT, "conflict_error"),
             TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"),
-            BadImage | ImageUrlFailed => {
+            BadImage | ImageUrlFailed | Unsupported => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error")
             }
             Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
@@ -181,7 +185,7 @@ impl ApiError {
         Some(match self.kind {
             TooLarge => "too_large",
             BadImage => "bad_image",
-            BadRequest | UnsupportedMediaType | ImageUrlFailed => "bad_request",
+            BadRequest | UnsupportedMediaType | ImageUrlFailed | Unsupported => "bad_request",
             Unauthorized | Forbidden => "unauthorized",
             RateLimited => "rate_limited",
             Overloaded => "overloaded",
@@ -342,7 +346,11 @@ impl From<&ImageUrlError> for ApiError {
 
 impl From<&ValidationError> for ApiError {
     fn from(error: &ValidationError) -> Self {
-        ApiError::bad_request(error.code, error.message.clone())
+        if error.unsupported {
+            ApiError::new(ErrorKind::Unsupported, error.code, error.message.clone())
+        } else {
+            ApiError::bad_request(error.code, error.message.clone())
+        }
     }
 }
 
@@ -422,8 +430,8 @@ mod tests {
             .collect();
         assert_eq!(
             statuses.len(),
-            ErrorKind::ALL.len() - 1,
-            "only 422 is shared (bad image, image URL)"
+            ErrorKind::ALL.len() - 2,
+            "only 422 is shared (bad image, image URL, unsupported by the model)"
         );
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use generate::FinishReason;
 use preprocess::{ImageKind, ImageLimits, PreprocessError};
 pub use runtime::{Device, RuntimeOptions};
-pub use task::{Detail, Output, ProductContext, Task};
+pub use task::{Capabilities, Detail, Output, ProductContext, Task};
 
 /// Errors of loading or running the model. Load-time messages name the file or flag to fix.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +231,7 @@ pub struct ModelCard {
     pub max_new_tokens: usize,
     /// The widest beam search the family runs.
     pub max_num_beams: usize,
+    pub capabilities: Capabilities,
     pub frontend: Arc<dyn Frontend>,
 }
 
@@ -240,6 +241,7 @@ impl std::fmt::Debug for ModelCard {
             .field("family", &self.family)
             .field("max_new_tokens", &self.max_new_tokens)
             .field("max_num_beams", &self.max_num_beams)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }

@@ -113,6 +113,31 @@ impl ProductContext {
     }
 }
 
+/// What a loaded model can be asked for: the describe service checks each request against it
+/// and names another loaded model when this one cannot (422).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub outputs: Vec<Output>,
+    /// BCP 47 tags, lower case; a request's tag matches by the whole tag or its primary subtag
+    /// (`pt-BR` → `pt`).
+    pub languages: Vec<String>,
+    /// Title, brand, category, attributes, keywords and tone in the prompt.
+    pub product_context: bool,
+    /// `temperature`, `top_p`, `seed`.
+    pub sampling: bool,
+    /// Florence-2's `detail` levels.
+    pub detail: bool,
+}
+
+impl Capabilities {
+    /// Whether `tag` is one of the languages, by the whole tag or its primary subtag.
+    pub fn speaks(&self, tag: &str) -> bool {
+        let tag = tag.to_ascii_lowercase();
+        let primary = tag.split(['-', '_']).next().unwrap_or_default();
+        self.languages.iter().any(|l| *l == tag || l == primary)
+    }
+}
+
 /// One output of one image. Validated before it reaches a model (`describe::request`) against
 /// what the model's card says it can do.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

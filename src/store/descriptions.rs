@@ -2,7 +2,7 @@
 //! retrieval), listed, edited with versions kept, deleted. Every query is scoped by account.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -58,16 +58,22 @@ pub struct ImageFacts {
 #[derive(Debug, Clone, Serialize)]
 pub struct Description {
     pub id: DescriptionId,
-    /// The current text: the model's (cut at a word boundary when `max_chars` was given) or a
-    /// person's edit.
+    /// The current text of the primary output (`describe::outputs::primary`).
     pub text: String,
+    /// Every output: `alt_text`, `description`, `seo_title` as text, `keywords` as a list.
+    pub outputs: Value,
     pub provenance: Provenance,
     /// 1 for the model's text; each edit adds one.
     pub version: i64,
-    /// The detail level used.
-    pub detail: String,
-    /// The model directory's name.
+    /// Florence-2's caption length; `None` for families without one.
+    pub detail: Option<String>,
+    /// The name of the model that wrote it.
     pub model: String,
+    /// BCP 47.
+    pub language: String,
+    /// The product context the request gave (JSON), if any.
+    pub context: Option<Value>,
+    pub tone: Option<String>,
     /// The caller's `asset_id`, echoed back; absent when none was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset_id: Option<String>,
@@ -88,7 +94,12 @@ pub struct Description {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at";
+const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone";
+
+/// The outputs column; a row from before outputs existed has its text as alt text.
+fn outputs_column(row: &AnyRow, text: &str) -> Result<Value> {
+    Ok(json_column(row, "outputs")?.unwrap_or_else(|| serde_json::json!({ "alt_text": text })))
+}
 
 fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
     let text: Option<String> = row.try_get(name)?;
@@ -101,14 +112,20 @@ fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
 
 fn from_row(row: &AnyRow) -> Result<Description> {
     let provenance: String = row.try_get("provenance")?;
+    let text: String = row.try_get("text")?;
+    let detail: String = row.try_get("detail")?;
     Ok(Description {
         id: DescriptionId::trusted(row.try_get("id")?),
-        text: row.try_get("text")?,
+        outputs: outputs_column(row, &text)?,
+        text,
         provenance: Provenance::parse(&provenance)?,
         version: row.try_get("version")?,
-        detail: row.try_get("detail")?,
+        detail: (!detail.is_empty()).then_some(detail),
         options: json_column(row, "options")?.unwrap_or(Value::Null),
         model: row.try_get("model")?,
+        language: row.try_get("language")?,
+        context: json_column(row, "context")?,
+        tone: row.try_get("tone")?,
         asset_id: row.try_get("asset_id")?,
         metadata: json_column(row, "metadata")?,
         image: ImageFacts {
@@ -131,14 +148,17 @@ fn from_row(row: &AnyRow) -> Result<Description> {
 pub struct Version {
     pub version: i64,
     pub text: String,
+    pub outputs: Value,
     pub provenance: Provenance,
     pub created_at: i64,
 }
 
 fn version_from_row(row: &AnyRow) -> Result<Version> {
+    let text: String = row.try_get("text")?;
     Ok(Version {
         version: row.try_get("version")?,
-        text: row.try_get("text")?,
+        outputs: outputs_column(row, &text)?,
+        text,
         provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
         created_at: row.try_get("created_at")?,
     })
@@ -181,7 +201,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for description in descriptions {
             sqlx::query(&format!(
-                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
             ))
             .bind(account_id.as_str())
             .bind(request_id)
@@ -189,7 +209,7 @@ impl Store {
             .bind(&description.text)
             .bind(description.provenance.as_str())
             .bind(description.version)
-            .bind(&description.detail)
+            .bind(description.detail.as_deref().unwrap_or_default())
             .bind(description.options.to_string())
             .bind(&description.model)
             .bind(&description.asset_id)
@@ -204,10 +224,14 @@ impl Store {
             .bind(description.truncated as i64)
             .bind(description.created_at)
             .bind(description.updated_at)
+            .bind(description.outputs.to_string())
+            .bind(&description.language)
+            .bind(description.context.as_ref().map(Value::to_string))
+            .bind(&description.tone)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at, outputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(description.id.as_str())
             .bind(account_id.as_str())
@@ -215,6 +239,7 @@ impl Store {
             .bind(&description.text)
             .bind(description.provenance.as_str())
             .bind(description.created_at)
+            .bind(description.outputs.to_string())
             .execute(&mut *tx)
             .await?;
             self.record_usage(
@@ -297,18 +322,19 @@ impl Store {
         })
     }
 
-    /// A person's edit: the text is replaced, the previous versions stay.
+    /// A person's edit, the previous versions kept: `change` gets the current outputs and
+    /// gives the new ones with the primary text (the describe layer knows which output that
+    /// is); it runs inside the transaction, so concurrent edits each see the one before.
     pub async fn edit_description(
         &self,
         account_id: &AccountId,
         id: &DescriptionId,
-        text: &str,
         provenance: Option<Provenance>,
+        change: impl FnOnce(&Map<String, Value>) -> Result<(String, Map<String, Value>)>,
     ) -> Result<Description> {
-        check_string("text", text, Shape::Text)?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "SELECT version, provenance FROM descriptions WHERE id = $1 AND account_id = $2",
+            "SELECT version, provenance, text, outputs FROM descriptions WHERE id = $1 AND account_id = $2",
         )
         .bind(id.as_str())
         .bind(account_id.as_str())
@@ -327,25 +353,39 @@ impl Store {
                 "an edit's provenance is `human` or `ai_edited`".into(),
             ));
         }
+        let text: String = row.try_get("text")?;
+        let outputs = match outputs_column(&row, &text)? {
+            Value::Object(outputs) => outputs,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "outputs is not an object: {other}"
+                )));
+            }
+        };
+        let (text, outputs) = change(&outputs)?;
+        check_string("text", &text, Shape::Text)?;
+        let outputs = Value::Object(outputs).to_string();
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at, outputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id.as_str())
         .bind(account_id.as_str())
         .bind(version + 1)
-        .bind(text)
+        .bind(&text)
         .bind(provenance.as_str())
         .bind(now)
+        .bind(&outputs)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4 WHERE id = $5 AND account_id = $6",
+            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4, outputs = $5 WHERE id = $6 AND account_id = $7",
         )
-        .bind(text)
+        .bind(&text)
         .bind(provenance.as_str())
         .bind(version + 1)
         .bind(now)
+        .bind(&outputs)
         .bind(id.as_str())
         .bind(account_id.as_str())
         .execute(&mut *tx)
@@ -361,7 +401,7 @@ impl Store {
         id: &DescriptionId,
     ) -> Result<Vec<Version>> {
         let rows = sqlx::query(
-            "SELECT version, text, provenance, created_at FROM description_versions WHERE description_id = $1 AND account_id = $2 ORDER BY version",
+            "SELECT version, text, provenance, created_at, outputs FROM description_versions WHERE description_id = $1 AND account_id = $2 ORDER BY version",
         )
         .bind(id.as_str())
         .bind(account_id.as_str())
@@ -425,7 +465,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT description_id, version, text, provenance, created_at FROM description_versions WHERE account_id = $1 AND description_id IN ({placeholders}) ORDER BY description_id, version"
+            "SELECT description_id, version, text, provenance, created_at, outputs FROM description_versions WHERE account_id = $1 AND description_id IN ({placeholders}) ORDER BY description_id, version"
         );
         let mut query = sqlx::query(&sql).bind(account_id.as_str());
         for id in ids {

@@ -260,6 +260,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "idempotency leases",
                 include_str!("../../migrations/sqlite/0003_idempotency_leases.sql"),
             ),
+            (
+                4,
+                "product copy",
+                include_str!("../../migrations/sqlite/0004_product_copy.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -276,6 +281,11 @@ fn migrator(backend: Backend) -> Migrator {
                 3,
                 "idempotency leases",
                 include_str!("../../migrations/postgres/0003_idempotency_leases.sql"),
+            ),
+            (
+                4,
+                "product copy",
+                include_str!("../../migrations/postgres/0004_product_copy.sql"),
             ),
         ],
     };

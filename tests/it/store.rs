@@ -6,6 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use altimage::describe::outputs;
 use altimage::store::descriptions::{Description, ImageFacts, Provenance};
 use altimage::store::idempotency::{Claim, Completion};
 use altimage::store::ids::{AccountId, DescriptionId};
@@ -34,10 +35,14 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
     Description {
         id: DescriptionId::generate(),
         text: text.into(),
+        outputs: json!({ "alt_text": text }),
         provenance: Provenance::Ai,
         version: 1,
-        detail: "brief".into(),
+        detail: Some("brief".into()),
         model: "tiny-florence2".into(),
+        language: "en".into(),
+        context: None,
+        tone: None,
         asset_id: asset_id.map(str::to_string),
         metadata: Some(json!({"sku": "A-1"})),
         image: ImageFacts {
@@ -54,6 +59,21 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
         created_at: now,
         updated_at: now,
     }
+}
+
+/// A person's edit of the primary output, as `PATCH /v1/descriptions/{id}` makes it.
+async fn edit_text(
+    store: &Store,
+    account_id: &AccountId,
+    id: &DescriptionId,
+    text: &str,
+    provenance: Option<Provenance>,
+) -> Result<Description, StoreError> {
+    store
+        .edit_description(account_id, id, provenance, |current| {
+            outputs::edited(current, Some(text), None).map_err(StoreError::Invalid)
+        })
+        .await
 }
 
 async fn ledger(store: &Store, account_id: &AccountId, kind: &str) -> i64 {
@@ -140,7 +160,7 @@ async fn descriptions_are_stored_with_one_usage_row_and_scoped_by_account() {
         ));
         assert_eq!(ledger(&store, &b, "retrieved").await, 0);
         assert!(matches!(
-            store.edit_description(&b, &first.id, "x", None).await,
+            edit_text(&store, &b, &first.id, "x", None).await,
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(
@@ -183,6 +203,64 @@ async fn descriptions_are_stored_with_one_usage_row_and_scoped_by_account() {
     }
 }
 
+/// Product copy round-trips on both databases, and a row from before outputs existed (NULL
+/// outputs, as migration 0004 leaves it) reads as its text's alt text, its versions too.
+#[tokio::test(flavor = "multi_thread")]
+async fn product_copy_is_stored_and_old_rows_read_as_alt_text() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let mut copy = description("Weißer Becher.", Some("sku-9"));
+        copy.outputs = json!({"alt_text": "Weißer Becher.", "keywords": ["Becher", "weiß"]});
+        copy.detail = None;
+        copy.model = "tiny-qwen3_5".into();
+        copy.language = "de".into();
+        copy.context = Some(json!({"title": "Becher", "attributes": {"Farbe": "Weiß"}}));
+        copy.tone = Some("warm".into());
+        let old = description("A shoe.", None);
+        store
+            .save_created(&a, "req", &[copy.clone(), old.clone()], None)
+            .await
+            .unwrap();
+        let read = store.description(&a, &copy.id).await.unwrap();
+        assert_eq!(
+            (
+                read.outputs,
+                read.detail,
+                read.language,
+                read.context,
+                read.tone
+            ),
+            (copy.outputs, None, copy.language, copy.context, copy.tone),
+            "{}",
+            db.backend
+        );
+        for table in ["descriptions", "description_versions"] {
+            let column = if table == "descriptions" {
+                "id"
+            } else {
+                "description_id"
+            };
+            sqlx::query(&format!(
+                "UPDATE {table} SET outputs = NULL WHERE {column} = $1"
+            ))
+            .bind(old.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let read = store.description(&a, &old.id).await.unwrap();
+        assert_eq!(read.outputs, json!({"alt_text": "A shoe."}));
+        assert_eq!(read.language, "en");
+        let versions = store.description_versions(&a, &old.id).await.unwrap();
+        assert_eq!(versions[0].outputs, json!({"alt_text": "A shoe."}));
+        let edited = edit_text(&store, &a, &old.id, "A red shoe.", None)
+            .await
+            .unwrap();
+        assert_eq!(edited.outputs, json!({"alt_text": "A red shoe."}));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn edits_keep_every_version_and_deletes_remove_them() {
     for db in TestDatabase::all().await {
@@ -193,23 +271,21 @@ async fn edits_keep_every_version_and_deletes_remove_them() {
             .save_created(&a, "req", std::slice::from_ref(&original), None)
             .await
             .unwrap();
-        let edited = store
-            .edit_description(&a, &original.id, "A red leather shoe.", None)
+        let edited = edit_text(&store, &a, &original.id, "A red leather shoe.", None)
             .await
             .unwrap();
         assert_eq!(edited.version, 2, "{}", db.backend);
         assert_eq!(edited.provenance, Provenance::AiEdited);
-        let rewritten = store
-            .edit_description(&a, &original.id, "Shoe.", Some(Provenance::Human))
+        let rewritten = edit_text(&store, &a, &original.id, "Shoe.", Some(Provenance::Human))
             .await
             .unwrap();
         assert_eq!(rewritten.provenance, Provenance::Human);
         let versions = store.description_versions(&a, &original.id).await.unwrap();
         let texts: Vec<&str> = versions.iter().map(|v| v.text.as_str()).collect();
         assert_eq!(texts, ["A shoe.", "A red leather shoe.", "Shoe."]);
+        assert_eq!(rewritten.outputs, json!({"alt_text": "Shoe."}));
         assert!(
-            store
-                .edit_description(&a, &original.id, "x", Some(Provenance::Ai))
+            edit_text(&store, &a, &original.id, "x", Some(Provenance::Ai))
                 .await
                 .is_err()
         );

@@ -35,19 +35,35 @@ pub struct Description {
     pub object: &'static str,
     #[schema(example = "desc_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
-    /// The current text: the model's (cut at a word boundary when `max_chars` was given) or a
-    /// person's edit.
+    /// The primary output's current text: the alt text when there is some, else the first of
+    /// description, SEO title and keywords (joined with `, `). The model's text fitted to the
+    /// request's lengths, or a person's edit.
     #[schema(example = "A red leather shoe on a white background.")]
     pub text: String,
+    /// Every output asked for: `alt_text`, `description` and `seo_title` as text, `keywords`
+    /// as a list.
+    #[schema(value_type = Outputs)]
+    pub outputs: Value,
     pub provenance: Provenance,
     /// 1 for the model's text; each edit adds one.
     pub version: i64,
-    /// The detail level used.
-    #[schema(value_type = crate::model::Detail)]
-    pub detail: String,
-    /// The model directory's name.
-    #[schema(example = "florence-2-base")]
+    /// Florence-2's caption level of the alt text; absent for models without levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::model::Detail>)]
+    pub detail: Option<String>,
+    /// The name of the model that wrote it (`GET /v1/info` lists the loaded ones).
+    #[schema(example = "florence-2-base-ft")]
     pub model: String,
+    /// The language it is written in, BCP 47.
+    #[schema(example = "en")]
+    pub language: String,
+    /// The product context the request gave; absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// The tone the request asked for; absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tone: Option<String>,
     /// The caller's `asset_id`, echoed back; absent when none was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset_id: Option<String>,
@@ -56,15 +72,19 @@ pub struct Description {
     #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<Value>,
     pub image: ImageFacts,
-    /// The generation options the request asked for (`max_chars`, `max_new_tokens`, `num_beams`).
+    /// The generation options the request set (`outputs`, `max_chars`, `max_words`,
+    /// `keyword_count`, `max_new_tokens`, `num_beams`, `temperature`, `top_p`, and the `seed`
+    /// sampling used).
     #[schema(value_type = Object)]
     pub options: Value,
-    /// Tokens the model generated (before any `max_chars` cut).
+    /// Tokens the model generated, all outputs together (before any fitting).
     pub generated_tokens: u64,
-    /// Why generation stopped: `eos` or `length`.
+    /// Why generation stopped: `eos` when every output ended by itself, else `length` (an
+    /// output reached `max_new_tokens`).
     #[schema(value_type = crate::model::generate::FinishReason)]
     pub finish_reason: String,
-    /// Whether `max_chars` shortened the model's text.
+    /// Whether fitting shortened an output (`max_chars`, `max_words`, the SEO title's 60
+    /// characters, `keyword_count`).
     pub truncated: bool,
     /// Unix milliseconds.
     pub created_at: i64,
@@ -78,10 +98,14 @@ impl From<descriptions::Description> for Description {
             object: "description",
             id: row.id.into(),
             text: row.text,
+            outputs: row.outputs,
             provenance: row.provenance,
             version: row.version,
             detail: row.detail,
             model: row.model,
+            language: row.language,
+            context: row.context,
+            tone: row.tone,
             asset_id: row.asset_id,
             metadata: row.metadata,
             image: ImageFacts {
@@ -119,11 +143,30 @@ impl utoipa::PartialSchema for Metadata {
 
 impl ToSchema for Metadata {}
 
+/// A description's outputs (only those asked for are present).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Outputs {
+    /// One sentence for the image's `alt` attribute.
+    #[schema(example = "A white stoneware mug with a red rim on a wooden table.")]
+    alt_text: Option<String>,
+    /// Product copy.
+    description: Option<String>,
+    /// A page title for search results, at most 60 characters.
+    seo_title: Option<String>,
+    /// Search keywords.
+    keywords: Option<Vec<String>>,
+}
+
 /// One earlier or current text of a description.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Version {
     pub version: i64,
+    /// The primary output's text in this version.
     pub text: String,
+    /// Every output in this version.
+    #[schema(value_type = Outputs)]
+    pub outputs: Value,
     pub provenance: Provenance,
     pub created_at: i64,
 }
@@ -133,6 +176,7 @@ impl From<descriptions::Version> for Version {
         Self {
             version: row.version,
             text: row.text,
+            outputs: row.outputs,
             provenance: row.provenance,
             created_at: row.created_at,
         }

@@ -23,8 +23,8 @@ use super::rows::RowTensor;
 use super::runtime::{self, Device, KvCache};
 use super::signature::ports;
 use super::{
-    Captioner, Detail, Family, Frontend, Generated, GenerationRequest, ImageTensor, LoadOptions,
-    ModelCard, ModelError, Prepared, StageTimings, Task, distinct_images,
+    Capabilities, Captioner, Detail, Family, Frontend, Generated, GenerationRequest, ImageTensor,
+    LoadOptions, ModelCard, ModelError, Output, Prepared, StageTimings, Task, distinct_images,
 };
 use config::ModelConfig;
 use kv_cache::{CacheNames, DecoderState, DeviceGather};
@@ -170,6 +170,14 @@ impl Florence2 {
             family: Family::Florence2,
             max_new_tokens: max_positions.saturating_sub(1),
             max_num_beams: MAX_NUM_BEAMS,
+            // Captions in English: the brief one is alt text, the paragraph a description.
+            capabilities: Capabilities {
+                outputs: vec![Output::AltText, Output::Description],
+                languages: vec!["en".into()],
+                product_context: false,
+                sampling: false,
+                detail: true,
+            },
             frontend: Arc::new(FlorenceFrontend {
                 preprocessor: preprocessor.clone(),
                 prompt_lengths: prompt_ids.clone().map(|ids| ids.len()),

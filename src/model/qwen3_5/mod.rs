@@ -24,8 +24,8 @@ use super::runtime;
 use super::signature::ports;
 use super::task::{Output, Task};
 use super::{
-    Captioner, Family, Frontend, Generated, GenerationRequest, ImageTensor, LoadOptions, ModelCard,
-    ModelError, Prepared, StageTimings,
+    Capabilities, Captioner, Family, Frontend, Generated, GenerationRequest, ImageTensor,
+    LoadOptions, ModelCard, ModelError, Prepared, StageTimings,
 };
 use config::QwenConfig;
 use prompt::{IMAGE_PAD, Templates};
@@ -230,6 +230,17 @@ impl Qwen35 {
             family: Family::Qwen3_5,
             max_new_tokens: MAX_NEW_TOKENS,
             max_num_beams: 1,
+            capabilities: Capabilities {
+                outputs: Output::ALL.to_vec(),
+                languages: text
+                    .templates
+                    .languages()
+                    .map(str::to_ascii_lowercase)
+                    .collect(),
+                product_context: true,
+                sampling: true,
+                detail: false,
+            },
             frontend: Arc::new(QwenFrontend {
                 preprocessor: preprocessor.clone(),
                 merge,

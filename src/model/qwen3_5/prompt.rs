@@ -108,6 +108,13 @@ impl Templates {
         let primary = language.split(['-', '_']).next().unwrap_or(language);
         self.languages
             .get(language)
+            .or_else(|| {
+                // Tags are case-insensitive (BCP 47): `PT-br` is `pt-BR`.
+                self.languages
+                    .iter()
+                    .find(|(tag, _)| tag.eq_ignore_ascii_case(language))
+                    .map(|(_, name)| name)
+            })
             .or_else(|| self.languages.get(&primary.to_ascii_lowercase()))
             .map(String::as_str)
     }

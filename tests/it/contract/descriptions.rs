@@ -77,7 +77,12 @@ async fn real_answers_are_documented() {
         .unwrap()
         .iter()
         .filter(|p| p["in"] == "query")
-        .map(|p| (text(&p["name"]), text(&sample(&doc, &p["schema"]))))
+        .filter_map(|p| {
+            let name = text(&p["name"]);
+            let value =
+                florence_value(&name, true).unwrap_or_else(|| Some(sample(&doc, &p["schema"])))?;
+            Some((name, text(&value)))
+        })
         .collect();
     assert!(
         query.iter().any(|(name, _)| name == "max_chars"),
@@ -106,7 +111,10 @@ async fn real_answers_are_documented() {
                 reqwest::multipart::Part::bytes(fixture(1)).file_name("a.png"),
             )
         } else {
-            form.text(name.clone(), text(&sample(&doc, property)))
+            match florence_value(name, true).unwrap_or_else(|| Some(sample(&doc, property))) {
+                Some(value) => form.text(name.clone(), text(&value)),
+                None => form,
+            }
         };
     }
     let (status, body) = answers
@@ -120,7 +128,12 @@ async fn real_answers_are_documented() {
         let value = match name.as_str() {
             "image_base64" => json!(base64::engine::general_purpose::STANDARD.encode(fixture(1))),
             "image_url" => continue,
-            _ => sample(&doc, property),
+            _ => {
+                match florence_value(name, false).unwrap_or_else(|| Some(sample(&doc, property))) {
+                    Some(value) => value,
+                    None => continue,
+                }
+            }
         };
         request.insert(name.clone(), value);
     }
@@ -129,6 +142,30 @@ async fn real_answers_are_documented() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["metadata"], request["metadata"]);
+    assert_eq!(
+        body["outputs"].as_object().map(|o| o.len()),
+        Some(2),
+        "alt text and a description: {body}"
+    );
+
+    // The options only an instruct model takes: Florence-2 answers the documented 422, naming
+    // what it cannot do.
+    for name in INSTRUCT_ONLY {
+        let value = match name {
+            "context" => json!({"title": "Mug"}),
+            "tone" => json!("warm"),
+            "temperature" => json!(0.7),
+            _ => continue,
+        };
+        let mut request =
+            json!({"image_base64": base64::engine::general_purpose::STANDARD.encode(fixture(1))});
+        request[name] = value;
+        let (status, body) = answers
+            .send(http.post(server.url(create)).json(&request))
+            .await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "unsupported_by_model", "{body}");
+    }
 
     // The 4xx answers.
     for (request, expected) in [
@@ -206,4 +243,30 @@ async fn real_answers_are_documented() {
         answers.seen("post", batch),
         BTreeSet::from([200, 415, 429, 503])
     );
+}
+
+/// Options the tiny Florence-2 refuses with 422 `unsupported_by_model`: product copy and
+/// sampling need an instruct model (Qwen3.5).
+const INSTRUCT_ONLY: [&str; 6] = [
+    "context",
+    "tone",
+    "temperature",
+    "top_p",
+    "seed",
+    "keyword_count",
+];
+
+/// The value a describe option takes on the tiny Florence-2 where the document's example is
+/// another family's (`Some(None)`: leave it out, see [`INSTRUCT_ONLY`]); `None` to use the
+/// document's sample. `as_text` for the query string and form fields.
+fn florence_value(name: &str, as_text: bool) -> Option<Option<Value>> {
+    Some(match name {
+        "model" => Some(json!("tiny-florence2")),
+        "language" => Some(json!("en")),
+        "outputs" if as_text => Some(json!("alt_text,description")),
+        "outputs" => Some(json!(["alt_text", "description"])),
+        "max_words" => Some(json!(40)),
+        name if INSTRUCT_ONLY.contains(&name) => None,
+        _ => return None,
+    })
 }

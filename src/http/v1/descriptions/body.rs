@@ -14,11 +14,11 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::describe::{DescribeOptions, DescribeRequest, ImageSource};
+use crate::describe::{ContextOptions, DescribeOptions, DescribeRequest, ImageSource};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::extract::{body_error, check_json, check_json_at, line};
 use crate::http::v1::resources::Metadata;
-use crate::model::Detail;
+use crate::model::{Detail, Output};
 
 /// A body form of the describe routes: its own fields around the options every form takes, whose
 /// names and documentation are written once here (`RawImageQuery` lists the same names as query
@@ -35,11 +35,42 @@ macro_rules! image_form {
         $(#[$meta])*
         pub struct $name {
             $($(#[$first_meta])* pub $first: $first_type,)*
+            /// Which loaded model answers (`GET /v1/info` lists them with what each can do);
+            /// default the first.
+            #[schema(example = "Qwen3.5-0.8B-ONNX-OPT")]
+            pub model: Option<String>,
+            /// The language to write in, BCP 47 (`de`, `pt-BR`); default `en`.
+            #[schema(max_length = 35, example = "de")]
+            pub language: Option<String>,
+            /// The voice of product copy, in a few words (at most 100 characters).
+            #[schema(max_length = 100, example = "warm and personal")]
+            pub tone: Option<String>,
+            /// Florence-2's caption length for alt text (`brief`, the default, `detailed` or
+            /// `paragraph`); a model without caption levels refuses it (422).
             #[schema(value_type = Option<Detail>)]
             pub detail: Option<String>,
-            /// Cut the text at a word boundary so that it never exceeds this many characters.
+            /// Cut alt text at a word boundary to at most this many characters (default 125,
+            /// or whole when `detail` asks for a longer caption).
             #[schema(minimum = 1)]
             pub max_chars: Option<usize>,
+            /// The description's length in words: asked of the model, and cut there. Needs the
+            /// `description` output.
+            #[schema(minimum = 1, maximum = 1000)]
+            pub max_words: Option<usize>,
+            /// How many keywords (default 8). Needs the `keywords` output.
+            #[schema(minimum = 1, maximum = 50)]
+            pub keyword_count: Option<usize>,
+            /// Above 0: sample instead of greedy decoding ("give me another version"); at most
+            /// 2. Absent or 0: greedy, the same text every time.
+            #[schema(minimum = 0.0, maximum = 2.0)]
+            pub temperature: Option<f32>,
+            /// Nucleus sampling: the smallest set of tokens whose probabilities reach this; with
+            /// `temperature` only. Default 1.
+            #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+            pub top_p: Option<f32>,
+            /// With `temperature`: the same seed and request give the same text. Without one a
+            /// seed is drawn and shown in the description's `options`.
+            pub seed: Option<u64>,
             /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
             #[schema(minimum = 1)]
             pub max_new_tokens: Option<usize>,
@@ -52,6 +83,55 @@ macro_rules! image_form {
             $(#[$last_meta])* pub $last: $last_type,
         }
     };
+}
+
+/// What the shop knows about the product: text the model may use, never instructions. Each field
+/// is one line; the limits keep it a product brief.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductContextJson {
+    #[schema(max_length = 200, example = "Keramikbecher „Morgenrot“")]
+    pub title: Option<String>,
+    #[schema(max_length = 200, example = "Töpferei Müller")]
+    pub brand: Option<String>,
+    #[schema(max_length = 200, example = "Küche & Haushalt")]
+    pub category: Option<String>,
+    /// Up to 30 name/value pairs (names up to 60 characters, values up to 200).
+    #[schema(example = json!({"Farbe": "Weiß", "Fassungsvermögen": "350 ml"}))]
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// Up to 30 keywords to work in, each up to 60 characters.
+    #[schema(example = json!(["handgemacht", "spülmaschinenfest"]))]
+    pub keywords: Option<Vec<String>>,
+}
+
+impl From<ProductContextJson> for ContextOptions {
+    fn from(json: ProductContextJson) -> Self {
+        ContextOptions {
+            title: json.title,
+            brand: json.brand,
+            category: json.category,
+            attributes: json.attributes.unwrap_or_default().into_iter().collect(),
+            keywords: json.keywords.unwrap_or_default(),
+        }
+    }
+}
+
+/// A `context` sent as JSON text (a form field or a query parameter).
+fn context_from_text(text: &str) -> Result<ContextOptions, ApiError> {
+    let json: ProductContextJson = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_context",
+            format!("context is not a JSON object of title, brand, category, attributes and keywords: {e}"),
+        )
+    })?;
+    Ok(json.into())
+}
+
+/// `outputs` sent as text: names separated by commas.
+fn outputs_from_text(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|name| name.trim().to_string())
+        .collect()
 }
 
 image_form! {
@@ -70,6 +150,11 @@ pub struct DescriptionJson {
     /// allows them.
     #[schema(example = "https://images.example.com/shoe.jpg")]
     pub image_url: Option<String>,
+    /// What to write, each from its own prompt over the one image: `alt_text` (the default),
+    /// `description`, `seo_title` (at most 60 characters), `keywords` (a list).
+    #[schema(value_type = Option<Vec<Output>>, example = json!(["alt_text", "description"]))]
+    pub outputs: Option<Vec<String>>,
+    pub context: Option<ProductContextJson>,
     ..options,
     #[schema(value_type = Option<Metadata>)]
     pub metadata: Option<Value>,
@@ -80,10 +165,20 @@ impl DescriptionJson {
     /// Exactly one of `image_base64` and `image_url`.
     fn into_request(self) -> Result<DescribeRequest, ApiError> {
         let options = DescribeOptions {
+            model: self.model,
+            outputs: self.outputs,
             detail: self.detail,
+            language: self.language,
+            context: self.context.map(ContextOptions::from),
+            tone: self.tone,
             max_new_tokens: self.max_new_tokens,
             num_beams: self.num_beams,
             max_chars: self.max_chars,
+            max_words: self.max_words,
+            keyword_count: self.keyword_count,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
             asset_id: self.asset_id,
             metadata: self.metadata,
         };
@@ -122,18 +217,47 @@ pub struct DescriptionsBatchJson {
 #[derive(Debug, Default, Clone, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RawImageQuery {
-    /// How much text: `brief` (default), `detailed` or `paragraph`.
+    /// Which loaded model answers (`GET /v1/info`); default the first.
+    pub model: Option<String>,
+    /// What to write, comma-separated: `alt_text` (default), `description`, `seo_title`,
+    /// `keywords`.
+    #[param(example = "alt_text,description")]
+    pub outputs: Option<String>,
+    /// The language to write in, BCP 47; default `en`.
+    #[param(max_length = 35)]
+    pub language: Option<String>,
+    /// Product context as JSON text: `{"title", "brand", "category", "attributes", "keywords"}`.
+    #[param(example = "{\"title\": \"Stoneware mug\"}")]
+    pub context: Option<String>,
+    /// The voice of product copy (at most 100 characters).
+    #[param(max_length = 100)]
+    pub tone: Option<String>,
+    /// Florence-2's caption length: `brief` (default), `detailed` or `paragraph`.
     #[param(value_type = Option<Detail>)]
     pub detail: Option<String>,
-    /// Cut the text at a word boundary so that it never exceeds this many characters.
+    /// Cut alt text at a word boundary to at most this many characters (default 125).
     #[param(minimum = 1)]
     pub max_chars: Option<usize>,
-    /// Generation limit in tokens; at most the server's `limits.max_new_tokens` (`/info`).
+    /// The description's length in words (with the `description` output).
+    #[param(minimum = 1, maximum = 1000)]
+    pub max_words: Option<usize>,
+    /// How many keywords (with the `keywords` output; default 8).
+    #[param(minimum = 1, maximum = 50)]
+    pub keyword_count: Option<usize>,
+    /// Generation limit in tokens per output; at most the model's `max_new_tokens` (`/info`).
     #[param(minimum = 1)]
     pub max_new_tokens: Option<usize>,
-    /// Beam search width, 1 = greedy; at most `limits.max_num_beams` (`/info`).
+    /// Beam search width, 1 = greedy; at most the model's `max_num_beams` (`/info`).
     #[param(minimum = 1)]
     pub num_beams: Option<usize>,
+    /// Above 0: sample (at most 2); absent or 0: greedy.
+    #[param(minimum = 0.0, maximum = 2.0)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling threshold, with `temperature`; default 1.
+    #[param(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub top_p: Option<f32>,
+    /// With `temperature`: the same seed gives the same text.
+    pub seed: Option<u64>,
     /// Your id for the image, echoed back.
     #[param(max_length = 256)]
     pub asset_id: Option<String>,
@@ -141,30 +265,64 @@ pub struct RawImageQuery {
 
 impl RawImageQuery {
     /// The option names, as the document lists them.
-    pub const NAMES: [&str; 5] = [
+    pub const NAMES: [&str; 15] = [
+        "model",
+        "outputs",
+        "language",
+        "context",
+        "tone",
         "detail",
         "max_chars",
+        "max_words",
+        "keyword_count",
         "max_new_tokens",
         "num_beams",
+        "temperature",
+        "top_p",
+        "seed",
         "asset_id",
     ];
 
     /// Sets one option; `Ok(false)` when `name` is none of them.
     fn set(&mut self, name: &str, value: String) -> Result<bool, ApiError> {
-        line(&value, || format!("option `{name}`"))?;
+        // Context is JSON, whose strings are checked one by one once parsed.
+        if name != "context" {
+            line(&value, || format!("option `{name}`"))?;
+        }
+        let invalid = |what: &str| {
+            ApiError::bad_request("invalid_option", format!("`{name}` must be {what}"))
+        };
+        let count = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| invalid("a positive integer"))
+        };
         let number = |v: &str| {
-            v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_option",
-                    format!("`{name}` must be a positive integer"),
-                )
-            })
+            v.parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| invalid("a number"))
         };
         match name {
+            "model" => self.model = Some(value),
+            "outputs" => self.outputs = Some(value),
+            "language" => self.language = Some(value),
+            "context" => self.context = Some(value),
+            "tone" => self.tone = Some(value),
             "detail" => self.detail = Some(value),
-            "max_chars" => self.max_chars = Some(number(&value)?),
-            "max_new_tokens" => self.max_new_tokens = Some(number(&value)?),
-            "num_beams" => self.num_beams = Some(number(&value)?),
+            "max_chars" => self.max_chars = Some(count(&value)?),
+            "max_words" => self.max_words = Some(count(&value)?),
+            "keyword_count" => self.keyword_count = Some(count(&value)?),
+            "max_new_tokens" => self.max_new_tokens = Some(count(&value)?),
+            "num_beams" => self.num_beams = Some(count(&value)?),
+            "temperature" => self.temperature = Some(number(&value)?),
+            "top_p" => self.top_p = Some(number(&value)?),
+            "seed" => {
+                self.seed = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| invalid("a non-negative integer"))?,
+                )
+            }
             "asset_id" => self.asset_id = Some(value),
             _ => return Ok(false),
         }
@@ -188,15 +346,25 @@ impl RawImageQuery {
         Ok(options)
     }
 
-    fn options(self, metadata: Option<Value>) -> DescribeOptions {
-        DescribeOptions {
+    fn options(self, metadata: Option<Value>) -> Result<DescribeOptions, ApiError> {
+        Ok(DescribeOptions {
+            model: self.model,
+            outputs: self.outputs.as_deref().map(outputs_from_text),
             detail: self.detail,
+            language: self.language,
+            context: self.context.as_deref().map(context_from_text).transpose()?,
+            tone: self.tone,
             max_new_tokens: self.max_new_tokens,
             num_beams: self.num_beams,
             max_chars: self.max_chars,
+            max_words: self.max_words,
+            keyword_count: self.keyword_count,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
             asset_id: self.asset_id,
             metadata,
-        }
+        })
     }
 }
 
@@ -227,6 +395,13 @@ image_form! {
 #[allow(dead_code)]
 pub struct DescriptionForm {
     pub image: RawImage,
+    /// What to write, comma-separated: `alt_text` (default), `description`, `seo_title`,
+    /// `keywords`.
+    #[schema(example = "alt_text,description")]
+    pub outputs: Option<String>,
+    /// Product context as JSON text (the JSON form's `context` object).
+    #[schema(example = "{\"title\": \"Stoneware mug\", \"attributes\": {\"colour\": \"white\"}}")]
+    pub context: Option<String>,
     ..options,
     /// A JSON object as text (at most 16 KiB), echoed back.
     #[schema(example = "{\"sku\": 1042, \"collection\": \"spring\"}")]
@@ -243,6 +418,10 @@ pub struct DescriptionsBatchForm {
     /// One field per image, in order.
     #[schema(min_items = 1)]
     pub image: Vec<RawImage>,
+    /// What to write, comma-separated (as `DescriptionForm`).
+    pub outputs: Option<String>,
+    /// Product context as JSON text, for every image.
+    pub context: Option<String>,
     ..options,
     /// A JSON object as text, echoed back with every description.
     pub metadata: Option<String>,
@@ -305,7 +484,7 @@ pub async fn read_images(
             .map_err(body_error)?;
         return Ok(vec![DescribeRequest {
             source: ImageSource::Bytes(bytes),
-            options: query.options(None),
+            options: query.options(None)?,
         }]);
     }
     if kind == "multipart/form-data" {
@@ -415,7 +594,7 @@ async fn read_multipart(
             "send one `image` field here; use /v1/descriptions/batch for several",
         ));
     }
-    let options = options.options(metadata);
+    let options = options.options(metadata)?;
     Ok(images
         .into_iter()
         .map(|bytes| DescribeRequest {

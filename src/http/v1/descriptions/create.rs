@@ -51,6 +51,7 @@ error_set!(
         UnsupportedMediaType => "Unsupported content type: send image/*, application/octet-stream, multipart/form-data or application/json.",
         BadImage => "The bytes are not an image that can be read (empty, truncated, unknown format, or more elongated than 200:1: `image_aspect_ratio_unsupported`).",
         ImageUrlFailed => "The image URL could not be fetched (unreachable, upstream error status, timeout, too many redirects).",
+        Unsupported => "The model cannot do what the options ask (`unsupported_by_model`): a language, an output, product context, sampling or `detail` it does not take; the message names a loaded model that can.",
         Overloaded => "At capacity (`--max-concurrent-images`, code `overloaded`); retry after `Retry-After` seconds.",
         Internal => "Inference failed (the worker is marked unhealthy until a run succeeds), or the database failed; nothing was stored or billed.",
         Unavailable => "Not available: the model is still loading (`starting`), the server is draining (`draining`), the image waited longer than `--max-queue-time-ms` (`queue_timeout`), the server is short of memory for preparing the image (`out_of_memory`), or the database did not answer in time (`database_unavailable`).",
@@ -64,12 +65,17 @@ error_set!(
 /// * **Raw image**: the bytes as the body with `Content-Type: image/*` (any image type) or
 ///   `application/octet-stream`; options go in the query string.
 /// * **Multipart form** (`multipart/form-data`): one file field `image` and optional text fields
-///   `detail`, `max_chars`, `max_new_tokens`, `num_beams`, `asset_id` and `metadata` (a JSON
-///   object as text). Query options are accepted too; form fields win.
+///   for the options (`outputs` comma-separated, `context` and `metadata` as JSON text). Query
+///   options are accepted too; form fields win.
 /// * **JSON** (`application/json`): exactly one of `image_base64` (a data URL is accepted) and
 ///   `image_url` (http or https, fetched by the server), plus the options.
 ///
 /// The format is sniffed from the bytes: JPEG, PNG, WebP, GIF, BMP or TIFF.
+///
+/// `outputs` asks for any of alt text, a product description, an SEO title and keywords, each
+/// from its own prompt over the one image (the image is encoded once); `language`, `context`
+/// and `tone` shape product copy. A model that cannot do what is asked answers 422 naming a
+/// loaded model that can (`GET /v1/info` lists each model's outputs and languages).
 ///
 /// The description is stored with the image's facts (never its bytes) and billed once (the
 /// `created` meter of `GET /v1/usage`). Scope: `describe`; refused while the account's processing
@@ -126,6 +132,7 @@ error_set!(
         Conflict => "The `Idempotency-Key` was used with a different request in the last 24 hours (`idempotency_key_reused`), or a request with it is still running (`idempotency_key_in_use`).",
         TooLarge => "Too large: the body (`--max-body-bytes`), more images than `--max-images-per-request`, or more than the server admits at once (`--max-concurrent-images`).",
         UnsupportedMediaType => "Unsupported content type: send application/json, multipart/form-data, image/* or application/octet-stream.",
+        Unsupported => "An image's options ask a model for what it cannot do (`unsupported_by_model`); the message names a loaded model that can. No image is run.",
         Overloaded => "Not enough capacity for all the images at once (`overloaded`); retry after `Retry-After` seconds.",
         Internal => "Storing the results failed; nothing was stored or billed.",
         Unavailable => "Not available: the model is still loading (`starting`), the server is draining (`draining`), or the database did not answer in time (`database_unavailable`).",

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::describe::outputs;
 use crate::error_set;
 use crate::http::AppState;
 use crate::http::auth::Caller;
@@ -56,7 +57,7 @@ pub struct ExportQuery {
     asset_id: Option<String>,
 }
 
-const CSV_HEADER: [&str; 17] = [
+const CSV_HEADER: [&str; 24] = [
     "id",
     "asset_id",
     "text",
@@ -74,6 +75,14 @@ const CSV_HEADER: [&str; 17] = [
     "created_at",
     "updated_at",
     "metadata",
+    // Product copy, after the columns of old exports so that their positions hold.
+    "language",
+    "alt_text",
+    "description",
+    "seo_title",
+    "keywords",
+    "tone",
+    "context",
 ];
 
 fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<Vec<u8>, String> {
@@ -83,6 +92,13 @@ fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<
         writer.write_record(CSV_HEADER).map_err(failed)?;
     }
     for d in descriptions {
+        // Keywords as one cell, joined with `, ` as the `text` of a keywords-only description.
+        let output = |name: &str| {
+            d.outputs
+                .get(name)
+                .map(outputs::as_text)
+                .unwrap_or_default()
+        };
         writer
             .write_record([
                 d.id.to_string(),
@@ -90,7 +106,7 @@ fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<
                 d.text.clone(),
                 d.provenance.as_str().to_string(),
                 d.version.to_string(),
-                d.detail.clone(),
+                d.detail.clone().unwrap_or_default(),
                 d.model.clone(),
                 d.image.width.to_string(),
                 d.image.height.to_string(),
@@ -104,6 +120,16 @@ fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<
                 d.metadata
                     .as_ref()
                     .map(|m| m.to_string())
+                    .unwrap_or_default(),
+                d.language.clone(),
+                output("alt_text"),
+                output("description"),
+                output("seo_title"),
+                output("keywords"),
+                d.tone.clone().unwrap_or_default(),
+                d.context
+                    .as_ref()
+                    .map(|c| c.to_string())
                     .unwrap_or_default(),
             ])
             .map_err(failed)?;

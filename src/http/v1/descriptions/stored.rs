@@ -6,6 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::describe::outputs;
 use crate::error_set;
 use crate::http::AppState;
 use crate::http::auth::Caller;
@@ -13,6 +14,7 @@ use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, RequestId, cursor, known, page_limit};
 use crate::http::v1::resources::{Description, DescriptionPage, VersionList};
+use crate::store::StoreError;
 use crate::store::descriptions::Provenance;
 use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
@@ -129,15 +131,19 @@ pub async fn retrieve(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
-    /// The new text (1 to 10000 characters).
-    pub text: String,
+    /// The new text of the primary output (the one `text` shows), 1 to 10000 characters.
+    pub text: Option<String>,
+    /// New values of the outputs named (added when the description has none of that kind):
+    /// text of 1 to 10000 characters; `keywords` as a list of strings or comma-separated text.
+    #[schema(value_type = Option<Object>, example = json!({"seo_title": "Handmade stoneware mug, 350 ml"}))]
+    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
     /// `ai_edited` (default for model text) or `human` (a rewrite).
     pub provenance: Option<Provenance>,
 }
 
 error_set!(
     pub EditErrors: ApiKeyLayer {
-        BadRequest => "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, a `text` that is empty or longer than 10000 characters, provenance `ai`, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).",
+        BadRequest => "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, neither `text` nor `outputs`, a text that is empty or longer than 10000 characters, an unknown output, provenance `ai`, or an `id` that is not UTF-8 once percent-decoded (`invalid_path`).",
         NotFound => "No such description in this account.",
         Conflict => "Another edit of this description was saved at the same moment (code `conflict`); retry.",
     }
@@ -145,9 +151,10 @@ error_set!(
 
 /// Edit a description
 ///
-/// A person's edit: the text is replaced and the previous text is kept as a version
-/// (`GET /v1/descriptions/{id}/versions`); `version` goes up by one and `provenance` becomes
-/// `ai_edited` (model text edited) unless `human` is sent. Scope: `manage`.
+/// A person's edit: `text` replaces the primary output, `outputs` the outputs it names; the
+/// previous outputs are kept as a version (`GET /v1/descriptions/{id}/versions`); `version` goes
+/// up by one and `provenance` becomes `ai_edited` (model text edited) unless `human` is sent.
+/// Scope: `manage`.
 #[utoipa::path(
     patch,
     path = "/v1/descriptions/{id}",
@@ -167,16 +174,32 @@ pub async fn edit(
 ) -> Result<Json<Description>, ApiError> {
     caller.require(Scope::Manage)?;
     let ApiJson(edit) = body?;
-    let text = edit.text.trim();
-    if text.is_empty() || text.chars().count() > 10_000 {
+    if edit.text.is_none() && edit.outputs.as_ref().is_none_or(|o| o.is_empty()) {
         return Err(ApiError::bad_request(
             "invalid_text",
-            "`text` must be 1 to 10000 characters",
+            "send `text` or `outputs` with at least one output",
         ));
+    }
+    if let Some(text) = &edit.text {
+        let chars = text.trim().chars().count();
+        if chars == 0 || chars > outputs::MAX_EDIT_CHARS {
+            return Err(ApiError::bad_request(
+                "invalid_text",
+                "`text` must be 1 to 10000 characters",
+            ));
+        }
     }
     let description = state
         .store
-        .edit_description(caller.account_id(), &path.id()?, text, edit.provenance)
+        .edit_description(
+            caller.account_id(),
+            &path.id()?,
+            edit.provenance,
+            |current| {
+                outputs::edited(current, edit.text.as_deref(), edit.outputs.as_ref())
+                    .map_err(StoreError::Invalid)
+            },
+        )
         .await?;
     Ok(Json(description.into()))
 }
