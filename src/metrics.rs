@@ -1,9 +1,12 @@
 //! Prometheus metrics: every series registered at start-up (so dashboards see zeros before
-//! traffic), `altimage_` prefix, never an account label.
+//! traffic), `altimage_` prefix, never an account label. The engine's series carry a `model`
+//! label (each loaded model has its own engine); [`ModelMetrics`] is one model's view.
+
+use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Why a request was turned away or abandoned; the `reason` label of `rejected_total`.
@@ -43,20 +46,24 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
-    pub images: IntCounterVec,
-    pub batches: IntCounter,
-    pub queue_time: Histogram,
-    pub prepare_time: Histogram,
-    pub stage_time: HistogramVec,
-    pub batch_size: Histogram,
-    pub generated_tokens: Histogram,
-    pub queue_depth: IntGauge,
-    pub permits_in_use: IntGauge,
+    images: IntCounterVec,
+    batches: IntCounterVec,
+    queue_time: HistogramVec,
+    prepare_time: HistogramVec,
+    stage_time: HistogramVec,
+    batch_size: HistogramVec,
+    generated_tokens: HistogramVec,
+    queue_depth: IntGaugeVec,
+    permits_in_use: IntGaugeVec,
     pub open_connections: IntGauge,
     pub rejected: IntCounterVec,
-    pub ready: IntGauge,
+    /// The server's readiness: every loaded model ready (what `/health/ready` answers).
+    ready: IntGauge,
+    model_ready: IntGaugeVec,
+    /// Each registered model's `model_ready` series, which `ready` summarises.
+    model_ready_series: std::sync::Mutex<Vec<IntGauge>>,
     pub draining: IntGauge,
-    pub unhealthy_workers: IntGauge,
+    unhealthy_workers: IntGaugeVec,
     pub billing_reports_pending: IntGauge,
     pub billing_oldest_pending_seconds: IntGauge,
     pub billing_events: IntCounterVec,
@@ -72,6 +79,11 @@ impl Metrics {
     /// `routes` are the HTTP routes with their success status, so that the request series exist
     /// before the first request.
     pub fn new<P: AsRef<str>>(max_batch_size: usize, routes: &[(P, u16)]) -> Self {
+        let register = |metric: Box<dyn prometheus::core::Collector>, registry: &Registry| {
+            registry
+                .register(metric)
+                .expect("unique metric; this is a bug");
+        };
         let registry = Registry::new_custom(Some("altimage".into()), None)
             .expect("valid prefix; this is a bug");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -114,25 +126,36 @@ impl Metrics {
         registry
             .register(Box::new(request_duration.clone()))
             .expect("unique metric; this is a bug");
+        // The engine's series, one per loaded model.
+        let per_model = |name: &str, help: &str, buckets: Vec<f64>| {
+            let metric =
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"])
+                    .expect("valid metric; this is a bug");
+            register(Box::new(metric.clone()), &registry);
+            metric
+        };
+        let gauge_per_model = |name: &str, help: &str| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), &["model"])
+                .expect("valid metric; this is a bug");
+            register(Box::new(metric.clone()), &registry);
+            metric
+        };
         let images = counter_vec(
             "images_total",
-            "Images processed by outcome (described, failed)",
-            &["outcome"],
+            "Rows generated (one per output of an image) by model and outcome (described, failed)",
+            &["model", "outcome"],
         );
-        let batches = IntCounter::new(
+        let batches = counter_vec(
             "batches_total",
             "Inference batches run; images_total / batches_total is the mean batch size",
-        )
-        .expect("valid metric; this is a bug");
-        registry
-            .register(Box::new(batches.clone()))
-            .expect("unique metric; this is a bug");
-        let queue_time = histogram(
+            &["model"],
+        );
+        let queue_time = per_model(
             "queue_seconds",
-            "Time from enqueue to the start of the image's batch",
+            "Time from enqueue to the start of the row's batch",
             duration_buckets(),
         );
-        let prepare_time = histogram(
+        let prepare_time = per_model(
             "prepare_seconds",
             "Decode, resize and normalise time per image",
             duration_buckets(),
@@ -140,26 +163,24 @@ impl Metrics {
         let stage_time = HistogramVec::new(
             HistogramOpts::new(
                 "batch_stage_seconds",
-                "Inference time per batch and stage (vision, encoder, decode)",
+                "Inference time per batch and stage (vision, encoder or prefill, decode)",
             )
             .buckets(duration_buckets()),
-            &["stage"],
+            &["model", "stage"],
         )
         .expect("valid metric; this is a bug");
-        registry
-            .register(Box::new(stage_time.clone()))
-            .expect("unique metric; this is a bug");
+        register(Box::new(stage_time.clone()), &registry);
         let size_buckets: Vec<f64> = (0..=max_batch_size.max(1).ilog2() + 1)
             .map(|p| f64::from(1u32 << p))
             .collect();
-        let batch_size = histogram("batch_size", "Images per inference batch", size_buckets);
-        let generated_tokens = histogram(
+        let batch_size = per_model("batch_size", "Rows per inference batch", size_buckets);
+        let generated_tokens = per_model(
             "generated_tokens",
-            "Tokens generated per image",
+            "Tokens generated per row",
             prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets; this is a bug"),
         );
-        let queue_depth = gauge("queue_depth", "Prepared images waiting for a batch");
-        let permits_in_use = gauge(
+        let queue_depth = gauge_per_model("queue_depth", "Prepared rows waiting for a batch");
+        let permits_in_use = gauge_per_model(
             "permits_in_use",
             "Admission permits held (images admitted and not yet answered)",
         );
@@ -174,10 +195,15 @@ impl Metrics {
         );
         let ready = gauge(
             "ready",
-            "1 when the server accepts work (warmed up, not draining, a healthy worker)",
+            "1 when every loaded model accepts work (what /health/ready answers)",
+        );
+        let model_ready = gauge_per_model(
+            "model_ready",
+            "1 when the model accepts work (warmed up, not draining, a healthy worker)",
         );
         let draining = gauge("draining", "1 while shutting down");
-        let unhealthy_workers = gauge("unhealthy_workers", "Model workers whose last batch failed");
+        let unhealthy_workers =
+            gauge_per_model("unhealthy_workers", "Model workers whose last batch failed");
         let billing_reports_pending = gauge(
             "billing_reports_pending",
             "Meter reports waiting to reach Stripe (0 while billing is off)",
@@ -203,18 +229,14 @@ impl Metrics {
         for reason in REJECT_REASONS {
             rejected.with_label_values(&[reason]);
         }
-        for stage in STAGES {
-            stage_time.with_label_values(&[stage]);
-        }
+
         for (route, status) in routes {
             let status = status.to_string();
             let labels = [route.as_ref(), status.as_str()];
             requests.with_label_values(&labels);
             request_duration.with_label_values(&labels);
         }
-        for outcome in ["described", "failed"] {
-            images.with_label_values(&[outcome]);
-        }
+
         Self {
             registry,
             requests,
@@ -231,12 +253,42 @@ impl Metrics {
             open_connections,
             rejected,
             ready,
+            model_ready,
+            model_ready_series: std::sync::Mutex::new(Vec::new()),
             draining,
             unhealthy_workers,
             billing_reports_pending,
             billing_oldest_pending_seconds,
             billing_events,
             billing_stripe_request_seconds,
+        }
+    }
+
+    /// One model's series, created now so that they exist before its first request.
+    pub fn model(self: &Arc<Self>, model: &str) -> ModelMetrics {
+        for stage in STAGES {
+            self.stage_time.with_label_values(&[model, stage]);
+        }
+        let m = [model];
+        let ready = self.model_ready.with_label_values(&m);
+        self.model_ready_series
+            .lock()
+            .expect("nothing panics while holding it")
+            .push(ready.clone());
+        ModelMetrics {
+            images_described: self.images.with_label_values(&[model, "described"]),
+            images_failed: self.images.with_label_values(&[model, "failed"]),
+            batches: self.batches.with_label_values(&m),
+            queue_time: self.queue_time.with_label_values(&m),
+            prepare_time: self.prepare_time.with_label_values(&m),
+            batch_size: self.batch_size.with_label_values(&m),
+            generated_tokens: self.generated_tokens.with_label_values(&m),
+            queue_depth: self.queue_depth.with_label_values(&m),
+            permits_in_use: self.permits_in_use.with_label_values(&m),
+            ready,
+            unhealthy_workers: self.unhealthy_workers.with_label_values(&m),
+            model: model.to_string(),
+            shared: self.clone(),
         }
     }
 
@@ -258,17 +310,69 @@ impl Metrics {
     }
 }
 
+/// One loaded model's series (its `model` label fixed), and the server's for what its engine
+/// also counts (refusals, draining).
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub images_described: IntCounter,
+    pub images_failed: IntCounter,
+    pub batches: IntCounter,
+    pub queue_time: Histogram,
+    pub prepare_time: Histogram,
+    pub batch_size: Histogram,
+    pub generated_tokens: Histogram,
+    pub queue_depth: IntGauge,
+    pub permits_in_use: IntGauge,
+    ready: IntGauge,
+    pub unhealthy_workers: IntGauge,
+    model: String,
+    pub shared: Arc<Metrics>,
+}
+
+impl ModelMetrics {
+    pub fn stage_time(&self, stage: &str) -> Histogram {
+        self.shared
+            .stage_time
+            .with_label_values(&[self.model.as_str(), stage])
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.shared.reject(reason);
+    }
+
+    /// Sets this model's readiness and the server's, which is every model's.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+        let series = self
+            .shared
+            .model_ready_series
+            .lock()
+            .expect("nothing panics while holding it");
+        let all = !series.is_empty() && series.iter().all(|gauge| gauge.get() == 1);
+        self.shared.ready.set(i64::from(all));
+    }
+
+    /// For tests and benches that run an engine without a server.
+    pub fn standalone(max_batch_size: usize) -> Self {
+        Arc::new(Metrics::new::<&str>(max_batch_size, &[])).model("test")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_series_exists_before_traffic() {
-        let text = Metrics::new(16, &[("/v1/descriptions", 201)]).render();
+        let metrics = Arc::new(Metrics::new(16, &[("/v1/descriptions", 201)]));
+        let _ = metrics.model("tiny-florence2");
+        let text = metrics.render();
         for name in [
             "altimage_requests_total{route=\"/v1/descriptions\",status=\"201\"} 0",
             "altimage_request_duration_seconds",
-            "altimage_images_total",
+            "altimage_images_total{model=\"tiny-florence2\",outcome=\"described\"} 0",
+            "altimage_batch_stage_seconds_count{model=\"tiny-florence2\",stage=\"decode\"} 0",
+            "altimage_queue_depth{model=\"tiny-florence2\"} 0",
             "altimage_batches_total",
             "altimage_queue_seconds",
             "altimage_prepare_seconds",
@@ -279,7 +383,8 @@ mod tests {
             "altimage_permits_in_use",
             "altimage_http_connections_open 0",
             "altimage_rejected_total",
-            "altimage_ready",
+            "altimage_ready 0",
+            "altimage_model_ready{model=\"tiny-florence2\"} 0",
             "altimage_draining",
             "altimage_unhealthy_workers",
             "altimage_billing_reports_pending 0",
@@ -295,5 +400,25 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn the_server_is_ready_when_every_model_is() {
+        let metrics = Arc::new(Metrics::new::<&str>(4, &[]));
+        let florence = metrics.model("florence");
+        let qwen = metrics.model("qwen");
+        let ready = || metrics.ready.get();
+        assert_eq!(ready(), 0, "nothing has loaded");
+        florence.set_ready(true);
+        assert_eq!(ready(), 0, "qwen still loads");
+        qwen.set_ready(true);
+        assert_eq!(ready(), 1);
+        florence.set_ready(false);
+        assert_eq!(ready(), 0, "one model draining or unhealthy");
+        assert!(
+            metrics
+                .render()
+                .contains("altimage_model_ready{model=\"qwen\"} 1")
+        );
     }
 }

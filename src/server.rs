@@ -26,7 +26,14 @@ use crate::store::retention::{RetentionPolicy, purge_loop};
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-api-key";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let load = args.model.load_options()?;
+    // Every model's files found and names checked before anything slow starts.
+    let names = args.model.model_names()?;
+    let loads = args
+        .model
+        .model_dir
+        .iter()
+        .map(|dir| args.model.load_options_for(dir))
+        .collect::<Result<Vec<_>, _>>()?;
     // Checked before anything slow starts, so a bad billing flag fails in a second.
     let billing_config = args.billing.config()?;
     let config = args.engine.config();
@@ -66,23 +73,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
     }
     tracing::info!(%address, database = store.backend().name(), "listening; loading the model");
-    // Loading and warm-up block for seconds to minutes: keep them off the async workers.
-    let engine = {
-        let (config, load, metrics) = (config.clone(), load.clone(), metrics.clone());
+    // Loading and warm-up block for seconds to minutes: keep them off the async workers. Each
+    // model gets its own engine: workers, queue and admission.
+    let mut models = Vec::with_capacity(loads.len());
+    for (name, load) in names.into_iter().zip(loads) {
+        let (config, metrics) = (config.clone(), metrics.model(&name));
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        tracing::info!(model = %name, dir = %load.model_dir.display(), "loading");
+        let engine = tokio::task::spawn_blocking(move || {
             let _guard = runtime.enter();
             Engine::start(config, &load, metrics)
         })
         .await
-        .context("model start-up panicked")??
-    };
+        .context("model start-up panicked")?
+        .with_context(|| format!("model `{name}` (--model-dir)"))?;
+        models.push(ServedModel { name, engine });
+    }
     let fetcher = ImageFetcher::new(args.fetch.config());
-    let info = args.info(
-        store.backend().name(),
-        billing_config.is_some(),
-        engine.card(),
-    );
+    let cards: Vec<_> = models
+        .iter()
+        .map(|m| (m.name.clone(), m.engine.card().clone()))
+        .collect();
+    let info = args.info(store.backend().name(), billing_config.is_some(), &cards);
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_loop(
         store.clone(),
@@ -105,10 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let describe = DescribeService::new(
-        vec![ServedModel {
-            name: args.model.model_name(),
-            engine: engine.clone(),
-        }],
+        models.clone(),
         store.clone(),
         Arc::new(fetcher),
         config.max_num_beams,
@@ -116,7 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let state = AppState {
         describe,
-        engine: engine.clone(),
+        metrics: metrics.clone(),
         store: store.clone(),
         access: Arc::new(args.access.config()),
         limits: args.http.config(),
@@ -130,7 +139,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "ready");
 
     let shutdown_timeout = args.shutdown_timeout();
-    let drain_engine = engine.clone();
+    let drain_models = models.clone();
     let (drained_sender, mut drained_receiver) = tokio::sync::watch::channel(false);
     let drained = async move {
         crate::shutdown::signal().await;
@@ -138,7 +147,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             timeout_secs = shutdown_timeout.as_secs(),
             "draining: new work refused, finishing in-flight work"
         );
-        if !drain_engine.drain(shutdown_timeout).await {
+        // Together, so that one timeout bounds them all.
+        let drained = futures_util::future::join_all(
+            drain_models
+                .iter()
+                .map(|m| m.engine.drain(shutdown_timeout)),
+        )
+        .await;
+        if drained.contains(&false) {
             tracing::warn!("shutdown timeout reached with work still in flight");
         }
         let _ = drained_sender.send(true);

@@ -303,7 +303,7 @@ pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
         .outputs
         .remove(0)
         .generation;
-    tracing::info!(model = %args.model.model_dir.display(), device = %args.model.device, images = files.len(), "describing");
+    tracing::info!(model = %args.model.model_dir[0].display(), device = %args.model.device, images = files.len(), "describing");
 
     let sink: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(

@@ -7,7 +7,7 @@ pub mod billing;
 pub mod describe;
 pub mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -130,9 +130,16 @@ pub struct ModelArgs {
     /// A model in the onnx-community layout (config.json, tokenizer.json, onnx/*.onnx): Florence-2
     /// or Qwen3.5 (`-ONNX-OPT`), told apart by config.json's `model_type`. The bundled test models
     /// are models/tiny-florence2 and models/tiny-qwen3_5 (random weights); `scripts/fetch-model.sh`
-    /// fetches the real ones.
-    #[arg(long, env = "ALTIMAGE_MODEL_DIR")]
-    pub model_dir: PathBuf,
+    /// fetches the real ones. `serve` takes several (repeat the flag, or separate with commas):
+    /// each gets its own workers and queue, requests pick one by its folder name (`model`), and
+    /// the first answers requests that name none; `describe` takes one.
+    #[arg(
+        long,
+        env = "ALTIMAGE_MODEL_DIR",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub model_dir: Vec<PathBuf>,
 
     /// `cpu`, `cuda` or `cuda:N`. CUDA failures are errors, never a silent CPU fall-back.
     #[arg(long, env = "ALTIMAGE_DEVICE", default_value = "cpu")]
@@ -194,8 +201,39 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Finds the ONNX Runtime library and assembles the load options.
+    /// The load options of the one model (`describe`, which runs one).
     pub fn load_options(&self) -> Result<LoadOptions, ModelError> {
+        match &self.model_dir[..] {
+            [dir] => self.load_options_for(dir),
+            dirs => Err(ModelError::ModelDir {
+                dir: dirs.first().cloned().unwrap_or_default(),
+                message: format!(
+                    "this command runs one model; --model-dir names {}",
+                    dirs.len()
+                ),
+            }),
+        }
+    }
+
+    /// The loaded models' names, in order; two folders of one name are refused, as requests
+    /// could not tell them apart.
+    pub fn model_names(&self) -> Result<Vec<String>, ModelError> {
+        let names: Vec<String> = self.model_dir.iter().map(|dir| dir_name(dir)).collect();
+        for (index, name) in names.iter().enumerate() {
+            if names[..index].contains(name) {
+                return Err(ModelError::ModelDir {
+                    dir: self.model_dir[index].clone(),
+                    message: format!(
+                        "two --model-dir folders are named `{name}`; requests name a model by its folder, so rename one"
+                    ),
+                });
+            }
+        }
+        Ok(names)
+    }
+
+    /// Finds the ONNX Runtime library and assembles the load options of the model in `dir`.
+    pub fn load_options_for(&self, dir: &Path) -> Result<LoadOptions, ModelError> {
         let env_path = std::env::var_os("ORT_DYLIB_PATH")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
@@ -211,7 +249,7 @@ impl ModelArgs {
         )?;
         tracing::debug!(library = %library.display(), ?source, "ONNX Runtime library");
         Ok(LoadOptions {
-            model_dir: self.model_dir.clone(),
+            model_dir: dir.to_path_buf(),
             library,
             runtime: RuntimeOptions {
                 device: self.device,
@@ -228,13 +266,17 @@ impl ModelArgs {
         })
     }
 
-    /// The name the API reports and stores with each description: the model folder's name.
+    /// The name of the first model (the one `describe` runs): its folder's name.
     pub fn model_name(&self) -> String {
-        self.model_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.model_dir.display().to_string())
+        dir_name(&self.model_dir[0])
     }
+}
+
+/// The name the API reports and stores with each description: the model folder's name.
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
 }
 
 /// `--prepare-threads`, shared by `serve` and `describe`: 0 = half the cores, at least 1.

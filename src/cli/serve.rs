@@ -11,7 +11,7 @@ use super::billing::BillingArgs;
 use super::{ModelArgs, StoreArgs};
 use crate::engine::EngineConfig;
 use crate::fetch::FetchPolicy;
-use crate::http::ops::{Info, InfoLimits};
+use crate::http::ops::{Info, InfoLimits, InfoModel};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::server::ConnectionLimits;
 use crate::http::{Access, HttpLimits};
@@ -69,14 +69,34 @@ impl ServeArgs {
     }
 
     /// The body of `GET /v1/info`: what this server runs and the limits a client must respect.
-    pub fn info(&self, database: &str, billing: bool, card: &ModelCard) -> Info {
+    /// `models` are the loaded ones, the default first.
+    pub fn info(&self, database: &str, billing: bool, models: &[(String, ModelCard)]) -> Info {
         let (engine, http) = (&self.engine, &self.http);
+        let card = &models[0].1;
         Info {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            model: self.model.model_name(),
+            model: models[0].0.clone(),
+            models: models
+                .iter()
+                .map(|(name, card)| InfoModel {
+                    name: name.clone(),
+                    family: card.family.model_type().to_string(),
+                    outputs: card.capabilities.outputs.clone(),
+                    languages: card.capabilities.languages.clone(),
+                    product_context: card.capabilities.product_context,
+                    sampling: card.capabilities.sampling,
+                    detail: card.capabilities.detail,
+                    max_new_tokens: card.max_new_tokens,
+                    max_num_beams: engine.max_num_beams.min(card.max_num_beams),
+                    workers: engine.workers,
+                    // Filled in per request.
+                    healthy_workers: 0,
+                    ready: false,
+                })
+                .collect(),
             device: self.model.device.to_string(),
             dtype: format!("{:?}", self.model.dtype).to_lowercase(),
-            workers: engine.workers,
+            workers: engine.workers * models.len(),
             // Filled in per request.
             healthy_workers: 0,
             ready: false,

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::EngineError;
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 /// Permits held for admitted images; released when the request is answered or dropped.
 pub struct Permits {
     permits: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
 }
 
 impl Permits {
@@ -45,11 +45,11 @@ pub struct Admission {
     capacity: usize,
     draining: Arc<AtomicBool>,
     retry_after: Duration,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
 }
 
 impl Admission {
-    pub fn new(capacity: usize, retry_after: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(capacity: usize, retry_after: Duration, metrics: ModelMetrics) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(capacity)),
             capacity,
@@ -88,7 +88,7 @@ impl Admission {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        self.metrics.draining.set(1);
+        self.metrics.shared.draining.set(1);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -121,7 +121,7 @@ mod tests {
         Admission::new(
             capacity,
             Duration::from_secs(1),
-            Arc::new(Metrics::new::<&str>(8, &[])),
+            ModelMetrics::standalone(8),
         )
     }
 

@@ -17,7 +17,7 @@ pub use admission::{Admission, Permits};
 use queue::{BatchLimits, Entry, Queue};
 use worker::WorkerHealth;
 
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::model::preprocess::{ImageKind, ImageLimits, PreprocessError};
 use crate::model::{
     Captioner, Detail, Generated, GenerationOptions, GenerationRequest, LoadOptions, ModelCard,
@@ -105,7 +105,7 @@ struct Inner {
     card: ModelCard,
     workers: Vec<WorkerHealth>,
     warmed: AtomicBool,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
 }
 
 /// Cheap handle to the serving machinery.
@@ -120,7 +120,7 @@ impl Engine {
     pub fn start(
         config: EngineConfig,
         load: &LoadOptions,
-        metrics: Arc<Metrics>,
+        metrics: ModelMetrics,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers >= 1, "--workers must be at least 1");
         anyhow::ensure!(
@@ -181,7 +181,7 @@ impl Engine {
         &self.inner.config
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &ModelMetrics {
         &self.inner.metrics
     }
 
@@ -309,7 +309,7 @@ impl Engine {
     }
 
     pub fn publish_readiness(&self) {
-        self.inner.metrics.ready.set(i64::from(self.is_ready()));
+        self.inner.metrics.set_ready(self.is_ready());
     }
 
     /// Refuses new work, then waits for admitted work to be answered (or the timeout).

@@ -3,14 +3,13 @@
 //! before any compute is spent on them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{EngineError, Inferred};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::model::GenerationRequest;
 
 /// One prepared image waiting for a batch.
@@ -86,7 +85,7 @@ pub struct Queue {
 impl Queue {
     /// Spawns the owning task on the current runtime. The channel is unbounded on purpose: the
     /// admission semaphore already bounds how many entries can exist.
-    pub fn spawn(limits: BatchLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn spawn(limits: BatchLimits, metrics: ModelMetrics) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(queue_task(receiver, limits, metrics));
         Self { sender }
@@ -110,7 +109,7 @@ impl Queue {
 async fn queue_task(
     mut receiver: mpsc::UnboundedReceiver<QueueCommand>,
     limits: BatchLimits,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
 ) {
     let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut waiting: VecDeque<oneshot::Sender<Vec<Entry>>> = VecDeque::new();
@@ -209,15 +208,17 @@ pub fn settle(entries: &mut VecDeque<Entry>, limits: &BatchLimits, now: Instant)
     (abandoned, expired)
 }
 
-fn count_rejections(metrics: &Metrics, abandoned: usize, expired: usize) {
+fn count_rejections(metrics: &ModelMetrics, abandoned: usize, expired: usize) {
     if abandoned > 0 {
         metrics
+            .shared
             .rejected
             .with_label_values(&["cancelled"])
             .inc_by(abandoned as u64);
     }
     if expired > 0 {
         metrics
+            .shared
             .rejected
             .with_label_values(&["expired"])
             .inc_by(expired as u64);
@@ -330,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_task_serves_waiting_workers_and_waits_for_the_batch_delay() {
-        let metrics = Arc::new(Metrics::new::<&str>(8, &[]));
+        let metrics = ModelMetrics::standalone(8);
         let mut batch_limits = limits(4, 1000);
         batch_limits.max_delay = Duration::from_millis(200);
         let queue = Queue::spawn(batch_limits, metrics.clone());

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::queue::{Entry, Queue};
 use super::{EngineError, Inferred};
-use crate::metrics::{Metrics, STAGES};
+use crate::metrics::{ModelMetrics, STAGES};
 use crate::model::generate::FinishReason;
 use crate::model::{Captioner, GenerationRequest};
 
@@ -26,7 +26,7 @@ impl WorkerHealth {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn set(&self, healthy: bool, metrics: &Metrics) {
+    fn set(&self, healthy: bool, metrics: &ModelMetrics) {
         let was = self.0.swap(healthy, Ordering::SeqCst);
         if was && !healthy {
             metrics.unhealthy_workers.inc();
@@ -42,7 +42,7 @@ pub fn spawn(
     model: Box<dyn Captioner>,
     queue: Queue,
     health: WorkerHealth,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
     retry_after: std::time::Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     // Capacity 1: exactly one batch waits, prepared, while the worker computes the current one.
@@ -73,7 +73,7 @@ fn run_batch(
     model: &mut dyn Captioner,
     batch: Vec<Entry>,
     health: &WorkerHealth,
-    metrics: &Metrics,
+    metrics: &ModelMetrics,
     retry_after: std::time::Duration,
 ) {
     let started = tokio::time::Instant::now();
@@ -125,17 +125,14 @@ fn run_batch(
                     .iter()
                     .zip([timings.vision, timings.encoder, timings.decode])
             {
-                metrics
-                    .stage_time
-                    .with_label_values(&[stage])
-                    .observe(time.as_secs_f64());
+                metrics.stage_time(stage).observe(time.as_secs_f64());
             }
             for ((reply, queue_time), generated) in waiting.into_iter().zip(results) {
                 if generated.finish_reason == FinishReason::Cancelled {
                     metrics.reject("cancelled");
                     continue;
                 }
-                metrics.images.with_label_values(&["described"]).inc();
+                metrics.images_described.inc();
                 metrics
                     .generated_tokens
                     .observe(generated.generated_tokens() as f64);
@@ -158,7 +155,7 @@ fn run_batch(
             health.set(false, metrics);
             tracing::error!(%error, images = waiting.len(), "batch failed; worker marked unhealthy until a batch succeeds");
             for (reply, _) in waiting {
-                metrics.images.with_label_values(&["failed"]).inc();
+                metrics.images_failed.inc();
                 let _ = reply.send(Err(EngineError::Inference(error.to_string())));
             }
         }

@@ -53,7 +53,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         "x-request-id",
         HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
     );
-    let metrics = state.engine.metrics();
+    let metrics = &state.metrics;
     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
         metrics.reject(reason);
     }

@@ -22,7 +22,6 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 
 use crate::describe::DescribeService;
-use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use error::{ApiError, ErrorKind};
@@ -52,8 +51,9 @@ pub struct HttpLimits {
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The loaded models (each with its engine) and describe-and-store.
     pub describe: DescribeService,
-    pub engine: Engine,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub store: Store,
     pub access: Arc<Access>,
     pub limits: HttpLimits,

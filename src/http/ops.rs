@@ -67,8 +67,9 @@ pub async fn live() -> Json<HealthStatus> {
 
 /// Readiness
 ///
-/// 200 when the model is warm and a worker is healthy. 503 while the model loads, while draining
-/// after SIGTERM, or when no worker is healthy; not merely because the queue is full.
+/// 200 when every loaded model is warm and has a healthy worker. 503 while the models load,
+/// while draining after SIGTERM, or when a model has no healthy worker; not merely because a
+/// queue is full.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -79,20 +80,28 @@ pub async fn live() -> Json<HealthStatus> {
     ),
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthStatus>) {
-    let engine = &state.engine;
-    engine.publish_readiness();
-    if engine.is_ready() {
-        let ready = HealthStatus {
-            status: "ready",
-            reason: None,
-        };
-        return (StatusCode::OK, Json(ready));
+    let models = state.describe.models();
+    let mut unready = None;
+    for served in models {
+        served.engine.publish_readiness();
+        if served.engine.is_draining() {
+            return HealthStatus::unavailable("draining");
+        }
+        if !served.engine.is_ready() {
+            unready.get_or_insert(served.name.as_str());
+        }
     }
-    HealthStatus::unavailable(if engine.is_draining() {
-        "draining"
-    } else {
-        "no healthy model worker"
-    })
+    match unready {
+        None => (
+            StatusCode::OK,
+            Json(HealthStatus {
+                status: "ready",
+                reason: None,
+            }),
+        ),
+        // One reason for every model, so that probes and dashboards see a fixed set.
+        Some(_) => HealthStatus::unavailable("no healthy model worker"),
+    }
 }
 
 /// Readiness (alias of /health/ready)
@@ -121,16 +130,19 @@ pub struct Info {
     /// The server's version.
     #[schema(example = "0.1.0")]
     pub version: String,
-    /// The model directory's name.
-    #[schema(example = "florence-2-base")]
+    /// The default model's name (the first of `models`: it answers requests that name none).
+    #[schema(example = "florence-2-base-ft")]
     pub model: String,
+    /// Every loaded model, the default first, with what each can be asked for.
+    pub models: Vec<InfoModel>,
     #[schema(example = "cpu")]
     pub device: String,
     #[schema(example = "fp32")]
     pub dtype: String,
-    /// Model instances.
+    /// Model instances, all models together.
     pub workers: usize,
     pub healthy_workers: usize,
+    /// Every model ready (what `/health/ready` answers).
     pub ready: bool,
     /// `sqlite` or `postgres`.
     #[schema(example = "sqlite")]
@@ -140,6 +152,34 @@ pub struct Info {
     /// Whether usage is reported to Stripe.
     pub billing: bool,
     pub limits: InfoLimits,
+}
+
+/// A loaded model and what it can be asked for (a request asking more gets 422 naming one that
+/// can).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InfoModel {
+    /// What requests send as `model`: the model directory's name.
+    #[schema(example = "Qwen3.5-0.8B-ONNX-OPT")]
+    pub name: String,
+    /// `florence2` or `qwen3_5` (config.json's `model_type`).
+    #[schema(example = "qwen3_5")]
+    pub family: String,
+    #[schema(value_type = Vec<crate::model::Output>)]
+    pub outputs: Vec<crate::model::Output>,
+    /// BCP 47 tags it writes; a region of one (`de-AT`) is accepted too.
+    #[schema(example = json!(["de", "en", "fr"]))]
+    pub languages: Vec<String>,
+    /// Takes `context` and `tone`.
+    pub product_context: bool,
+    /// Takes `temperature`, `top_p` and `seed`.
+    pub sampling: bool,
+    /// Takes `detail` (Florence-2's caption levels).
+    pub detail: bool,
+    pub max_new_tokens: usize,
+    pub max_num_beams: usize,
+    pub workers: usize,
+    pub healthy_workers: usize,
+    pub ready: bool,
 }
 
 /// The effective limits (after defaults).
@@ -160,7 +200,9 @@ pub struct InfoLimits {
     pub header_read_timeout_secs: u64,
     /// Seconds from a request's headers to the end of its body; then 408.
     pub body_read_timeout_secs: u64,
+    /// The default model's; each model's are in `models`.
     pub max_new_tokens: usize,
+    /// The default model's; each model's are in `models`.
     pub max_num_beams: usize,
     /// Requests per minute per account unless the account has its own limit; 0 = no limit.
     pub rate_limit_per_minute: u64,
@@ -180,8 +222,12 @@ pub struct InfoLimits {
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
     let mut info = (*state.info).clone();
-    info.healthy_workers = state.engine.healthy_workers();
-    info.ready = state.engine.is_ready();
+    for (model, served) in info.models.iter_mut().zip(state.describe.models()) {
+        model.healthy_workers = served.engine.healthy_workers();
+        model.ready = served.engine.is_ready();
+    }
+    info.healthy_workers = info.models.iter().map(|m| m.healthy_workers).sum();
+    info.ready = info.models.iter().all(|m| m.ready);
     Json(info)
 }
 
@@ -195,8 +241,10 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
     responses((status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String)),
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.engine.publish_readiness();
-    exposition(state.engine.metrics())
+    for served in state.describe.models() {
+        served.engine.publish_readiness();
+    }
+    exposition(&state.metrics)
 }
 
 /// The metrics in the text exposition format.

@@ -28,8 +28,18 @@ const IS_WS = new RegExp(`^[${WS}]$`);
 const SPECIAL_SPAN = /<\|[\s\S]*?\|>/g;
 const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
+// The tokenizer's added tokens (`<|im_end|>`, `<think>`, ...), longest first: set once the model
+// directory is known.
+let RESERVED = [];
+
 function sanitise(value) {
-  let s = String(value).replace(SPECIAL_SPAN, '');
+  let s = String(value);
+  for (;;) {
+    let t = s.replace(SPECIAL_SPAN, '');
+    for (const token of RESERVED) t = t.split(token).join('');
+    if (t === s) break;
+    s = t;
+  }
   s = Array.from(s).filter((ch) => IS_WS.test(ch) || !/\p{Cc}/u.test(ch)).join('');
   return s.replace(WS_RUN, ' ').trim();
 }
@@ -99,6 +109,10 @@ env.localModelPath = path.dirname(path.resolve(modelDir)) + path.sep;
 const modelId = path.basename(path.resolve(modelDir));
 
 const spec = JSON.parse(fs.readFileSync(promptsFile, 'utf8'));
+RESERVED = JSON.parse(fs.readFileSync(path.join(modelDir, 'tokenizer.json'), 'utf8'))
+  .added_tokens.map((t) => t.content)
+  .filter((c) => c)
+  .sort((a, b) => b.length - a.length || (a < b ? -1 : a > b ? 1 : 0));
 const requests = JSON.parse(fs.readFileSync(requestsFile, 'utf8')).requests;
 const requestsDir = path.dirname(path.resolve(requestsFile));
 

@@ -19,6 +19,7 @@ mod model;
 mod model_generator;
 mod preprocess;
 mod privacy;
+mod product_copy;
 mod qwen;
 mod readme_flags;
 mod serve_failures;

@@ -234,6 +234,40 @@ fn greedy_output_equals_transformers_js_alone_and_in_one_batch() {
     );
 }
 
+/// Product data that carries special or added tokens (whole, split around another span, or in
+/// the tokenizer's own markup such as `</think>`) reaches the prompt as text only: the prompt
+/// holds exactly the frame's special tokens, as for a request without such data.
+#[test]
+fn injected_tokens_never_reach_the_prompt_as_tokens() {
+    let model = tiny();
+    let requests = parity_requests(&model);
+    let file = requests_file();
+    let index = file["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|r| r["id"].as_str().unwrap().ends_with("injection"))
+        .expect("the parity set has an injection request");
+    let injected = &requests[index];
+    let mut clean = injected.clone();
+    clean.options.task.context = Default::default();
+    let ids = |request: &GenerationRequest| {
+        model
+            .prompt_ids(&request.options.task, &request.image)
+            .unwrap()
+    };
+    // `<|im_start|>` 1901, `<|im_end|>` 1902, `<think>` 1924, `</think>` 1925, tool-call 1914/1915.
+    let count = |ids: &[i64], token: i64| ids.iter().filter(|&&id| id == token).count();
+    let (dirty, plain) = (ids(injected), ids(&clean));
+    for token in [1901, 1902, 1914, 1915, 1924, 1925] {
+        assert_eq!(count(&dirty, token), count(&plain, token), "token {token}");
+    }
+    assert!(
+        dirty.len() > plain.len(),
+        "the text of the context is still there"
+    );
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_and_the_seed_matters() {
     let mut model = tiny();

@@ -188,7 +188,7 @@ async fn a_failed_batch_answers_every_entry_500_and_the_worker_recovers() {
     }
     assert_eq!(
         server
-            .sample("altimage_images_total{outcome=\"failed\"}")
+            .sample("altimage_images_total{model=\"model\",outcome=\"failed\"}")
             .await
             .unwrap(),
         3.0

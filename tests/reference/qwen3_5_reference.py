@@ -72,11 +72,19 @@ WS_RUN = re.compile(f"[{WHITE_SPACE}]+")
 IS_WS = re.compile(f"[{WHITE_SPACE}]")
 
 
-def sanitise(value) -> str:
-    """PROMPTS.md rule 2, in this order: drop every <|...|> span (shortest match), drop control
-    characters (category Cc) that are not White_Space, turn each White_Space run into one space,
-    trim."""
-    s = SPECIAL_SPAN.sub("", str(value))
+def sanitise_value(value, reserved=()) -> str:
+    """PROMPTS.md rule 2, in this order: drop every <|...|> span (shortest match) and every
+    reserved token (the tokenizer's added tokens, longest first), again until nothing changes;
+    drop control characters (category Cc) that are not White_Space, turn each White_Space run
+    into one space, trim."""
+    s = str(value)
+    while True:
+        t = SPECIAL_SPAN.sub("", s)
+        for token in reserved:
+            t = t.replace(token, "")
+        if t == s:
+            break
+        s = t
     s = "".join(ch for ch in s if IS_WS.match(ch) or unicodedata.category(ch) != "Cc")
     return WS_RUN.sub(" ", s).strip(" ")
 
@@ -96,7 +104,10 @@ def fill(template: str, values: dict) -> str | None:
     return None if missing else out
 
 
-def render_user_message(spec: dict, req: dict) -> str:
+def render_user_message(spec: dict, req: dict, reserved=()) -> str:
+    def sanitise(value):
+        return sanitise_value(value, reserved)
+
     out = spec["outputs"][req["output"]]
     values = {"language": req["language"], "language_name": spec["languages"][req["language"]]}
     for k in ("max_chars", "max_words", "count"):
@@ -128,10 +139,16 @@ def render_user_message(spec: dict, req: dict) -> str:
     return "\n".join(lines)
 
 
-def render_prompt(spec: dict, req: dict) -> str:
+def reserved_tokens(tokenizer_json: Path) -> list:
+    """The added tokens' contents, longest first (PROMPTS.md rule 2)."""
+    added = json.loads(Path(tokenizer_json).read_text(encoding="utf-8")).get("added_tokens", [])
+    return sorted((t["content"] for t in added if t["content"]), key=lambda t: (-len(t), t))
+
+
+def render_prompt(spec: dict, req: dict, reserved=()) -> str:
     return ("<|im_start|>system\n" + spec["system"].strip() + "<|im_end|>\n"
             + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
-            + render_user_message(spec, req) + "<|im_end|>\n"
+            + render_user_message(spec, req, reserved) + "<|im_end|>\n"
             + "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
@@ -320,7 +337,7 @@ class Qwen35:
         return preprocess(image, self.pre, self.min_pixels, self.max_pixels)
 
     def render(self, req: dict) -> str:
-        return render_prompt(self.prompts, req)
+        return render_prompt(self.prompts, req, reserved_tokens(self.dir / "tokenizer.json"))
 
     def expand(self, prompt: str, grids) -> str:
         parts = prompt.split("<|image_pad|>")

@@ -89,8 +89,7 @@ pub async fn receive(
         Ok(applied) => {
             if let Applied::CustomerDeleted { reports, .. } = applied {
                 state
-                    .engine
-                    .metrics()
+                    .metrics
                     .billing_events
                     .with_label_values(&["customer_deleted"])
                     .inc_by(reports);

@@ -221,9 +221,13 @@ impl Qwen35 {
                 tokenizer.get_vocab_size(true)
             )));
         }
+        let reserved = tokenizer
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|token| token.content);
         let text = Arc::new(Text {
+            templates: templates.reserving(reserved),
             tokenizer,
-            templates,
             special,
         });
         let card = ModelCard {

@@ -146,11 +146,26 @@ impl Server {
     }
 
     /// The value of one `/metrics` sample (`name` or `name{labels}`), if the page has it.
+    /// A bare metric name sums its series over every label set (as PromQL's `sum` does), so a
+    /// test that does not care which model counted need not name it.
     pub async fn sample(&self, series: &str) -> Option<f64> {
         let text = self.metrics().await;
+        let value = |rest: &str| rest.trim().parse::<f64>().ok();
+        if series.contains('{') {
+            return text
+                .lines()
+                .find_map(|line| value(line.strip_prefix(series)?.strip_prefix(' ')?));
+        }
         text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
+            .filter_map(|line| {
+                let rest = line.strip_prefix(series)?;
+                let rest = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value(rest)
+            })
+            .reduce(|sum, v| sum + v)
     }
 
     /// Whether the `/metrics` page has the sample `series` at `min` or more.

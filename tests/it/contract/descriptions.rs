@@ -19,6 +19,9 @@ async fn real_answers_are_documented() {
         "30",
         "--admin-token",
         ADMIN_TOKEN,
+        // The second model, for the options only an instruct model takes.
+        "--model-dir",
+        common::tiny_qwen_dir().to_str().unwrap(),
     ]);
     let http = server.client();
     let admin = server.client_with_key(ADMIN_TOKEN);
@@ -146,6 +149,32 @@ async fn real_answers_are_documented() {
         body["outputs"].as_object().map(|o| o.len()),
         Some(2),
         "alt text and a description: {body}"
+    );
+
+    // The same form on Qwen3.5, with every documented option but Florence-2's `detail`.
+    let mut request = serde_json::Map::new();
+    for (name, property) in json_schema["properties"].as_object().unwrap() {
+        let value = match name.as_str() {
+            "image_base64" => json!(base64::engine::general_purpose::STANDARD.encode(fixture(1))),
+            "image_url" | "detail" => continue,
+            "model" => json!("tiny-qwen3_5"),
+            "outputs" => json!(["alt_text", "description", "seo_title", "keywords"]),
+            "temperature" => json!(0.7),
+            "top_p" => json!(0.9),
+            "max_words" => json!(40),
+            "max_new_tokens" => json!(16),
+            _ => sample(&doc, property),
+        };
+        request.insert(name.clone(), value);
+    }
+    let (status, body) = answers
+        .send(http.post(server.url(create)).json(&request))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["outputs"].as_object().map(|o| o.len()),
+        Some(4),
+        "{body}"
     );
 
     // The options only an instruct model takes: Florence-2 answers the documented 422, naming

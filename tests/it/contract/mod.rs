@@ -331,6 +331,12 @@ fn sample(doc: &Value, schema: &Value) -> Value {
     if types.contains("integer") {
         return json!(schema["minimum"].as_u64().unwrap_or(1));
     }
+    if let Some(properties) = schema["properties"].as_object() {
+        return properties
+            .iter()
+            .map(|(name, property)| (name.clone(), sample(doc, property)))
+            .collect();
+    }
     json!("x")
 }
 

@@ -209,7 +209,7 @@ pub async fn create_batch(
         ));
     }
     let images = state.describe.validate(images)?;
-    let metrics = state.engine.metrics();
+    let metrics = &state.metrics;
     let answer = state
         .describe
         .describe_many(head.call(&caller, "batch"), images, |results| {
