@@ -1,4 +1,4 @@
-//! The models: one folder per family (`florence2/`), the seam the engine, the CLI and the benches
+//! The models: one folder per family (`florence2/`, `qwen3_5/`), the seam the engine, the CLI and the benches
 //! use ([`Captioner`], [`Frontend`], [`load`]), and the machinery the families share: the ONNX
 //! Runtime library and sessions (`runtime`), image preprocessing (`preprocess`), token search and
 //! logits rules (`generate`), graph contract checks (`signature`), and the model-neutral task
