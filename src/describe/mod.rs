@@ -6,8 +6,10 @@
 
 pub mod context;
 mod idempotency;
+pub mod lint;
 pub mod outputs;
 pub mod request;
+pub mod review;
 pub mod service;
 
 pub use context::ContextOptions;

@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::Output;
+use super::request::{DEFAULT_ALT_TEXT_CHARS, DEFAULT_KEYWORD_COUNT};
+use crate::model::{Detail, Output};
 
 /// The longest SEO title, in characters (what search results show).
 pub const SEO_TITLE_CHARS: usize = 60;
@@ -28,6 +29,47 @@ pub struct Fitted {
     pub value: Value,
     /// Whether fitting shortened what the model wrote.
     pub truncated: bool,
+}
+
+/// The lengths a request may ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lengths {
+    pub max_chars: Option<usize>,
+    pub max_words: Option<usize>,
+    pub keyword_count: Option<usize>,
+}
+
+impl Lengths {
+    /// As stored in a description's `options`.
+    pub fn of_options(options: &Value) -> Self {
+        let read = |name: &str| {
+            options
+                .get(name)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        };
+        Self {
+            max_chars: read("max_chars"),
+            max_words: read("max_words"),
+            keyword_count: read("keyword_count"),
+        }
+    }
+}
+
+/// How an output's text is fitted. Alt text is cut at 125 characters unless the request says
+/// otherwise or asked Florence-2 for a longer caption (`detail`), which it then keeps whole as
+/// before outputs existed.
+pub fn fit_for(output: Output, lengths: Lengths, detail: Option<Detail>) -> Fit {
+    match output {
+        Output::AltText => match (lengths.max_chars, detail) {
+            (Some(max), _) => Fit::Chars(max),
+            (None, Some(Detail::Detailed | Detail::Paragraph)) => Fit::Whole,
+            (None, _) => Fit::Chars(DEFAULT_ALT_TEXT_CHARS),
+        },
+        Output::Description => lengths.max_words.map_or(Fit::Whole, Fit::Words),
+        Output::SeoTitle => Fit::Chars(SEO_TITLE_CHARS),
+        Output::Keywords => Fit::Keywords(lengths.keyword_count.unwrap_or(DEFAULT_KEYWORD_COUNT)),
+    }
 }
 
 pub fn fit(text: &str, fit: Fit) -> Fitted {

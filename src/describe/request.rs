@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::context::{ContextOptions, check_tone};
-use super::outputs::{Fit, SEO_TITLE_CHARS};
+use super::outputs::{Fit, Lengths, fit_for};
 use crate::model::generate::sample::Sampling;
 use crate::model::{Detail, GenerationOptions, ModelCard, Output, Task};
 use crate::strings::{self, Shape};
@@ -442,22 +442,17 @@ impl Asked {
         }
     }
 
-    /// How an output's text is fitted. Alt text is cut at 125 characters unless the request
-    /// says otherwise or asked Florence-2 for a longer caption (`detail`), which it then keeps
-    /// whole as before outputs existed.
+    /// How an output's text is fitted (`outputs::fit_for`).
     fn fit(&self, output: Output, options: &DescribeOptions) -> Fit {
-        match output {
-            Output::AltText => match (options.max_chars, self.detail) {
-                (Some(max), _) => Fit::Chars(max),
-                (None, Some(Detail::Detailed | Detail::Paragraph)) => Fit::Whole,
-                (None, _) => Fit::Chars(DEFAULT_ALT_TEXT_CHARS),
+        fit_for(
+            output,
+            Lengths {
+                max_chars: options.max_chars,
+                max_words: options.max_words,
+                keyword_count: options.keyword_count,
             },
-            Output::Description => options.max_words.map_or(Fit::Whole, Fit::Words),
-            Output::SeoTitle => Fit::Chars(SEO_TITLE_CHARS),
-            Output::Keywords => {
-                Fit::Keywords(options.keyword_count.unwrap_or(DEFAULT_KEYWORD_COUNT))
-            }
-        }
+            self.detail,
+        )
     }
 }
 
@@ -600,6 +595,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::describe::outputs::SEO_TITLE_CHARS;
     use crate::model::preprocess::{ImageLimits, PreprocessError};
     use crate::model::{Capabilities, Family, Frontend, ImageTensor, Prepared};
 

@@ -11,10 +11,11 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::idempotency::{Claimed, Idempotency, Named, fingerprint};
-use super::outputs::{fit, primary_text};
+use super::outputs::{Fit, fit, primary_text};
 use super::request::{
     DescribeRequest, ImageSource, PlannedOutput, ValidDescribeRequest, ValidationError, Validator,
 };
+use super::review;
 use super::{DescribeError, DescribeOptions};
 use crate::engine::{Engine, ImageBytes, Permits};
 use crate::fetch::ImageFetcher;
@@ -330,6 +331,15 @@ impl DescribeService {
                 finish_reason = generated.finish_reason;
             }
         }
+        let title = image.asked.context.as_ref().and_then(|c| c.title.clone());
+        let (findings, lint_level) =
+            review::findings(&outputs, &image.language, title.as_deref(), |output| {
+                image
+                    .outputs
+                    .iter()
+                    .find(|planned| planned.output == output)
+                    .map_or(Fit::Whole, |planned| planned.fit)
+            });
         let facts = &described.image;
         let card = served.engine.card();
         let now = now_ms();
@@ -368,6 +378,10 @@ impl DescribeService {
             truncated,
             created_at: now,
             updated_at: now,
+            findings: Some(
+                serde_json::to_value(findings).expect("findings serialise; this is a bug"),
+            ),
+            lint_level: Some(lint_level),
         };
         Ok(Described {
             description,

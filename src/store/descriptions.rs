@@ -89,12 +89,16 @@ pub struct Description {
     pub finish_reason: String,
     /// Whether `max_chars` shortened the model's text.
     pub truncated: bool,
+    /// The linter's findings (a JSON array) and the worst severity as a number (0 none, 1 info,
+    /// 2 warning, 3 error); `None` for rows written before the linter, until their next edit.
+    pub findings: Option<Value>,
+    pub lint_level: Option<i64>,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone";
+const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level";
 
 /// The outputs column; a row from before outputs existed has its text as alt text.
 fn outputs_column(row: &AnyRow, text: &str) -> Result<Value> {
@@ -140,6 +144,8 @@ fn from_row(row: &AnyRow) -> Result<Description> {
         truncated: row.try_get::<i64, _>("truncated")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        findings: json_column(row, "findings")?,
+        lint_level: row.try_get("lint_level")?,
     })
 }
 
@@ -162,6 +168,26 @@ fn version_from_row(row: &AnyRow) -> Result<Version> {
         provenance: Provenance::parse(&row.try_get::<String, _>("provenance")?)?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// What an edit changes: the primary text, the outputs, and the linter's findings on them.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub text: String,
+    pub outputs: Map<String, Value>,
+    pub findings: Value,
+    /// The worst finding's severity, 0 (none) to 3 (error).
+    pub lint_level: i64,
+}
+
+/// Which descriptions a listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub asset_id: Option<&'a str>,
+    /// Only those whose worst finding is at least this severity (1 info, 2 warning, 3 error).
+    pub min_lint_level: Option<i64>,
+    /// Only those with a finding of this code.
+    pub finding: Option<&'a str>,
 }
 
 /// One page of a listing, newest first.
@@ -201,7 +227,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for description in descriptions {
             sqlx::query(&format!(
-                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
             ))
             .bind(account_id.as_str())
             .bind(request_id)
@@ -228,6 +254,8 @@ impl Store {
             .bind(&description.language)
             .bind(description.context.as_ref().map(Value::to_string))
             .bind(&description.tone)
+            .bind(description.findings.as_ref().map(Value::to_string))
+            .bind(description.lint_level)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -287,24 +315,41 @@ impl Store {
     pub async fn list_descriptions(
         &self,
         account_id: &AccountId,
-        asset_id: Option<&str>,
+        filter: ListFilter<'_>,
         starting_after: Option<&DescriptionId>,
         limit: i64,
     ) -> Result<Page> {
         let mut sql = format!("SELECT {COLUMNS} FROM descriptions WHERE account_id = $1");
         let mut next = 2;
-        if asset_id.is_some() {
-            sql.push_str(&format!(" AND asset_id = ${next}"));
+        let mut condition = |sql: &mut String, clause: &str| {
+            sql.push_str(&clause.replace('?', &format!("${next}")));
             next += 1;
+        };
+        if filter.asset_id.is_some() {
+            condition(&mut sql, " AND asset_id = ?");
+        }
+        if filter.min_lint_level.is_some() {
+            condition(&mut sql, " AND lint_level >= ?");
+        }
+        if filter.finding.is_some() {
+            // The JSON array as written by serde_json (no spaces); the code is bound, and the
+            // caller checked it is one of the linter's.
+            condition(&mut sql, " AND findings LIKE ? ESCAPE '\\'");
         }
         if starting_after.is_some() {
-            sql.push_str(&format!(" AND id < ${next}"));
-            next += 1;
+            condition(&mut sql, " AND id < ?");
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${next}"));
         let mut query = sqlx::query(&sql).bind(account_id.as_str());
-        if let Some(asset_id) = asset_id {
+        if let Some(asset_id) = filter.asset_id {
             query = query.bind(asset_id);
+        }
+        if let Some(level) = filter.min_lint_level {
+            query = query.bind(level);
+        }
+        if let Some(code) = filter.finding {
+            let code = code.replace('_', "\\_");
+            query = query.bind(format!("%\"code\":\"{code}\"%"));
         }
         if let Some(cursor) = starting_after {
             query = query.bind(cursor.as_str());
@@ -322,29 +367,20 @@ impl Store {
         })
     }
 
-    /// A person's edit, the previous versions kept: `change` gets the current outputs and
-    /// gives the new ones with the primary text (the describe layer knows which output that
-    /// is); it runs inside the transaction, so concurrent edits each see the one before.
+    /// A person's edit, the previous versions kept: `change` gets the current description and
+    /// gives its revision (the describe layer knows which output is primary and checks the new
+    /// text); it runs inside the transaction, so concurrent edits each see the one before.
     pub async fn edit_description(
         &self,
         account_id: &AccountId,
         id: &DescriptionId,
         provenance: Option<Provenance>,
-        change: impl FnOnce(&Map<String, Value>) -> Result<(String, Map<String, Value>)>,
+        change: impl FnOnce(&Description) -> Result<Revision>,
     ) -> Result<Description> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT version, provenance, text, outputs FROM descriptions WHERE id = $1 AND account_id = $2",
-        )
-        .bind(id.as_str())
-        .bind(account_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("description"))?;
-        let version: i64 = row.try_get("version")?;
-        let current = Provenance::parse(&row.try_get::<String, _>("provenance")?)?;
+        let current = select_description(&mut *tx, account_id, id).await?;
         // Editing the model's words keeps it `ai_edited`; a person may say they rewrote it.
-        let provenance = provenance.unwrap_or(match current {
+        let provenance = provenance.unwrap_or(match current.provenance {
             Provenance::Human => Provenance::Human,
             Provenance::Ai | Provenance::AiEdited => Provenance::AiEdited,
         });
@@ -353,18 +389,10 @@ impl Store {
                 "an edit's provenance is `human` or `ai_edited`".into(),
             ));
         }
-        let text: String = row.try_get("text")?;
-        let outputs = match outputs_column(&row, &text)? {
-            Value::Object(outputs) => outputs,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "outputs is not an object: {other}"
-                )));
-            }
-        };
-        let (text, outputs) = change(&outputs)?;
-        check_string("text", &text, Shape::Text)?;
-        let outputs = Value::Object(outputs).to_string();
+        let version = current.version;
+        let revision = change(&current)?;
+        check_string("text", &revision.text, Shape::Text)?;
+        let outputs = Value::Object(revision.outputs).to_string();
         let now = now_ms();
         sqlx::query(
             "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at, outputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -372,20 +400,22 @@ impl Store {
         .bind(id.as_str())
         .bind(account_id.as_str())
         .bind(version + 1)
-        .bind(&text)
+        .bind(&revision.text)
         .bind(provenance.as_str())
         .bind(now)
         .bind(&outputs)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4, outputs = $5 WHERE id = $6 AND account_id = $7",
+            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4, outputs = $5, findings = $6, lint_level = $7 WHERE id = $8 AND account_id = $9",
         )
-        .bind(&text)
+        .bind(&revision.text)
         .bind(provenance.as_str())
         .bind(version + 1)
         .bind(now)
         .bind(&outputs)
+        .bind(revision.findings.to_string())
+        .bind(revision.lint_level)
         .bind(id.as_str())
         .bind(account_id.as_str())
         .execute(&mut *tx)

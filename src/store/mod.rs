@@ -265,6 +265,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "product copy",
                 include_str!("../../migrations/sqlite/0004_product_copy.sql"),
             ),
+            (
+                6,
+                "findings",
+                include_str!("../../migrations/sqlite/0006_findings.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -286,6 +291,11 @@ fn migrator(backend: Backend) -> Migrator {
                 4,
                 "product copy",
                 include_str!("../../migrations/postgres/0004_product_copy.sql"),
+            ),
+            (
+                6,
+                "findings",
+                include_str!("../../migrations/postgres/0006_findings.sql"),
             ),
         ],
     };

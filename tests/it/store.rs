@@ -6,8 +6,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use altimage::describe::outputs;
-use altimage::store::descriptions::{Description, ImageFacts, Provenance};
+use altimage::describe::review;
+use altimage::store::descriptions::{Description, ImageFacts, ListFilter, Provenance};
 use altimage::store::idempotency::{Claim, Completion};
 use altimage::store::ids::{AccountId, DescriptionId};
 use altimage::store::keys::Scope;
@@ -58,6 +58,8 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
         truncated: false,
         created_at: now,
         updated_at: now,
+        findings: Some(json!([])),
+        lint_level: Some(0),
     }
 }
 
@@ -71,7 +73,7 @@ async fn edit_text(
 ) -> Result<Description, StoreError> {
     store
         .edit_description(account_id, id, provenance, |current| {
-            outputs::edited(current, Some(text), None).map_err(StoreError::Invalid)
+            review::revise(current, Some(text), None)
         })
         .await
 }
@@ -169,7 +171,7 @@ async fn descriptions_are_stored_with_one_usage_row_and_scoped_by_account() {
         ));
         assert!(
             store
-                .list_descriptions(&b, None, None, 10)
+                .list_descriptions(&b, ListFilter::default(), None, 10)
                 .await
                 .unwrap()
                 .descriptions
@@ -177,17 +179,28 @@ async fn descriptions_are_stored_with_one_usage_row_and_scoped_by_account() {
         );
 
         // Newest first, filter by asset, cursor pagination.
-        let page = store.list_descriptions(&a, None, None, 1).await.unwrap();
+        let page = store
+            .list_descriptions(&a, ListFilter::default(), None, 1)
+            .await
+            .unwrap();
         assert_eq!(page.descriptions[0].id, second.id);
         assert!(page.has_more);
         let next = store
-            .list_descriptions(&a, None, Some(&second.id), 1)
+            .list_descriptions(&a, ListFilter::default(), Some(&second.id), 1)
             .await
             .unwrap();
         assert_eq!(next.descriptions[0].id, first.id);
         assert!(!next.has_more);
         let filtered = store
-            .list_descriptions(&a, Some("sku-1"), None, 10)
+            .list_descriptions(
+                &a,
+                ListFilter {
+                    asset_id: Some("sku-1"),
+                    ..ListFilter::default()
+                },
+                None,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(filtered.descriptions.len(), 1);
@@ -258,6 +271,105 @@ async fn product_copy_is_stored_and_old_rows_read_as_alt_text() {
             .await
             .unwrap();
         assert_eq!(edited.outputs, json!({"alt_text": "A red shoe."}));
+    }
+}
+
+/// Codes of a description's findings, as stored.
+fn codes_of(description: &Description) -> Vec<String> {
+    description
+        .findings
+        .as_ref()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_are_linted_again_and_lists_filter_by_findings() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let a = account(&store, "a").await;
+        let clean = description("Red leather shoe seen from the side", None);
+        let other = description("Blue canvas tote bag on a wooden chair", None);
+        store
+            .save_created(&a, "req", &[clean.clone(), other.clone()], None)
+            .await
+            .unwrap();
+
+        // The stored `max_chars` (50) is the target the edit is checked against.
+        let edited = edit_text(&store, &a, &clean.id, "Image of IMG_0042.jpg", None)
+            .await
+            .unwrap();
+        assert_eq!(edited.lint_level, Some(3), "{}", db.backend);
+        assert_eq!(codes_of(&edited), ["file_name", "redundant_opening"]);
+        let long = "Red leather shoe with white laces and a thick rubber sole, seen from the side";
+        let edited = edit_text(&store, &a, &other.id, long, None).await.unwrap();
+        assert_eq!(codes_of(&edited), ["too_long"]);
+        assert_eq!(edited.lint_level, Some(2));
+
+        let ids = |filter: ListFilter<'static>| {
+            let store = store.clone();
+            let a = a.clone();
+            async move {
+                store
+                    .list_descriptions(&a, filter, None, 10)
+                    .await
+                    .unwrap()
+                    .descriptions
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let errors = ids(ListFilter {
+            min_lint_level: Some(3),
+            ..ListFilter::default()
+        })
+        .await;
+        assert_eq!(errors, std::slice::from_ref(&clean.id));
+        let warnings = ids(ListFilter {
+            min_lint_level: Some(2),
+            ..ListFilter::default()
+        })
+        .await;
+        assert_eq!(warnings.len(), 2);
+        let named = ids(ListFilter {
+            finding: Some("too_long"),
+            ..ListFilter::default()
+        })
+        .await;
+        assert_eq!(named, std::slice::from_ref(&other.id));
+        // `_` is literal in the pattern, not LIKE's any-character.
+        let none = ids(ListFilter {
+            finding: Some("too-long"),
+            ..ListFilter::default()
+        })
+        .await;
+        assert!(none.is_empty());
+
+        // Back to a good text: no findings, out of the error list.
+        let fixed = edit_text(
+            &store,
+            &a,
+            &clean.id,
+            "Red leather shoe from the side",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fixed.lint_level, Some(0));
+        assert!(codes_of(&fixed).is_empty());
+        assert!(
+            ids(ListFilter {
+                min_lint_level: Some(3),
+                ..ListFilter::default()
+            })
+            .await
+            .is_empty()
+        );
     }
 }
 

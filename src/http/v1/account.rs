@@ -23,6 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::store::accounts::RestrictedBy;
+use crate::store::descriptions::ListFilter;
 use crate::store::ids::{AccountId, DescriptionId};
 use crate::store::keys::Scope;
 use crate::store::usage::{MS_PER_DAY, format_day, parse_day};
@@ -359,7 +360,12 @@ fn export_stream(
             async move {
                 let failed = |e: crate::store::StoreError| e.to_string();
                 let page = store
-                    .list_descriptions(&account_id, None, cursor.as_ref(), EXPORT_PAGE)
+                    .list_descriptions(
+                        &account_id,
+                        ListFilter::default(),
+                        cursor.as_ref(),
+                        EXPORT_PAGE,
+                    )
                     .await
                     .map_err(failed)?;
                 let ids: Vec<DescriptionId> =

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
+use crate::describe::lint::Finding;
 use crate::store::accounts::RestrictedBy;
 use crate::store::descriptions::Provenance;
 use crate::store::keys::Scope;
@@ -86,6 +87,11 @@ pub struct Description {
     /// Whether fitting shortened an output (`max_chars`, `max_words`, the SEO title's 60
     /// characters, `keyword_count`).
     pub truncated: bool,
+    /// What the alt-text linter found in the outputs, worst first (the README lists every
+    /// code); empty when nothing. Checked again on every edit. Absent on descriptions stored
+    /// before the linter existed, until their next edit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Vec<Finding>>,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
@@ -119,6 +125,11 @@ impl From<descriptions::Description> for Description {
             generated_tokens: row.generated_tokens,
             finish_reason: row.finish_reason,
             truncated: row.truncated,
+            // Written by this program from `Finding`s; a row that does not parse is shown
+            // without them rather than failing the read.
+            findings: row
+                .findings
+                .and_then(|findings| serde_json::from_value(findings).ok()),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -17,7 +17,7 @@ use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::ApiQuery;
 use crate::http::v1::resources::Description;
 use crate::http::v1::{EXPORT_PAGE, paged};
-use crate::store::descriptions;
+use crate::store::descriptions::{self, ListFilter};
 use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
 
@@ -57,7 +57,7 @@ pub struct ExportQuery {
     asset_id: Option<String>,
 }
 
-const CSV_HEADER: [&str; 24] = [
+const CSV_HEADER: [&str; 25] = [
     "id",
     "asset_id",
     "text",
@@ -83,6 +83,8 @@ const CSV_HEADER: [&str; 24] = [
     "keywords",
     "tone",
     "context",
+    // The linter's finding codes, worst first, space-separated (the JSONL has the messages).
+    "findings",
 ];
 
 fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<Vec<u8>, String> {
@@ -131,10 +133,21 @@ fn csv_rows(descriptions: &[descriptions::Description], header: bool) -> Result<
                     .as_ref()
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
+                finding_codes(d.findings.as_ref()),
             ])
             .map_err(failed)?;
     }
     writer.into_inner().map_err(|e| e.error().to_string())
+}
+
+fn finding_codes(findings: Option<&serde_json::Value>) -> String {
+    findings
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["code"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn jsonl_rows(descriptions: Vec<descriptions::Description>) -> Vec<u8> {
@@ -191,7 +204,10 @@ pub async fn export(
             let page = store
                 .list_descriptions(
                     &account_id,
-                    asset_id.as_deref(),
+                    ListFilter {
+                        asset_id: asset_id.as_deref(),
+                        ..ListFilter::default()
+                    },
                     cursor.as_ref(),
                     EXPORT_PAGE,
                 )

@@ -6,7 +6,8 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::describe::outputs;
+use crate::describe::lint::{self, Severity};
+use crate::describe::review;
 use crate::error_set;
 use crate::http::AppState;
 use crate::http::auth::Caller;
@@ -14,8 +15,7 @@ use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, RequestId, cursor, known, page_limit};
 use crate::http::v1::resources::{Description, DescriptionPage, VersionList};
-use crate::store::StoreError;
-use crate::store::descriptions::Provenance;
+use crate::store::descriptions::{ListFilter, Provenance};
 use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
 
@@ -32,11 +32,17 @@ pub struct ListQuery {
     /// Only the descriptions sent with this `asset_id`.
     #[param(example = "sku-1042")]
     asset_id: Option<String>,
+    /// Only descriptions with a linter finding of at least this severity (`error` shows those
+    /// a reviewer must fix first).
+    min_severity: Option<Severity>,
+    /// Only descriptions with a finding of this code (the README lists them).
+    #[param(example = "redundant_opening")]
+    finding: Option<String>,
 }
 
 error_set!(
     pub ListErrors: ApiKeyLayer {
-        BadRequest => "Invalid query: an unknown parameter, `limit` outside 1 to 100, or a `starting_after` that is not a description id.",
+        BadRequest => "Invalid query: an unknown parameter, `limit` outside 1 to 100, a `starting_after` that is not a description id, or an unknown `min_severity` or `finding` code.",
     }
 );
 
@@ -65,14 +71,29 @@ pub async fn list(
     let starting_after = cursor(query.starting_after, DescriptionId::PREFIX)?
         .map(|id| known(&id, DescriptionId::parse, "description"))
         .transpose()?;
+    if let Some(code) = query.finding.as_deref()
+        && !lint::RULES.iter().any(|(known, _, _)| *known == code)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_finding",
+            format!(
+                "`finding` must be one of {}",
+                lint::RULES
+                    .iter()
+                    .map(|(code, _, _)| *code)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let filter = ListFilter {
+        asset_id: query.asset_id.as_deref(),
+        min_lint_level: query.min_severity.map(|s| review::level(Some(s))),
+        finding: query.finding.as_deref(),
+    };
     let page = state
         .store
-        .list_descriptions(
-            caller.account_id(),
-            query.asset_id.as_deref(),
-            starting_after.as_ref(),
-            limit,
-        )
+        .list_descriptions(caller.account_id(), filter, starting_after.as_ref(), limit)
         .await?;
     Ok(Json(DescriptionPage::new(page.descriptions, page.has_more)))
 }
@@ -182,7 +203,7 @@ pub async fn edit(
     }
     if let Some(text) = &edit.text {
         let chars = text.trim().chars().count();
-        if chars == 0 || chars > outputs::MAX_EDIT_CHARS {
+        if chars == 0 || chars > crate::describe::outputs::MAX_EDIT_CHARS {
             return Err(ApiError::bad_request(
                 "invalid_text",
                 "`text` must be 1 to 10000 characters",
@@ -195,10 +216,7 @@ pub async fn edit(
             caller.account_id(),
             &path.id()?,
             edit.provenance,
-            |current| {
-                outputs::edited(current, edit.text.as_deref(), edit.outputs.as_ref())
-                    .map_err(StoreError::Invalid)
-            },
+            |current| review::revise(current, edit.text.as_deref(), edit.outputs.as_ref()),
         )
         .await?;
     Ok(Json(description.into()))
