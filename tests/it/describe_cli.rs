@@ -432,7 +432,7 @@ fn qwen_writes_every_output_as_the_library_plans_it() {
                 .count()
                 <= 90
         );
-        assert_eq!(record["generated_tokens"].as_u64().unwrap() > 0, true);
+        assert!(record["generated_tokens"].as_u64().unwrap() > 0, "{record}");
     }
 }
 
@@ -480,6 +480,10 @@ fn context_from_csv_and_jsonl_reaches_the_prompt() {
     assert_eq!(from_csv[0]["context"], mug_context().to_json());
     assert_eq!(from_other[0]["context"], other.to_json());
     assert_eq!(from_csv[1], from_other[1], "the bag has no row in either");
+    assert_ne!(
+        from_csv[0]["outputs"], from_other[0]["outputs"],
+        "another context, another text"
+    );
 
     // Each context is in the prompt, so the prompts differ; each run's outputs are the
     // library's for its context.
