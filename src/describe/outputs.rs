@@ -4,8 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::request::{DEFAULT_ALT_TEXT_CHARS, DEFAULT_KEYWORD_COUNT};
-use crate::model::{Detail, Output};
+use super::request::{DEFAULT_ALT_TEXT_CHARS, DEFAULT_KEYWORD_COUNT, PlannedOutput};
+use crate::model::generate::FinishReason;
+use crate::model::{Detail, Generated, Output};
 
 /// The longest SEO title, in characters (what search results show).
 pub const SEO_TITLE_CHARS: usize = 60;
@@ -172,6 +173,44 @@ pub fn primary_text(outputs: &Map<String, Value>) -> String {
         .and_then(|output| outputs.get(output.as_str()))
         .map(as_text)
         .unwrap_or_default()
+}
+
+/// One image's outputs as the model wrote them, fitted and put together: what the service stores
+/// and the CLI writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assembled {
+    /// The primary output's text.
+    pub text: String,
+    pub outputs: Map<String, Value>,
+    /// All outputs together, before fitting.
+    pub generated_tokens: u64,
+    /// `eos` unless an output stopped otherwise (a length stop says more than an end of text).
+    pub finish_reason: FinishReason,
+    /// Whether fitting shortened any output.
+    pub truncated: bool,
+}
+
+/// Fits each generated text to its planned output; `generated` in the plan's order.
+pub fn assemble(planned: &[PlannedOutput], generated: &[Generated]) -> Assembled {
+    let mut outputs = Map::new();
+    let (mut truncated, mut generated_tokens) = (false, 0);
+    let mut finish_reason = FinishReason::Eos;
+    for (planned, generated) in planned.iter().zip(generated) {
+        let fitted = fit(&generated.text, planned.fit);
+        truncated |= fitted.truncated;
+        outputs.insert(planned.output.as_str().into(), fitted.value);
+        generated_tokens += generated.generated_tokens() as u64;
+        if generated.finish_reason != FinishReason::Eos {
+            finish_reason = generated.finish_reason;
+        }
+    }
+    Assembled {
+        text: primary_text(&outputs),
+        outputs,
+        generated_tokens,
+        finish_reason,
+        truncated,
+    }
 }
 
 /// The longest text a person may give an output, in characters.

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::idempotency::{Claimed, Idempotency, Named, fingerprint};
-use super::outputs::{Fit, fit, primary_text};
+use super::outputs::{Fit, assemble};
 use super::request::{
     DescribeRequest, ImageSource, PlannedOutput, ValidDescribeRequest, ValidationError, Validator,
 };
@@ -19,7 +19,6 @@ use super::review;
 use super::{DescribeError, DescribeOptions};
 use crate::engine::{Engine, ImageBytes, Permits};
 use crate::fetch::ImageFetcher;
-use crate::model::generate::FinishReason;
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
 use crate::store::ids::{AccountId, DescriptionId};
 use crate::store::{Store, now_ms};
@@ -318,35 +317,27 @@ impl DescribeService {
         let served = &inner.models[image.model];
         let generations = image.outputs.iter().map(|o| o.generation.clone()).collect();
         let described = served.engine.describe(permit, bytes, generations).await?;
-        let mut outputs = serde_json::Map::new();
-        let (mut truncated, mut generated_tokens) = (false, 0);
-        let mut finish_reason = FinishReason::Eos;
-        for (planned, generated) in image.outputs.iter().zip(&described.generated) {
-            let fitted = fit(&generated.text, planned.fit);
-            truncated |= fitted.truncated;
-            outputs.insert(planned.output.as_str().into(), fitted.value);
-            generated_tokens += generated.generated_tokens() as u64;
-            // The one that says most: a length stop (or a cancel) over an end of text.
-            if generated.finish_reason != FinishReason::Eos {
-                finish_reason = generated.finish_reason;
-            }
-        }
+        let assembled = assemble(&image.outputs, &described.generated);
         let title = image.asked.context.as_ref().and_then(|c| c.title.clone());
-        let (findings, lint_level) =
-            review::findings(&outputs, &image.language, title.as_deref(), |output| {
+        let (findings, lint_level) = review::findings(
+            &assembled.outputs,
+            &image.language,
+            title.as_deref(),
+            |output| {
                 image
                     .outputs
                     .iter()
                     .find(|planned| planned.output == output)
                     .map_or(Fit::Whole, |planned| planned.fit)
-            });
+            },
+        );
         let facts = &described.image;
         let card = served.engine.card();
         let now = now_ms();
         let description = Description {
             id: DescriptionId::generate(),
-            text: primary_text(&outputs),
-            outputs: Value::Object(outputs),
+            text: assembled.text,
+            outputs: Value::Object(assembled.outputs),
             provenance: Provenance::Ai,
             version: 1,
             // Florence-2's caption length; families without one leave it out.
@@ -373,9 +364,9 @@ impl DescribeService {
                 sha256: facts.sha256.clone(),
             },
             options: asked_generation(&image.asked, image.seed),
-            generated_tokens,
-            finish_reason: finish_reason.as_str().to_string(),
-            truncated,
+            generated_tokens: assembled.generated_tokens,
+            finish_reason: assembled.finish_reason.as_str().to_string(),
+            truncated: assembled.truncated,
             created_at: now,
             updated_at: now,
             findings: Some(
