@@ -5,6 +5,7 @@
 //! (`task`).
 
 pub mod config;
+pub mod device_rows;
 pub mod florence2;
 pub mod generate;
 pub mod preprocess;
