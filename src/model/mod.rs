@@ -220,7 +220,7 @@ pub struct StageTimings {
     pub encoder: Duration,
     pub decode: Duration,
     pub decode_steps: usize,
-    /// Part of `decode` spent reordering the cache (rows leaving, beams).
+    /// Part of `decode` spent reordering the cache (rows leaving or joining, beams).
     pub reorder: Duration,
 }
 

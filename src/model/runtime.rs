@@ -75,12 +75,14 @@ impl FromStr for Device {
     }
 }
 
-/// Where the decoder's KV cache lives between decode steps.
+/// Where the decoder's state (Florence-2's KV cache; Qwen3.5's conv, recurrent and KV state)
+/// lives between decode steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum KvCache {
-    /// Where the session produces it (GPU memory on CUDA): ORT I/O binding binds the `present.*`
-    /// outputs to the device and feeds them back as `past_key_values.*`; only the logits come to
-    /// the host, and beams are reordered by a Gather on the device.
+    /// Where the session produces it (GPU memory on CUDA): ORT I/O binding binds the `present*`
+    /// outputs to the device and feeds them back as the `past*` inputs; only the logits come to
+    /// the host, and rows are reordered, dropped and joined by small sessions on the device
+    /// (`device_rows`).
     #[default]
     Device,
     /// `Session::run` without binding: ONNX Runtime hands every output back in host memory and
