@@ -1,8 +1,9 @@
 //! Row moves for decoder state that stays in the session's device memory (`KvCache::Device`):
 //! small ONNX Runtime sessions on the model's device, built with the Model Editor API, gather rows
-//! (keep, drop, repeat: `Gather` on axis 0) and join the rows of several batches (each part's
-//! growing axis left-padded with zeros by `Pad`, then `Concat` on axis 0). A cache in GPU memory
-//! never leaves it; on the CPU provider the same sessions run on host memory.
+//! (keep, drop, repeat: `Gather` on axis 0), join the rows of several batches (each part's
+//! growing axis left-padded with zeros by `Pad`, then `Concat` on axis 0) and cut padding every
+//! row has off the front of a growing axis (`Slice`). A cache in GPU memory never leaves it; on
+//! the CPU provider the same sessions run on host memory.
 
 use std::path::Path;
 
@@ -29,6 +30,7 @@ pub struct DeviceRows {
     options: RuntimeOptions,
     gathers: Vec<(Kinds, Session)>,
     joins: Vec<((Kinds, usize), Session)>,
+    trims: Vec<(Kinds, Session)>,
 }
 
 impl DeviceRows {
@@ -42,6 +44,7 @@ impl DeviceRows {
             options,
             gathers: Vec::new(),
             joins: Vec::new(),
+            trims: Vec::new(),
         }
     }
 
@@ -159,6 +162,53 @@ impl DeviceRows {
         runtime::run_bound(session, self.options.device, &inputs, &outputs, STAGE)
     }
 
+    /// Output k is `tensors[k]` without the first `count` positions of its axis `axes[k]`.
+    pub fn trim_front(
+        &mut self,
+        tensors: &[&DynValue],
+        axes: &[usize],
+        count: usize,
+    ) -> Result<Vec<DynValue>, ModelError> {
+        let error = ModelError::inference(STAGE);
+        let kinds = tensors
+            .iter()
+            .zip(axes)
+            .map(|(value, &axis)| kind_of(value, Some(axis)))
+            .collect::<Result<Kinds, _>>()?;
+        let index = match self.trims.iter().position(|(k, _)| *k == kinds) {
+            Some(index) => index,
+            None => {
+                let session = self.build(trim_graph(&kinds)?)?;
+                self.trims.push((kinds, session));
+                self.trims.len() - 1
+            }
+        };
+        let scalar = |value: i64| -> Result<DynValue, ModelError> {
+            Ok(Tensor::from_array(([1usize], vec![value]))
+                .map_err(&error)?
+                .into_dyn())
+        };
+        let (starts, ends) = (scalar(count as i64)?, scalar(i64::MAX)?);
+        let axis_values = axes
+            .iter()
+            .map(|&axis| scalar(axis as i64))
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<[String; 3]> = (0..tensors.len())
+            .map(|k| [format!("t{k}"), format!("axes{k}"), format!("s{k}")])
+            .collect();
+        let mut inputs: Vec<(&str, &DynValue)> = vec![("starts", &starts), ("ends", &ends)];
+        for ((names, value), axis) in names.iter().zip(tensors).zip(&axis_values) {
+            inputs.push((names[0].as_str(), *value));
+            inputs.push((names[1].as_str(), axis));
+        }
+        let outputs: Vec<(&str, Place)> = names
+            .iter()
+            .map(|names| (names[2].as_str(), Place::Device))
+            .collect();
+        let session = &mut self.trims[index].1;
+        runtime::run_bound(session, self.options.device, &inputs, &outputs, STAGE)
+    }
+
     fn build(&self, graph: Graph) -> Result<Session, ModelError> {
         let error = ModelError::inference(STAGE);
         let mut model =
@@ -233,6 +283,47 @@ fn gather_graph(kinds: &Kinds) -> Result<Graph, ModelError> {
             [format!("t{k}"), "indices".to_string()],
             [format!("g{k}")],
             [axis],
+        )
+        .map_err(&error)?;
+        graph.add_node(node).map_err(&error)?;
+    }
+    Ok(graph)
+}
+
+/// `s{k} = Slice(t{k}, starts, ends, axes{k})` for every tensor k.
+fn trim_graph(kinds: &Kinds) -> Result<Graph, ModelError> {
+    let error = ModelError::inference(STAGE);
+    let mut graph = Graph::new().map_err(&error)?;
+    let mut inputs = vec![
+        outlet("starts".into(), TensorElementType::Int64, 1),
+        outlet("ends".into(), TensorElementType::Int64, 1),
+    ];
+    for (k, &(ty, rank, _)) in kinds.iter().enumerate() {
+        inputs.push(outlet(format!("t{k}"), ty, rank));
+        inputs.push(outlet(format!("axes{k}"), TensorElementType::Int64, 1));
+    }
+    graph.set_inputs(inputs).map_err(&error)?;
+    graph
+        .set_outputs(
+            kinds
+                .iter()
+                .enumerate()
+                .map(|(k, &(ty, rank, _))| outlet(format!("s{k}"), ty, rank)),
+        )
+        .map_err(&error)?;
+    for k in 0..kinds.len() {
+        let node = Node::new(
+            "Slice",
+            ONNX_DOMAIN,
+            format!("slice_{k}"),
+            [
+                format!("t{k}"),
+                "starts".to_string(),
+                "ends".to_string(),
+                format!("axes{k}"),
+            ],
+            [format!("s{k}")],
+            Vec::<Attribute>::new(),
         )
         .map_err(&error)?;
         graph.add_node(node).map_err(&error)?;
@@ -365,6 +456,22 @@ mod tests {
         }
         assert_eq!(values(&d[0]).0, [4, 2, 5, 3]);
         assert_eq!(values(&d[1]).1[..8], values(&parts[2][1]).1[..]);
+
+        // The first part's two rows (pasts 3 of 5): the two positions of padding both have go.
+        let keep = [0, 1];
+        let mut d = device.join(&columns, &axes).unwrap();
+        let mut h = host.join(&columns, &axes).unwrap();
+        device.gather(d.iter_mut().collect(), &keep).unwrap();
+        host.gather(h.iter_mut().collect(), &keep).unwrap();
+        let [dk, _] = &mut d[..] else { unreachable!() };
+        device.trim_front(vec![(dk, 2)], 2).unwrap();
+        let [hk, _] = &mut h[..] else { unreachable!() };
+        host.trim_front(vec![(hk, 2)], 2).unwrap();
+        assert_eq!(values(&d[0]), values(&h[0]));
+        let (shape, kv) = values(&d[0]);
+        assert_eq!(shape, [2, 2, 3, 3]);
+        assert_eq!(&kv[..3], &[100.0, 101.0, 102.0]);
+        assert_eq!(&kv[9..12], &[109.0, 110.0, 111.0]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A tensor whose first axis is the batch's rows, kept between decoder calls: a session output fed
-//! back as is (no copy), or one we built. Rows can be gathered (kept, dropped, repeated) and
-//! joined, left-padded along one axis: on the host, or where the tensors are (`RowOps`).
+//! back as is (no copy), or one we built. Rows can be gathered (kept, dropped, repeated), joined
+//! (left-padded along one axis) and have that padding cut again: on the host, or where the
+//! tensors are (`RowOps`).
 
 use ort::value::{DynValue, Tensor};
 
@@ -141,6 +142,32 @@ impl RowTensor {
     }
 }
 
+impl RowTensor {
+    /// This tensor without the first `count` positions of `axis` (padding every row has).
+    pub fn trim_front(&self, axis: usize, count: usize) -> Result<Self, ModelError> {
+        if axis == 0 || axis >= self.shape.len() || count > self.shape[axis] {
+            return Err(ModelError::Inference {
+                stage: "decoder",
+                message: format!("cannot cut {count} from axis {axis} of {:?}", self.shape),
+            });
+        }
+        let mut shape = self.shape.clone();
+        shape[axis] -= count;
+        let outer: usize = self.shape[..axis].iter().product();
+        let block: usize = self.shape[axis..].iter().product();
+        let skip: usize = count * self.shape[axis + 1..].iter().product::<usize>();
+        let (_, values) = self
+            .value
+            .try_extract_tensor::<f32>()
+            .map_err(ModelError::inference("decoder"))?;
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for index in 0..outer {
+            data.extend_from_slice(&values[index * block + skip..(index + 1) * block]);
+        }
+        Self::f32(shape, data)
+    }
+}
+
 /// Where a model instance gathers and joins its per-row tensors: on the host (the tensors are
 /// in host memory, `KvCache::Host`) or by sessions on the model's device (`KvCache::Device`).
 pub enum RowOps {
@@ -184,6 +211,30 @@ impl RowOps {
             RowOps::Host => {
                 for tensor in tensors {
                     *tensor = tensor.gather(parents)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the first `count` positions of each tensor's axis (`tensors[k].1`).
+    pub fn trim_front(
+        &mut self,
+        tensors: Vec<(&mut RowTensor, usize)>,
+        count: usize,
+    ) -> Result<(), ModelError> {
+        match self {
+            RowOps::Device(device) => {
+                let values: Vec<&DynValue> = tensors.iter().map(|(t, _)| t.value()).collect();
+                let axes: Vec<usize> = tensors.iter().map(|(_, axis)| *axis).collect();
+                let trimmed = device.trim_front(&values, &axes, count)?;
+                for ((tensor, _), value) in tensors.into_iter().zip(trimmed) {
+                    *tensor = RowTensor::from_output(value, "decoder")?;
+                }
+            }
+            RowOps::Host => {
+                for (tensor, axis) in tensors {
+                    *tensor = tensor.trim_front(axis, count)?;
                 }
             }
         }

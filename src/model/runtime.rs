@@ -402,11 +402,17 @@ pub fn run_bound(
 /// For unit tests that build tensors: the project's library (`scripts/install-ort.sh`), loaded once.
 #[cfg(test)]
 pub fn test_environment() -> &'static ort::environment::Environment {
+    environment(&test_library()).expect("ONNX Runtime loads")
+}
+
+/// For unit tests that load a model: the library `test_environment` loads.
+#[cfg(test)]
+pub fn test_library() -> PathBuf {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache");
     let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let (library, _) = find_library(None, env_path.as_deref(), &cache, Device::Cpu)
-        .expect("the ONNX Runtime library (scripts/install-ort.sh)");
-    environment(&library).expect("ONNX Runtime loads")
+    find_library(None, env_path.as_deref(), &cache, Device::Cpu)
+        .expect("the ONNX Runtime library (scripts/install-ort.sh)")
+        .0
 }
 
 #[cfg(test)]

@@ -103,7 +103,9 @@ impl RunningBatch {
     }
 
     /// Keeps the rows `keep` says to keep, in order, and their state (gathered where it lives);
-    /// returns the others.
+    /// returns the others. Left padding that every remaining row has (added for longer rows that
+    /// left) is cut off the KV caches, so a batch that rows keep joining does not grow without
+    /// bound.
     pub fn retain(
         &mut self,
         model: &mut Qwen35,
@@ -119,6 +121,13 @@ impl RunningBatch {
             self.state = None;
         } else if let Some(state) = &mut self.state {
             state.gather(&kept, &mut model.rows)?;
+            let shared = kept.iter().map(|&i| self.rows[i].pad).min().unwrap_or(0);
+            if shared > 0 {
+                state.trim_front(shared, &model.states, &mut model.rows)?;
+                for &i in &kept {
+                    self.rows[i].pad -= shared;
+                }
+            }
         }
         let mut left = Vec::with_capacity(self.rows.len() - kept.len());
         let mut next = kept.iter().peekable();
@@ -168,5 +177,110 @@ impl RunningBatch {
             row.choose_next(model, logits.to_vec());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::generate::sample::Sampling;
+    use crate::model::runtime::{KvCache, RuntimeOptions, test_library};
+    use crate::model::{
+        Captioner, GenerationOptions, GenerationRequest, LoadOptions, Output, Task,
+    };
+
+    fn tiny(kv_cache: KvCache) -> Qwen35 {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Qwen35::load(&LoadOptions {
+            model_dir: root.join("models/tiny-qwen3_5"),
+            library: test_library(),
+            runtime: RuntimeOptions {
+                intra_threads: 2,
+                kv_cache,
+                ..RuntimeOptions::default()
+            },
+            variant_suffix: String::new(),
+            vision_batch_size: 0,
+            vision_max_pixels: 262_144,
+            prompt_templates: None,
+        })
+        .expect("the tiny Qwen3.5 model")
+    }
+
+    fn requests(model: &Qwen35) -> Vec<GenerationRequest> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/fixtures_qwen");
+        ["shoes-512x512.png", "mug-256x256.png", "lamp-384x256.png"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let bytes = std::fs::read(dir.join(name)).unwrap();
+                let prepared = model
+                    .card()
+                    .frontend
+                    .prepare(&bytes, &Default::default())
+                    .unwrap();
+                GenerationRequest {
+                    image: prepared.tensor,
+                    options: GenerationOptions {
+                        task: Task {
+                            output: Output::ALL[i + 1],
+                            ..Task::default()
+                        },
+                        max_new_tokens: 9 + 4 * i,
+                        num_beams: 1,
+                        // One sampled row: its stream travels with the row.
+                        sampling: (i == 1).then_some(Sampling {
+                            temperature: 1.3,
+                            top_p: 0.9,
+                            top_k: 0,
+                            seed: 5,
+                        }),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Rows join a batch that is already stepping (request 1 after two steps, request 2 after
+    /// five; request 0's longer prompt pads theirs until it leaves, then that padding is cut),
+    /// and rows leave as they finish: each row's answer is its answer alone, state on the device
+    /// or through the host.
+    #[test]
+    fn rows_joining_a_running_batch_get_their_answers_alone() {
+        for kv_cache in [KvCache::Device, KvCache::Host] {
+            let mut model = tiny(kv_cache);
+            let requests = requests(&model);
+            let alone: Vec<_> = requests
+                .iter()
+                .map(|r| model.generate(std::slice::from_ref(r)).unwrap().remove(0))
+                .collect();
+
+            let features = super::super::generate::vision(&mut model, &requests).unwrap();
+            let prefill = |model: &mut Qwen35, i: usize| {
+                vec![super::super::generate::prefill(model, i, &requests[i], &features[i]).unwrap()]
+            };
+            let mut batch = RunningBatch::default();
+            let mut answers = vec![None; requests.len()];
+            let mut steps = 0;
+            let incoming = prefill(&mut model, 0);
+            batch.join(&mut model, incoming).unwrap();
+            while answers.iter().any(Option::is_none) {
+                if steps == 2 || steps == 5 {
+                    let incoming = prefill(&mut model, steps / 2);
+                    batch.join(&mut model, incoming).unwrap();
+                }
+                for row in batch.retain(&mut model, |r| r.finish.is_none()).unwrap() {
+                    answers[row.request] =
+                        Some(super::super::generate::finish(&model, &row).unwrap());
+                }
+                batch.step(&mut model).unwrap();
+                steps += 1;
+            }
+            assert!(batch.is_empty());
+            let answers: Vec<_> = answers.into_iter().map(Option::unwrap).collect();
+            assert_eq!(answers, alone, "{kv_cache}");
+        }
     }
 }

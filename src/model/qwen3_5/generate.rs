@@ -76,7 +76,10 @@ pub(super) fn run(
 
 /// Every distinct image through the vision encoder in one call (the outputs of one image share
 /// it); each request's rows of the features.
-fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<f32>>, ModelError> {
+pub(super) fn vision(
+    model: &mut Qwen35,
+    requests: &[GenerationRequest],
+) -> Result<Vec<Vec<f32>>, ModelError> {
     let error = ModelError::inference("vision");
     let merge = model.config.spatial_merge_size;
     let (images, of_request) = distinct_images(requests);
@@ -120,7 +123,7 @@ fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<
 
 /// One request alone: its prompt through the decoder (image features merged at the pads), the
 /// first token chosen, the state kept for the decode loop.
-fn prefill(
+pub(super) fn prefill(
     model: &mut Qwen35,
     index: usize,
     request: &GenerationRequest,
@@ -206,7 +209,7 @@ fn merge_features(
 }
 
 /// A finished row's answer: the text without special tokens or a thinking block, trimmed.
-fn finish(model: &Qwen35, row: &Row) -> Result<Generated, ModelError> {
+pub(super) fn finish(model: &Qwen35, row: &Row) -> Result<Generated, ModelError> {
     let finish_reason = row.finish.expect("finished rows only");
     let text = if finish_reason == FinishReason::Cancelled {
         String::new()

@@ -184,6 +184,23 @@ impl DecoderState {
         })
     }
 
+    /// Cuts the first `count` positions off every KV cache: padding every row has, once the rows
+    /// it was added for have left.
+    pub fn trim_front(
+        &mut self,
+        count: usize,
+        specs: &[StateSpec],
+        ops: &mut RowOps,
+    ) -> Result<(), ModelError> {
+        let tensors = self
+            .values
+            .iter_mut()
+            .zip(specs)
+            .filter_map(|(value, spec)| spec.grows.map(|axis| (value, axis)))
+            .collect();
+        ops.trim_front(tensors, count)
+    }
+
     /// Keeps the rows `keep`, in that order.
     pub fn gather(&mut self, keep: &[usize], ops: &mut RowOps) -> Result<(), ModelError> {
         ops.gather(self.values.iter_mut().collect(), keep)
