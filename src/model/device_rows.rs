@@ -19,6 +19,11 @@ use super::runtime::{self, Place, RuntimeOptions};
 
 const STAGE: &str = "cache reorder";
 
+/// The most parts one join session takes: a session is built for each count, so more parts are
+/// joined in rounds (the first round's result is a part of the next), which bounds the sessions
+/// a model instance keeps at the cost of copying the rows of earlier rounds again.
+const MAX_JOIN_PARTS: usize = 8;
+
 /// What a session is built for: per tensor its element type, rank and (for joins) the axis that
 /// is left-padded.
 type Kinds = Vec<(TensorElementType, usize, Option<usize>)>;
@@ -100,6 +105,12 @@ impl DeviceRows {
         let first = parts.first().ok_or_else(|| inference("joining no rows"))?;
         if parts.iter().any(|part| part.len() != axes.len()) {
             return Err(inference("every part must hold one tensor per axis"));
+        }
+        if parts.len() > MAX_JOIN_PARTS {
+            let joined = self.join(&parts[..MAX_JOIN_PARTS], axes)?;
+            let mut rest = vec![joined.iter().collect::<Vec<_>>()];
+            rest.extend(parts[MAX_JOIN_PARTS..].iter().cloned());
+            return self.join(&rest, axes);
         }
         let kinds = first
             .iter()
@@ -472,6 +483,24 @@ mod tests {
         assert_eq!(shape, [2, 2, 3, 3]);
         assert_eq!(&kv[..3], &[100.0, 101.0, 102.0]);
         assert_eq!(&kv[9..12], &[109.0, 110.0, 111.0]);
+    }
+
+    #[test]
+    fn more_parts_than_one_session_takes_join_in_rounds() {
+        let env = runtime::test_environment();
+        let mut device = RowOps::Device(DeviceRows::new(env, &RuntimeOptions::default()));
+        // Eleven rows whose pasts rise and fall, the longest in the second round.
+        let parts: Vec<[RowTensor; 2]> = (0..11)
+            .map(|i| part(1, (i * 7) % 13, 1000.0 * i as f32))
+            .collect();
+        let columns: Vec<Vec<&RowTensor>> = parts.iter().map(|p| p.iter().collect()).collect();
+        let axes = [Some(2), None];
+        let on_device = device.join(&columns, &axes).unwrap();
+        let on_host = RowOps::Host.join(&columns, &axes).unwrap();
+        assert_eq!(values(&on_device[0]).0, [11, 2, 11, 3]);
+        for (d, h) in on_device.iter().zip(&on_host) {
+            assert_eq!(values(d), values(h));
+        }
     }
 
     #[test]
