@@ -3,7 +3,11 @@
 # (`make model-base`), and prints images/s at batch 1, 8 and 32 on the CPU and on CUDA, measured
 # with `altimage describe` over generated 768×768 images (model load excluded); then, on CUDA,
 # the decoder's KV cache kept on the GPU (I/O binding, the default) against `--kv-cache host`
-# (copied through host memory every step) at one batch size, with the ratio.
+# (copied through host memory every step) at one batch size, with the ratio. Then Qwen3.5: on the
+# tiny model (models/tiny-qwen3_5) the tokens on CUDA, state on the GPU and through the host, must
+# equal the CPU path's, each image alone and all in one batch (rows leave at different steps); and
+# on the Qwen3.5-0.8B-shaped model, when present (`make model-base-qwen`, ~4.4 GB, not made here),
+# images/s with the decoder state kept on the GPU against `--kv-cache host`, with the ratio.
 #
 #   scripts/gpu-check.sh                       # online: wheels from PyPI
 #   scripts/gpu-check.sh --wheels DIR          # offline GPU box: every wheel from DIR
@@ -20,6 +24,9 @@
 #          --model DIR (default models/base-shaped, made when missing) --max-new-tokens N (20)
 #          --binary FILE (skip the build and use this altimage)
 #          --kv-cache-batch N (batch of the KV-cache comparison, default 8; 0 skips it)
+#          --parts "florence qwen" (which families to check)
+#          --qwen-model DIR (default models/base-shaped-qwen3_5) --qwen-batches "1 8"
+#          --qwen-images N (per pass, default 32) --qwen-max-new-tokens N (64)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -34,6 +41,11 @@ model=models/base-shaped
 max_new_tokens=20
 binary=""
 kv_cache_batch=8
+parts="florence qwen"
+qwen_model=models/base-shaped-qwen3_5
+qwen_batches="1 8"
+qwen_images=32
+qwen_max_new_tokens=64
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheels) wheels=$2; shift 2 ;;
@@ -46,7 +58,12 @@ while [ $# -gt 0 ]; do
     --max-new-tokens) max_new_tokens=$2; shift 2 ;;
     --binary) binary=$2; shift 2 ;;
     --kv-cache-batch) kv_cache_batch=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --parts) parts=$2; shift 2 ;;
+    --qwen-model) qwen_model=$2; shift 2 ;;
+    --qwen-batches) qwen_batches=$2; shift 2 ;;
+    --qwen-images) qwen_images=$2; shift 2 ;;
+    --qwen-max-new-tokens) qwen_max_new_tokens=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -102,7 +119,10 @@ PY
     ;;
 esac
 
-if [ ! -f "$model/onnx/decoder_model_merged.onnx" ]; then
+case " $parts " in *" florence "*) florence=1 ;; *) florence="" ;; esac
+case " $parts " in *" qwen "*) qwen=1 ;; *) qwen="" ;; esac
+
+if [ -n "$florence" ] && [ ! -f "$model/onnx/decoder_model_merged.onnx" ]; then
   if [ "$model" = models/base-shaped ]; then
     section "model (make model-base)"
     make --no-print-directory model-base >&2
@@ -116,6 +136,7 @@ fi
 image_dir="$root/.cache/gpu-check-images"
 largest=$images
 [ "$cpu_images" -gt "$largest" ] && largest=$cpu_images
+[ "$qwen_images" -gt "$largest" ] && largest=$qwen_images
 "$(scripts/python-env.sh)" - "$image_dir" "$largest" <<'PY'
 import pathlib, random, sys
 from PIL import Image, ImageDraw
@@ -157,13 +178,14 @@ PY
 }
 
 # One describe run: prints "images/s seconds", or fails with the log's tail on stderr.
-describe_rate() { # device library batch count kv_cache
+# MODEL and MAX_NEW_TOKENS default to the Florence-2 pass's.
+describe_rate() { # device library batch count kv_cache [model max_new_tokens]
   local log files
   log=$(mktemp)
   files=$(find "$image_dir" -name 'image-*.png' | sort | head -n "$4")
   # shellcheck disable=SC2086 # one path per word
-  if "$binary" describe --model-dir "$model" --device "$1" --batch-size "$3" \
-      --max-new-tokens "$max_new_tokens" --no-progress --log-format json --log info \
+  if "$binary" describe --model-dir "${6:-$model}" --device "$1" --batch-size "$3" \
+      --max-new-tokens "${7:-$max_new_tokens}" --no-progress --log-format json --log info \
       --kv-cache "$5" --ort-library "$2" -o /dev/null $files 2>"$log"; then
     local ok=0
     rate "$log" "$4" || ok=1
@@ -176,43 +198,114 @@ describe_rate() { # device library batch count kv_cache
   fi
 }
 
-section "throughput: $model, <CAPTION>, greedy, max $max_new_tokens new tokens"
-printf '%-6s %6s %7s %10s %9s\n' device batch images images/s seconds
 status=0
-for device in $devices; do
-  if [ "$device" = cpu ]; then library=$cpu_ort; count=$cpu_images; else library=$cuda_ort; count=$images; fi
-  for batch in $batches; do
-    if result=$(describe_rate "$device" "$library" "$batch" "$count" device); then
-      read -r per_second seconds <<<"$result"
-      printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" "$per_second" "$seconds"
-    else
-      printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" failed -
-      status=1
-    fi
-  done
-done
-
-case " $devices " in
-  *" cuda "*)
-    if [ "$kv_cache_batch" -gt 0 ]; then
-      section "KV cache on CUDA, batch $kv_cache_batch: kept on the GPU (I/O binding) vs --kv-cache host"
-      printf '%-8s %6s %7s %10s %9s\n' kv-cache batch images images/s seconds
-      declare -A kv_rate=()
-      for place in device host; do
-        if result=$(describe_rate cuda "$cuda_ort" "$kv_cache_batch" "$images" "$place"); then
-          read -r per_second seconds <<<"$result"
-          kv_rate[$place]=$per_second
-          printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" "$per_second" "$seconds"
-        else
-          printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" failed -
-          status=1
-        fi
-      done
-      if [ -n "${kv_rate[device]:-}" ] && [ -n "${kv_rate[host]:-}" ]; then
-        python3 -c 'import sys; print(f"ratio kv cache device / host: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x throughput")' \
-          "${kv_rate[device]}" "${kv_rate[host]}"
+if [ -n "$florence" ]; then
+  section "throughput: $model, <CAPTION>, greedy, max $max_new_tokens new tokens"
+  printf '%-6s %6s %7s %10s %9s\n' device batch images images/s seconds
+  for device in $devices; do
+    if [ "$device" = cpu ]; then library=$cpu_ort; count=$cpu_images; else library=$cuda_ort; count=$images; fi
+    for batch in $batches; do
+      if result=$(describe_rate "$device" "$library" "$batch" "$count" device); then
+        read -r per_second seconds <<<"$result"
+        printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" "$per_second" "$seconds"
+      else
+        printf '%-6s %6s %7s %10s %9s\n' "$device" "$batch" "$count" failed -
+        status=1
       fi
-    fi
-    ;;
-esac
+    done
+  done
+
+  case " $devices " in
+    *" cuda "*)
+      if [ "$kv_cache_batch" -gt 0 ]; then
+        section "KV cache on CUDA, batch $kv_cache_batch: kept on the GPU (I/O binding) vs --kv-cache host"
+        printf '%-8s %6s %7s %10s %9s\n' kv-cache batch images images/s seconds
+        declare -A kv_rate=()
+        for place in device host; do
+          if result=$(describe_rate cuda "$cuda_ort" "$kv_cache_batch" "$images" "$place"); then
+            read -r per_second seconds <<<"$result"
+            kv_rate[$place]=$per_second
+            printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" "$per_second" "$seconds"
+          else
+            printf '%-8s %6s %7s %10s %9s\n' "$place" "$kv_cache_batch" "$images" failed -
+            status=1
+          fi
+        done
+        if [ -n "${kv_rate[device]:-}" ] && [ -n "${kv_rate[host]:-}" ]; then
+          python3 -c 'import sys; print(f"ratio kv cache device / host: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x throughput")' \
+            "${kv_rate[device]}" "${kv_rate[host]}"
+        fi
+      fi
+      ;;
+  esac
+fi
+
+# The describe records of one run over the tiny Qwen3.5 fixtures, in path order, or "failed".
+qwen_tiny_records() { # device library batch kv_cache
+  local log out
+  log=$(mktemp)
+  out=$(mktemp)
+  if "$binary" describe --model-dir models/tiny-qwen3_5 --device "$1" --batch-size "$3" \
+      --max-new-tokens 24 --no-progress --log warn --kv-cache "$4" --ort-library "$2" \
+      -o "$out" tests/conformance/fixtures_qwen 2>"$log"; then
+    sort "$out"
+  else
+    tail -n 5 "$log" >&2
+    echo failed
+  fi
+  rm -f "$log" "$out"
+}
+
+if [ -n "$qwen" ]; then
+  case " $devices " in
+    *" cpu "*" cuda "*|*" cuda "*" cpu "*)
+      section "Qwen3.5 tiny model: tokens on CUDA (state on the GPU, and through the host) vs the CPU"
+      # Batch 1: each image alone; batch 6: all six in one running batch, rows leaving at
+      # different steps (cancellation and EOS take the same gather).
+      for batch in 1 6; do
+        expected=$(qwen_tiny_records cpu "$cpu_ort" "$batch" host)
+        for place in device host; do
+          got=$(qwen_tiny_records cuda "$cuda_ort" "$batch" "$place")
+          if [ "$expected" != failed ] && [ "$got" = "$expected" ]; then
+            echo "batch $batch, cuda --kv-cache $place: $(wc -l <<<"$got") records equal the CPU's"
+          else
+            echo "batch $batch, cuda --kv-cache $place: DIFFERS from the CPU"
+            diff <(echo "$expected") <(echo "$got") | head -n 8 >&2 || true
+            status=1
+          fi
+        done
+      done
+      ;;
+    *) echo "the Qwen3.5 token check needs --devices \"cpu cuda\"" >&2 ;;
+  esac
+
+  if [ -f "$qwen_model/onnx/decoder_model_merged.onnx" ]; then
+    case " $devices " in
+      *" cuda "*)
+        section "Qwen3.5 throughput on CUDA: $qwen_model, alt text, greedy, max $qwen_max_new_tokens new tokens; state on the GPU vs --kv-cache host"
+        printf '%-8s %6s %7s %10s %9s\n' kv-cache batch images images/s seconds
+        for batch in $qwen_batches; do
+          declare -A qwen_rate=()
+          for place in device host; do
+            if result=$(describe_rate cuda "$cuda_ort" "$batch" "$qwen_images" "$place" "$qwen_model" "$qwen_max_new_tokens"); then
+              read -r per_second seconds <<<"$result"
+              qwen_rate[$place]=$per_second
+              printf '%-8s %6s %7s %10s %9s\n' "$place" "$batch" "$qwen_images" "$per_second" "$seconds"
+            else
+              printf '%-8s %6s %7s %10s %9s\n' "$place" "$batch" "$qwen_images" failed -
+              status=1
+            fi
+          done
+          if [ -n "${qwen_rate[device]:-}" ] && [ -n "${qwen_rate[host]:-}" ]; then
+            python3 -c 'import sys; print(f"batch {sys.argv[3]}: ratio state device / host: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x throughput")' \
+              "${qwen_rate[device]}" "${qwen_rate[host]}" "$batch"
+          fi
+          unset qwen_rate
+        done
+        ;;
+    esac
+  else
+    echo "no Qwen3.5 model in $qwen_model: run \`make model-base-qwen\` (~4.4 GB) for the throughput part" >&2
+  fi
+fi
 exit $status

@@ -182,9 +182,10 @@ pub struct ModelArgs {
     #[arg(long, env = "ALTIMAGE_CUDA_MEMORY_LIMIT_MB", default_value_t = 0)]
     pub cuda_memory_limit_mb: usize,
 
-    /// Where the decoder's KV cache stays between decode steps: `device` (ONNX Runtime I/O
-    /// binding; on CUDA it never leaves GPU memory) or `host` (copied to host memory and back
-    /// every step; the older path, kept as a fall-back).
+    /// Where the decoder's state (Florence-2's KV cache; Qwen3.5's conv, recurrent and KV state)
+    /// stays between decode steps: `device` (ONNX Runtime I/O binding, rows dropped and joined by
+    /// small sessions on the device; on CUDA it never leaves GPU memory) or `host` (copied to host
+    /// memory and back every step; the older path, kept as a fall-back).
     #[arg(long, env = "ALTIMAGE_KV_CACHE", default_value = "device")]
     pub kv_cache: KvCache,
 

@@ -5,6 +5,7 @@
 //! (`task`).
 
 pub mod config;
+pub mod device_rows;
 pub mod florence2;
 pub mod generate;
 pub mod preprocess;
@@ -219,7 +220,7 @@ pub struct StageTimings {
     pub encoder: Duration,
     pub decode: Duration,
     pub decode_steps: usize,
-    /// Part of `decode` spent reordering the cache (rows leaving, beams).
+    /// Part of `decode` spent reordering the cache (rows leaving or joining, beams).
     pub reorder: Duration,
 }
 

@@ -1,10 +1,13 @@
 //! A tensor whose first axis is the batch's rows, kept between decoder calls: a session output fed
-//! back as is (no copy), or one we built. Rows can be gathered (kept, dropped, repeated) and
-//! joined, left-padded along one axis, on the host.
+//! back as is (no copy), or one we built. Rows can be gathered (kept, dropped, repeated), joined
+//! (left-padded along one axis) and have that padding cut again: on the host, or where the
+//! tensors are (`RowOps`).
 
 use ort::value::{DynValue, Tensor};
 
 use super::ModelError;
+use super::device_rows::DeviceRows;
+use super::runtime::{KvCache, RuntimeOptions};
 
 /// A tensor kept between decoder calls: either a session output, fed back as is (no copy), or
 /// one we built.
@@ -82,13 +85,32 @@ impl RowTensor {
         &self.shape
     }
 
-    /// The rows of `parts` one after another, each part's `axis` left-padded with zeros to the
-    /// longest (a KV cache's past length: the padding is masked out).
-    pub fn join(parts: &[&RowTensor], axis: usize) -> Result<Self, ModelError> {
+    /// The rows of `parts` one after another; with an `axis`, each part left-padded with zeros
+    /// along it to the longest (a KV cache's past length: the padding is masked out), without,
+    /// the parts must agree on every axis but the rows.
+    pub fn join(parts: &[&RowTensor], axis: Option<usize>) -> Result<Self, ModelError> {
         let first = parts.first().ok_or_else(|| ModelError::Inference {
             stage: "decoder",
             message: "joining no rows".into(),
         })?;
+        if axis.is_some_and(|axis| axis == 0 || axis >= first.shape.len()) {
+            return Err(ModelError::Inference {
+                stage: "decoder",
+                message: format!("cannot pad axis {axis:?} of shape {:?}", first.shape),
+            });
+        }
+        // Unpadded: the last axis, of equal length in every part, stands in (no padding added).
+        let fixed = axis.is_none();
+        let axis = axis.unwrap_or(first.shape.len() - 1);
+        if fixed && parts.iter().any(|p| p.shape[1..] != first.shape[1..]) {
+            return Err(ModelError::Inference {
+                stage: "decoder",
+                message: format!(
+                    "joining rows of shapes {:?}",
+                    parts.iter().map(|p| &p.shape).collect::<Vec<_>>()
+                ),
+            });
+        }
         let longest = parts.iter().map(|p| p.shape[axis]).max().unwrap_or(0);
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|p| p.shape[0]).sum();
@@ -120,6 +142,136 @@ impl RowTensor {
     }
 }
 
+impl RowTensor {
+    /// This tensor without the first `count` positions of `axis` (padding every row has).
+    pub fn trim_front(&self, axis: usize, count: usize) -> Result<Self, ModelError> {
+        if axis == 0 || axis >= self.shape.len() || count > self.shape[axis] {
+            return Err(ModelError::Inference {
+                stage: "decoder",
+                message: format!("cannot cut {count} from axis {axis} of {:?}", self.shape),
+            });
+        }
+        let mut shape = self.shape.clone();
+        shape[axis] -= count;
+        let outer: usize = self.shape[..axis].iter().product();
+        let block: usize = self.shape[axis..].iter().product();
+        let skip: usize = count * self.shape[axis + 1..].iter().product::<usize>();
+        let (_, values) = self
+            .value
+            .try_extract_tensor::<f32>()
+            .map_err(ModelError::inference("decoder"))?;
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for index in 0..outer {
+            data.extend_from_slice(&values[index * block + skip..(index + 1) * block]);
+        }
+        Self::f32(shape, data)
+    }
+}
+
+/// Where a model instance gathers and joins its per-row tensors: on the host (the tensors are
+/// in host memory, `KvCache::Host`) or by sessions on the model's device (`KvCache::Device`).
+pub enum RowOps {
+    Host,
+    Device(DeviceRows),
+}
+
+impl RowOps {
+    pub fn new(
+        kv_cache: KvCache,
+        env: &'static ort::environment::Environment,
+        options: &RuntimeOptions,
+    ) -> Self {
+        match kv_cache {
+            KvCache::Device => RowOps::Device(DeviceRows::new(env, options)),
+            KvCache::Host => RowOps::Host,
+        }
+    }
+
+    pub fn kv_cache(&self) -> KvCache {
+        match self {
+            RowOps::Device(_) => KvCache::Device,
+            RowOps::Host => KvCache::Host,
+        }
+    }
+
+    /// Row i of every tensor becomes its row `parents[i]`.
+    pub fn gather(
+        &mut self,
+        tensors: Vec<&mut RowTensor>,
+        parents: &[usize],
+    ) -> Result<(), ModelError> {
+        match self {
+            RowOps::Device(device) => {
+                let values: Vec<&DynValue> = tensors.iter().map(|t| t.value()).collect();
+                let gathered = device.gather(&values, parents)?;
+                for (tensor, value) in tensors.into_iter().zip(gathered) {
+                    *tensor = RowTensor::from_output(value, "decoder")?;
+                }
+            }
+            RowOps::Host => {
+                for tensor in tensors {
+                    *tensor = tensor.gather(parents)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the first `count` positions of each tensor's axis (`tensors[k].1`).
+    pub fn trim_front(
+        &mut self,
+        tensors: Vec<(&mut RowTensor, usize)>,
+        count: usize,
+    ) -> Result<(), ModelError> {
+        match self {
+            RowOps::Device(device) => {
+                let values: Vec<&DynValue> = tensors.iter().map(|(t, _)| t.value()).collect();
+                let axes: Vec<usize> = tensors.iter().map(|(_, axis)| *axis).collect();
+                let trimmed = device.trim_front(&values, &axes, count)?;
+                for ((tensor, _), value) in tensors.into_iter().zip(trimmed) {
+                    *tensor = RowTensor::from_output(value, "decoder")?;
+                }
+            }
+            RowOps::Host => {
+                for (tensor, axis) in tensors {
+                    *tensor = tensor.trim_front(axis, count)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tensor k of the result: the rows of `parts[0][k]`, `parts[1][k]`, … as
+    /// [`RowTensor::join`] along `axes[k]`.
+    pub fn join(
+        &mut self,
+        parts: &[Vec<&RowTensor>],
+        axes: &[Option<usize>],
+    ) -> Result<Vec<RowTensor>, ModelError> {
+        match self {
+            RowOps::Device(device) => {
+                let values: Vec<Vec<&DynValue>> = parts
+                    .iter()
+                    .map(|part| part.iter().map(|t| t.value()).collect())
+                    .collect();
+                device
+                    .join(&values, axes)?
+                    .into_iter()
+                    .map(|value| RowTensor::from_output(value, "decoder"))
+                    .collect()
+            }
+            RowOps::Host => axes
+                .iter()
+                .enumerate()
+                .map(|(k, axis)| {
+                    let column: Vec<&RowTensor> = parts.iter().map(|part| part[k]).collect();
+                    RowTensor::join(&column, *axis)
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +292,7 @@ mod tests {
         let a = RowTensor::f32(vec![1, 1, 1, 2], vec![1.0, 2.0]).unwrap();
         let b = RowTensor::f32(vec![1, 1, 2, 2], vec![3.0, 4.0, 5.0, 6.0]).unwrap();
         let empty = RowTensor::f32(vec![1, 1, 0, 2], vec![]).unwrap();
-        let joined = RowTensor::join(&[&a, &b, &empty], 2).unwrap();
+        let joined = RowTensor::join(&[&a, &b, &empty], Some(2)).unwrap();
         assert_eq!(joined.shape(), &[3, 1, 2, 2]);
         assert_eq!(
             values(&joined),

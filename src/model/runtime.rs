@@ -8,6 +8,7 @@ use ort::ep;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::DynValue;
 
 use super::ModelError;
 
@@ -74,12 +75,14 @@ impl FromStr for Device {
     }
 }
 
-/// Where the decoder's KV cache lives between decode steps.
+/// Where the decoder's state (Florence-2's KV cache; Qwen3.5's conv, recurrent and KV state)
+/// lives between decode steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum KvCache {
-    /// Where the session produces it (GPU memory on CUDA): ORT I/O binding binds the `present.*`
-    /// outputs to the device and feeds them back as `past_key_values.*`; only the logits come to
-    /// the host, and beams are reordered by a Gather on the device.
+    /// Where the session produces it (GPU memory on CUDA): ORT I/O binding binds the `present*`
+    /// outputs to the device and feeds them back as the `past*` inputs; only the logits come to
+    /// the host, and rows are reordered, dropped and joined by small sessions on the device
+    /// (`device_rows`).
     #[default]
     Device,
     /// `Session::run` without binding: ONNX Runtime hands every output back in host memory and
@@ -349,14 +352,67 @@ pub fn host_memory() -> Result<MemoryInfo<'static>, ort::Error> {
     )
 }
 
+/// Where [`run_bound`] puts an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The session's device memory: for values fed to the next call as they are.
+    Device,
+    /// Host memory: for values the host reads (logits, image features).
+    Host,
+}
+
+/// Runs `session` with ONNX Runtime I/O binding: each input bound where it is (a host tensor is
+/// copied to the device by ONNX Runtime, a device value is used in place), each output put where
+/// `outputs` says. Returns the outputs in the order asked; outputs not asked for are not kept.
+pub fn run_bound(
+    session: &mut Session,
+    device: Device,
+    inputs: &[(&str, &DynValue)],
+    outputs: &[(&str, Place)],
+    stage: &'static str,
+) -> Result<Vec<DynValue>, ModelError> {
+    let error = ModelError::inference(stage);
+    let device_memory = device_memory(device).map_err(&error)?;
+    let host_memory = host_memory().map_err(&error)?;
+    let mut binding = session.create_binding().map_err(&error)?;
+    for (name, value) in inputs {
+        binding.bind_input(*name, *value).map_err(&error)?;
+    }
+    for (name, place) in outputs {
+        let memory = match place {
+            Place::Device => &device_memory,
+            Place::Host => &host_memory,
+        };
+        binding
+            .bind_output_to_device(*name, memory)
+            .map_err(&error)?;
+    }
+    let mut values = session.run_binding(&binding).map_err(&error)?;
+    outputs
+        .iter()
+        .map(|(name, _)| {
+            values.remove(*name).ok_or_else(|| ModelError::Inference {
+                stage,
+                message: format!("output `{name}` missing"),
+            })
+        })
+        .collect()
+}
+
 /// For unit tests that build tensors: the project's library (`scripts/install-ort.sh`), loaded once.
 #[cfg(test)]
-pub fn test_environment() {
+pub fn test_environment() -> &'static ort::environment::Environment {
+    environment(&test_library()).expect("ONNX Runtime loads")
+}
+
+/// For unit tests that load a model: the library `test_environment` loads.
+#[cfg(test)]
+pub fn test_library() -> PathBuf {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache");
     let env_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let (library, _) = find_library(None, env_path.as_deref(), &cache, Device::Cpu)
-        .expect("the ONNX Runtime library (scripts/install-ort.sh)");
-    environment(&library).expect("ONNX Runtime loads");
+    find_library(None, env_path.as_deref(), &cache, Device::Cpu)
+        .expect("the ONNX Runtime library (scripts/install-ort.sh)")
+        .0
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The GPU path as far as a CPU-only machine can check it: `--device cuda:N` fails loudly with the
 //! CPU-only ONNX Runtime (never a silent CPU run), the device id, arena cap, dtype and KV-cache
 //! flags reach the load options, `--dtype fp16` picks the `_fp16` files or names the missing one,
-//! and the I/O-binding decoder (cache kept where the session made it, beams reordered by a
-//! Gather session) gives exactly the tokens of the host-copy path.
+//! and the I/O-binding decoders (cache kept where the session made it, beams reordered and rows
+//! dropped by a Gather session, Qwen3.5's prefilled rows joined by a Pad/Concat session) give
+//! exactly the tokens of the host-copy path.
 
 use crate::common;
 
@@ -10,8 +11,12 @@ use std::path::Path;
 
 use altimage::cli::{Cli, Command};
 use altimage::model::florence2::{Florence2, default_max_new_tokens};
+use altimage::model::generate::FinishReason;
+use altimage::model::qwen3_5::Qwen35;
 use altimage::model::runtime::{Device, KvCache};
-use altimage::model::{Captioner, Detail, GenerationRequest, ModelError};
+use altimage::model::{
+    Captioner, Detail, GenerationOptions, GenerationRequest, ModelError, Output, Task,
+};
 use clap::Parser;
 
 fn request(model: &Florence2, file: &Path, detail: Detail, beams: usize) -> GenerationRequest {
@@ -48,6 +53,78 @@ fn io_binding_cache_gives_the_tokens_of_the_host_copy_path() {
         let on_host = host.generate(std::slice::from_ref(single)).unwrap();
         assert_eq!(on_device, on_host);
     }
+}
+
+fn load_qwen(kv_cache: KvCache) -> Qwen35 {
+    let mut options = common::load_options(&common::tiny_qwen_dir());
+    options.runtime.kv_cache = kv_cache;
+    let model = Qwen35::load(&options).expect("load the tiny Qwen3.5");
+    assert_eq!(model.kv_cache(), kv_cache);
+    model
+}
+
+/// Every Qwen3.5 fixture image with each output in turn, greedy, limits from 2 to 13 tokens, so
+/// rows are prefilled to different lengths and leave the batch at different steps.
+fn qwen_requests(model: &Qwen35) -> Vec<GenerationRequest> {
+    let dir = common::root().join("tests/conformance/fixtures_qwen");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| GenerationRequest {
+            image: common::image(model, file),
+            options: GenerationOptions {
+                task: Task {
+                    output: Output::ALL[i % Output::ALL.len()],
+                    ..Task::default()
+                },
+                max_new_tokens: 2 + (i * 5) % 12,
+                num_beams: 1,
+                sampling: None,
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn qwen_rows_leave_mid_batch_on_the_device_as_on_the_host() {
+    let mut device = load_qwen(KvCache::Device);
+    let mut host = load_qwen(KvCache::Host);
+    let requests = qwen_requests(&device);
+    assert!(requests.len() >= 6);
+    // Request 1's caller leaves at its 3rd poll, request 4's at its 6th: between decode steps,
+    // while other rows still run and others already left.
+    let cancelling = || {
+        let mut polls = vec![0usize; requests.len()];
+        move |request: usize| {
+            polls[request] += 1;
+            matches!((request, polls[request]), (1, 3..) | (4, 6..))
+        }
+    };
+    let (on_device, timings) = device.generate_with(&requests, &mut cancelling()).unwrap();
+    let (on_host, _) = host.generate_with(&requests, &mut cancelling()).unwrap();
+    assert_eq!(on_device, on_host);
+    assert!(timings.decode_steps > 0);
+    for (i, (request, got)) in requests.iter().zip(&on_device).enumerate() {
+        if i == 1 || i == 4 {
+            assert_eq!(got.finish_reason, FinishReason::Cancelled, "request {i}");
+            assert!(got.text.is_empty(), "request {i}");
+            continue;
+        }
+        // The rows that stayed were gathered around the ones that left: still their own tokens.
+        let alone = device.generate(std::slice::from_ref(request)).unwrap();
+        assert_eq!(got, &alone[0], "request {i}: batched differs from alone");
+    }
+    let lengths: std::collections::BTreeSet<usize> =
+        on_device.iter().map(|g| g.generated_tokens()).collect();
+    assert!(
+        lengths.len() >= 3,
+        "rows leave at different steps: {lengths:?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Qwen3.5 on the tiny model: transformers.js 4.3.1 (tests/conformance/run-reference.sh) runs the
 //! parity requests greedily, and ours must match it in the prompt ids, the image patches and the
-//! generated ids, alone and all in one batch; seeded sampling is reproducible; load errors name
-//! what to fix.
+//! generated ids, alone and all in one batch, with the decoder state kept on the device (I/O
+//! binding, the default) and copied through the host (`--kv-cache host`); seeded sampling is
+//! reproducible; load errors name what to fix.
 
 use crate::common;
 
@@ -10,6 +11,7 @@ use std::collections::BTreeSet;
 use altimage::model::generate::sample::Sampling;
 use altimage::model::preprocess::ImageLimits;
 use altimage::model::qwen3_5::Qwen35;
+use altimage::model::runtime::KvCache;
 use altimage::model::{
     Captioner, GenerationOptions, GenerationRequest, Output, ProductContext, Task,
 };
@@ -109,6 +111,14 @@ fn tiny() -> Qwen35 {
     load(&common::load_options(&common::tiny_qwen_dir()))
 }
 
+fn tiny_with(kv_cache: KvCache) -> Qwen35 {
+    let mut options = common::load_options(&common::tiny_qwen_dir());
+    options.runtime.kv_cache = kv_cache;
+    let model = load(&options);
+    assert_eq!(model.kv_cache(), kv_cache);
+    model
+}
+
 /// Every parity request, prepared by our frontend, greedy, `max_new_tokens` from the file.
 fn parity_requests(model: &Qwen35) -> Vec<GenerationRequest> {
     let file = requests_file();
@@ -147,6 +157,8 @@ fn greedy_output_equals_transformers_js_alone_and_in_one_batch() {
     let reference = reference();
     let results = reference["results"].as_array().unwrap();
     let mut model = tiny();
+    assert_eq!(model.kv_cache(), KvCache::Device, "the default path");
+    let mut host = tiny_with(KvCache::Host);
     let requests = parity_requests(&model);
     assert_eq!(
         results.len(),
@@ -217,11 +229,23 @@ fn greedy_output_equals_transformers_js_alone_and_in_one_batch() {
         .iter()
         .map(|r| model.generate(std::slice::from_ref(r)).unwrap().remove(0))
         .collect();
-    compare(&alone, "each request alone");
-    // All 24 at once: six images, four outputs each, prompts of different lengths, rows that
-    // finish at different steps. The joined, left-padded decode must not change a token.
+    compare(&alone, "each request alone, state on the device");
+    // All at once: six images, four outputs each and an injection attempt, prompts of different
+    // lengths, rows that finish at different steps. The joined, left-padded decode must not
+    // change a token.
     let together = model.generate(&requests).unwrap();
-    compare(&together, "all in one batch");
+    compare(&together, "all in one batch, state on the device");
+
+    // The same through the host copy of the state (`--kv-cache host`).
+    let alone: Vec<_> = requests
+        .iter()
+        .map(|r| host.generate(std::slice::from_ref(r)).unwrap().remove(0))
+        .collect();
+    compare(&alone, "each request alone, state through the host");
+    compare(
+        &host.generate(&requests).unwrap(),
+        "all in one batch, state through the host",
+    );
 
     let lengths: BTreeSet<usize> = together.iter().map(|g| g.generated_tokens()).collect();
     assert!(

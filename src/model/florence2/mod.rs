@@ -8,26 +8,27 @@ mod signature;
 pub mod text;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array3, ArrayView3, Ix3};
-use ort::session::{Session, SessionInputValue, SessionOutputs};
+use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
 use super::config::GenerationConfig;
 use super::generate::{FinishReason, GroupSpec, LogitsRules, Search};
 use super::preprocess::{ImageLimits, PreprocessError, PreprocessorConfig, prepare_image};
-use super::rows::RowTensor;
-use super::runtime::{self, Device, KvCache};
+use super::rows::{RowOps, RowTensor};
+use super::runtime::{self, Device, KvCache, Place};
 use super::signature::ports;
 use super::{
     Capabilities, Captioner, Detail, Family, Frontend, Generated, GenerationRequest, ImageTensor,
     LoadOptions, ModelCard, ModelError, Output, Prepared, StageTimings, Task, distinct_images,
 };
 use config::ModelConfig;
-use kv_cache::{CacheNames, DecoderState, DeviceGather};
+use kv_cache::{CacheNames, DecoderState};
 use prompts::Prompts;
 pub use prompts::task_token;
 use signature::DecoderShape;
@@ -98,8 +99,8 @@ pub struct Florence2 {
     card: ModelCard,
     model_dir: PathBuf,
     device: Device,
-    /// `Some` with `KvCache::Device`: the cache stays in the session's memory between steps.
-    device_gather: Option<DeviceGather>,
+    /// Where the cache stays between steps and how its rows move.
+    rows: RowOps,
 }
 
 impl Florence2 {
@@ -203,10 +204,7 @@ impl Florence2 {
             card,
             model_dir: dir.clone(),
             device: options.runtime.device,
-            device_gather: match options.runtime.kv_cache {
-                KvCache::Device => Some(DeviceGather::new(env, &options.runtime)),
-                KvCache::Host => None,
-            },
+            rows: RowOps::new(options.runtime.kv_cache, env, &options.runtime),
         })
     }
 
@@ -224,11 +222,7 @@ impl Florence2 {
 
     /// Where the decoder's cache lives between steps.
     pub fn kv_cache(&self) -> KvCache {
-        if self.device_gather.is_some() {
-            KvCache::Device
-        } else {
-            KvCache::Host
-        }
+        self.rows.kv_cache()
     }
 
     /// Prompt token ids of a detail level (start and end tokens included).
@@ -370,22 +364,20 @@ impl Florence2 {
         let embeds = Tensor::from_array(([rows, encoder_len, hidden], inputs_embeds))
             .map_err(ModelError::inference("encoder"))?;
         let mask_tensor = RowTensor::i64(vec![rows, encoder_len], mask)?;
-        let hidden_states = if self.device_gather.is_some() {
+        let hidden_states = if self.kv_cache() == KvCache::Device {
             // The encoder's output stays on the device: the decoder reads it there every step.
-            let error = ModelError::inference("encoder");
-            let device = runtime::device_memory(self.device).map_err(&error)?;
-            let mut binding = self.encoder.create_binding().map_err(&error)?;
-            binding
-                .bind_input("inputs_embeds", &embeds)
-                .map_err(&error)?;
-            binding
-                .bind_input("attention_mask", mask_tensor.value())
-                .map_err(&error)?;
-            binding
-                .bind_output_to_device("last_hidden_state", &device)
-                .map_err(&error)?;
-            let mut outputs = self.encoder.run_binding(&binding).map_err(&error)?;
-            let value = take_output(&mut outputs, "last_hidden_state", "encoder")?;
+            let embeds = embeds.into_dyn();
+            let value = runtime::run_bound(
+                &mut self.encoder,
+                self.device,
+                &[
+                    ("inputs_embeds", &embeds),
+                    ("attention_mask", mask_tensor.value()),
+                ],
+                &[("last_hidden_state", Place::Device)],
+                "encoder",
+            )?
+            .remove(0);
             RowTensor::from_output(value, "encoder")?
         } else {
             let outputs = self
@@ -447,7 +439,7 @@ impl Florence2 {
                         .iter()
                         .enumerate()
                         .all(|(row, &parent)| groups[parent] == groups[row]);
-                state.gather(&plan.parents, same_requests, self.device_gather.as_mut())?;
+                state.gather(&plan.parents, same_requests, &mut self.rows)?;
                 *reorder += started.elapsed();
             }
             tokens = plan.tokens;
@@ -459,22 +451,24 @@ impl Florence2 {
     fn embed_step(&mut self, tokens: Vec<i64>) -> Result<DynValue, ModelError> {
         let rows = tokens.len();
         let error = ModelError::inference("embed");
-        if self.device_gather.is_none() {
+        if self.kv_cache() == KvCache::Host {
             let hidden = self.embed(tokens, rows)?;
             let width = hidden.len() / rows;
             return Ok(Tensor::from_array(([rows, 1, width], hidden))
                 .map_err(&error)?
                 .into_dyn());
         }
-        let input = Tensor::from_array(([rows, 1], tokens)).map_err(&error)?;
-        let device = runtime::device_memory(self.device).map_err(&error)?;
-        let mut binding = self.embed.create_binding().map_err(&error)?;
-        binding.bind_input("input_ids", &input).map_err(&error)?;
-        binding
-            .bind_output_to_device("inputs_embeds", &device)
-            .map_err(&error)?;
-        let mut outputs = self.embed.run_binding(&binding).map_err(&error)?;
-        take_output(&mut outputs, "inputs_embeds", "embed")
+        let input = Tensor::from_array(([rows, 1], tokens))
+            .map_err(&error)?
+            .into_dyn();
+        Ok(runtime::run_bound(
+            &mut self.embed,
+            self.device,
+            &[("input_ids", &input)],
+            &[("inputs_embeds", Place::Device)],
+            "embed",
+        )?
+        .remove(0))
     }
 
     /// One decoder call; returns the last position's logits, `[rows, vocab]` flat.
@@ -515,31 +509,28 @@ impl Florence2 {
         }
         inputs.push(("use_cache_branch", &flag));
 
-        let logits = if self.device_gather.is_some() {
+        let logits = if self.kv_cache() == KvCache::Device {
             // I/O binding: the cache outputs stay in the session's memory and are bound as the
-            // next step's inputs as they are; only the logits are bound to host memory. The
+            // next step's inputs as they are; only the logits come to host memory. The
             // cross-attention presents are asked for on the first call only (later calls return
             // empty placeholders).
-            let device = runtime::device_memory(self.device).map_err(&error)?;
-            let host = runtime::host_memory().map_err(&error)?;
-            let mut binding = self.decoder.create_binding().map_err(&error)?;
-            for (name, value) in &inputs {
-                binding.bind_input(*name, *value).map_err(&error)?;
-            }
-            binding
-                .bind_output_to_device("logits", &host)
-                .map_err(&error)?;
+            let mut outputs: Vec<(&str, Place)> = vec![("logits", Place::Host)];
             for names in &self.cache_names.present {
                 let wanted = if use_cache { &names[..2] } else { &names[..] };
-                for name in wanted {
-                    binding
-                        .bind_output_to_device(name.as_str(), &device)
-                        .map_err(&error)?;
-                }
+                outputs.extend(wanted.iter().map(|name| (name.as_str(), Place::Device)));
             }
-            let mut outputs = self.decoder.run_binding(&binding).map_err(&error)?;
-            let logits = last_logits(&mut outputs, rows)?;
-            state.absorb(&mut outputs, &self.cache_names)?;
+            let values =
+                runtime::run_bound(&mut self.decoder, self.device, &inputs, &outputs, "decoder")?;
+            let mut values: HashMap<&str, DynValue> =
+                outputs.iter().map(|(name, _)| *name).zip(values).collect();
+            let logits = values
+                .remove("logits")
+                .ok_or_else(|| ModelError::Inference {
+                    stage: "decoder",
+                    message: "output `logits` missing".into(),
+                })?;
+            let logits = last_logits(&logits, rows)?;
+            state.absorb(&mut |name| values.remove(name), &self.cache_names)?;
             logits
         } else {
             let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
@@ -547,8 +538,8 @@ impl Florence2 {
                 .map(|(name, value)| (Cow::Borrowed(*name), (*value).into()))
                 .collect();
             let mut outputs = self.decoder.run(inputs).map_err(&error)?;
-            let logits = last_logits(&mut outputs, rows)?;
-            state.absorb(&mut outputs, &self.cache_names)?;
+            let logits = last_logits(&outputs["logits"], rows)?;
+            state.absorb(&mut |name| outputs.remove(name), &self.cache_names)?;
             logits
         };
         drop(empty);
@@ -623,8 +614,8 @@ fn pixels_of(image: &ImageTensor) -> Result<ArrayView3<'_, f32>, ModelError> {
 }
 
 /// The last position's logits of a decoder call, `[rows, vocab]` flat.
-fn last_logits(outputs: &mut SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, ModelError> {
-    let (shape, data) = outputs["logits"]
+fn last_logits(logits: &DynValue, rows: usize) -> Result<Vec<f32>, ModelError> {
+    let (shape, data) = logits
         .try_extract_tensor::<f32>()
         .map_err(ModelError::inference("decoder"))?;
     let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
@@ -638,17 +629,6 @@ fn last_logits(outputs: &mut SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>
                     .copied()
             })
             .collect()
-    })
-}
-
-fn take_output(
-    outputs: &mut SessionOutputs<'_>,
-    name: &str,
-    stage: &'static str,
-) -> Result<DynValue, ModelError> {
-    outputs.remove(name).ok_or_else(|| ModelError::Inference {
-        stage,
-        message: format!("output `{name}` missing"),
     })
 }
 

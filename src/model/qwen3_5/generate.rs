@@ -1,39 +1,20 @@
 //! One batch through Qwen3.5 (spec §2.7, §2.10): every image through the vision encoder in one
 //! call; each row prefilled alone (the fused linear-attention layers would fold padding into
-//! their state); then one decode loop over all rows, their KV caches left-padded to a common
-//! length with the padding masked, each row at its own position. Finished and cancelled rows leave
-//! between steps.
+//! their state); then the rows join one running batch (`batch.rs`) that steps until every row is
+//! done. Finished and cancelled rows leave between steps.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
-use ort::session::{SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
+use super::batch::{Row, RunningBatch};
+use super::decoder::{decode_call, embed};
 use super::rope::{TokenGrid, prompt_positions};
 use super::state::DecoderState;
 use super::{Qwen35, patches_of};
 use crate::model::generate::FinishReason;
-use crate::model::generate::sample::{Stream, apply_repetition_penalty, choose};
+use crate::model::generate::sample::Stream;
 use crate::model::{Generated, GenerationRequest, ModelError, StageTimings, distinct_images};
-
-/// A row of the running batch.
-struct Row {
-    /// Which request it answers.
-    request: usize,
-    /// Every id seen so far (prompt, then generated): the repetition penalty's set.
-    seen: Vec<i64>,
-    /// The last prompt token, then every generated token.
-    sequence: Vec<i64>,
-    /// Real positions in the cache (the padding not counted).
-    past: usize,
-    /// Left padding of this row in the joined cache.
-    pad: usize,
-    /// M-RoPE's `rope_delta`.
-    delta: i64,
-    stream: Stream,
-    finish: Option<FinishReason>,
-}
 
 pub(super) fn run(
     model: &mut Qwen35,
@@ -49,79 +30,41 @@ pub(super) fn run(
     timings.vision = started.elapsed();
 
     let started = Instant::now();
-    let mut rows = Vec::with_capacity(requests.len());
-    let mut states = Vec::with_capacity(requests.len());
+    let mut results: Vec<Option<Generated>> = vec![None; requests.len()];
+    let mut prefilled = Vec::with_capacity(requests.len());
     for (index, (request, image)) in requests.iter().zip(&features).enumerate() {
         let (row, state) = prefill(model, index, request, image)?;
-        rows.push(row);
-        states.push(state);
+        // A row done at its first token never joins.
+        match row.finish {
+            Some(_) => results[index] = Some(finish(model, &row)?),
+            None => prefilled.push((row, state)),
+        }
     }
     timings.encoder = started.elapsed();
 
     let started = Instant::now();
-    let longest = rows.iter().map(|r| r.past).max().unwrap_or(0);
-    for row in &mut rows {
-        row.pad = longest - row.past;
-    }
-    let mut state = DecoderState::join(&states, &model.states)?;
-    drop(states);
-    let mut results: Vec<Option<Generated>> = vec![None; requests.len()];
-    loop {
-        // Rows that are done, or whose caller left, leave the batch.
-        for row in &mut rows {
+    let mut batch = RunningBatch::default();
+    let joining = Instant::now();
+    batch.join(model, prefilled)?;
+    timings.reorder += joining.elapsed();
+    while !batch.is_empty() {
+        // Rows whose caller left are done too; done rows leave the batch.
+        for row in batch.rows_mut() {
             if row.finish.is_none() && is_cancelled(row.request) {
                 row.finish = Some(FinishReason::Cancelled);
             }
         }
-        let keep: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i].finish.is_none())
-            .collect();
-        if keep.len() < rows.len() {
-            let started = Instant::now();
-            for row in rows.iter().filter(|r| r.finish.is_some()) {
-                results[row.request] = Some(finish(model, row)?);
-            }
-            if keep.is_empty() {
-                break;
-            }
-            state.gather(&keep)?;
-            let mut kept = Vec::with_capacity(keep.len());
-            for (i, row) in rows.into_iter().enumerate() {
-                if keep.contains(&i) {
-                    kept.push(row);
-                }
-            }
-            rows = kept;
-            timings.reorder += started.elapsed();
+        let leaving = Instant::now();
+        let left = batch.retain(model, |row| row.finish.is_none())?;
+        timings.reorder += leaving.elapsed();
+        for row in left {
+            results[row.request] = Some(finish(model, &row)?);
         }
-        let tokens: Vec<i64> = rows
-            .iter()
-            .map(|r| r.sequence[r.sequence.len() - 1])
-            .collect();
-        let embeds = embed(model, &tokens, rows.len(), 1)?;
-        let total = state.past_length(&model.states) + 1;
-        let mut mask = Vec::with_capacity(rows.len() * total);
-        for row in &rows {
-            mask.extend(std::iter::repeat_n(0i64, row.pad));
-            mask.extend(std::iter::repeat_n(1i64, total - row.pad));
+        if batch.is_empty() {
+            break;
         }
-        let mut positions = Vec::with_capacity(3 * rows.len());
-        for _ in 0..3 {
-            positions.extend(rows.iter().map(|r| r.past as i64 + r.delta));
-        }
-        let logits = decode_call(
-            model,
-            &mut state,
-            embeds,
-            (vec![rows.len(), total], mask),
-            (vec![3, rows.len(), 1], positions),
-        )?;
+        batch.step(model)?;
         timings.decode_steps += 1;
-        let vocab = logits.len() / rows.len();
-        for (row, logits) in rows.iter_mut().zip(logits.chunks_exact(vocab)) {
-            row.past += 1;
-            next_token(model, row, &requests[row.request], logits.to_vec());
-        }
     }
     timings.decode = started.elapsed();
     let results = results
@@ -133,7 +76,10 @@ pub(super) fn run(
 
 /// Every distinct image through the vision encoder in one call (the outputs of one image share
 /// it); each request's rows of the features.
-fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<f32>>, ModelError> {
+pub(super) fn vision(
+    model: &mut Qwen35,
+    requests: &[GenerationRequest],
+) -> Result<Vec<Vec<f32>>, ModelError> {
     let error = ModelError::inference("vision");
     let merge = model.config.spatial_merge_size;
     let (images, of_request) = distinct_images(requests);
@@ -175,29 +121,9 @@ fn vision(model: &mut Qwen35, requests: &[GenerationRequest]) -> Result<Vec<Vec<
     Ok(of_request.iter().map(|&i| per_image[i].to_vec()).collect())
 }
 
-/// `embed_tokens` over `[rows, len]` ids: the flat `[rows, len, hidden]` embeddings.
-fn embed(
-    model: &mut Qwen35,
-    ids: &[i64],
-    rows: usize,
-    len: usize,
-) -> Result<Tensor<f32>, ModelError> {
-    let error = ModelError::inference("embed");
-    let input = Tensor::from_array(([rows, len], ids.to_vec())).map_err(&error)?;
-    let outputs = model
-        .embed
-        .run(ort::inputs!["input_ids" => input])
-        .map_err(&error)?;
-    let (shape, data) = outputs["inputs_embeds"]
-        .try_extract_tensor::<f32>()
-        .map_err(&error)?;
-    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    Tensor::from_array((shape, data.to_vec())).map_err(&error)
-}
-
 /// One request alone: its prompt through the decoder (image features merged at the pads), the
 /// first token chosen, the state kept for the decode loop.
-fn prefill(
+pub(super) fn prefill(
     model: &mut Qwen35,
     index: usize,
     request: &GenerationRequest,
@@ -220,7 +146,7 @@ fn prefill(
         })?;
     let len = ids.len();
     let embeds = embed(model, &ids, 1, len)?;
-    let embeds = merge_features(embeds, &ids, special.image_pad, features)?;
+    let embeds = merge_features(&embeds, &ids, special.image_pad, features)?;
     let mut state = DecoderState::empty(&model.states)?;
     let mut rows_of_positions = Vec::with_capacity(3 * len);
     for row in &positions.rows {
@@ -229,7 +155,7 @@ fn prefill(
     let logits = decode_call(
         model,
         &mut state,
-        embeds,
+        &embeds,
         (vec![1, len], vec![1i64; len]),
         (vec![3, 1, len], rows_of_positions),
     )?;
@@ -241,20 +167,22 @@ fn prefill(
         past: len,
         pad: 0,
         delta: positions.delta,
+        sampling: request.options.sampling,
+        max_new_tokens: request.options.max_new_tokens,
         stream: Stream::new(seed),
         finish: None,
     };
-    next_token(model, &mut row, request, logits);
+    row.choose_next(model, logits);
     Ok((row, state))
 }
 
 /// The k-th image pad of the prompt gets row k of the image's features (spec §2.7 step 3).
 fn merge_features(
-    embeds: Tensor<f32>,
+    embeds: &DynValue,
     ids: &[i64],
     image_pad: i64,
     features: &[f32],
-) -> Result<Tensor<f32>, ModelError> {
+) -> Result<DynValue, ModelError> {
     let error = ModelError::inference("embed");
     let (shape, data) = embeds.try_extract_tensor::<f32>().map_err(&error)?;
     let hidden = shape[2] as usize;
@@ -275,84 +203,13 @@ fn merge_features(
         data[position * hidden..(position + 1) * hidden].copy_from_slice(row);
     }
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    Tensor::from_array((shape, data)).map_err(&error)
-}
-
-/// One decoder call; the state takes the presents. Returns the last position's logits of each
-/// row, `[rows, vocab]` flat.
-fn decode_call(
-    model: &mut Qwen35,
-    state: &mut DecoderState,
-    embeds: Tensor<f32>,
-    mask: (Vec<usize>, Vec<i64>),
-    positions: (Vec<usize>, Vec<i64>),
-) -> Result<Vec<f32>, ModelError> {
-    let error = ModelError::inference("decoder");
-    let rows = mask.0[0];
-    let embeds = embeds.into_dyn();
-    let mask = Tensor::from_array(mask).map_err(&error)?.into_dyn();
-    let positions = Tensor::from_array(positions).map_err(&error)?.into_dyn();
-    let keep = Tensor::from_array((Vec::<usize>::new(), vec![1i64]))
+    Ok(Tensor::from_array((shape, data))
         .map_err(&error)?
-        .into_dyn();
-    let branch = Tensor::from_array(([1usize], vec![state.past_length(&model.states) > 0]))
-        .map_err(&error)?
-        .into_dyn();
-    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-        (Cow::Borrowed("inputs_embeds"), (&embeds).into()),
-        (Cow::Borrowed("attention_mask"), (&mask).into()),
-        (Cow::Borrowed("position_ids"), (&positions).into()),
-    ];
-    if model.has_logits_to_keep {
-        inputs.push((Cow::Borrowed("num_logits_to_keep"), (&keep).into()));
-    }
-    if model.has_cache_branch {
-        inputs.push((Cow::Borrowed("use_cache_branch"), (&branch).into()));
-    }
-    let states: Vec<(&str, &DynValue)> = state.inputs(&model.states).collect();
-    for (name, value) in states {
-        inputs.push((Cow::Borrowed(name), value.into()));
-    }
-    let mut outputs = model.decoder.run(inputs).map_err(&error)?;
-    let logits = last_logits(&mut outputs, rows)?;
-    state.absorb(&model.states, &mut outputs)?;
-    Ok(logits)
-}
-
-/// The last position's logits of each row, `[rows, vocab]` flat.
-fn last_logits(outputs: &mut SessionOutputs<'_>, rows: usize) -> Result<Vec<f32>, ModelError> {
-    let (shape, data) = outputs["logits"]
-        .try_extract_tensor::<f32>()
-        .map_err(ModelError::inference("decoder"))?;
-    let (positions, vocab) = (shape[1] as usize, shape[2] as usize);
-    Ok((0..rows)
-        .flat_map(|r| {
-            let last = r * positions + positions - 1;
-            data[last * vocab..(last + 1) * vocab].iter().copied()
-        })
-        .collect())
-}
-
-/// Chooses a row's next token from its logits and tells whether the row is done.
-fn next_token(model: &Qwen35, row: &mut Row, request: &GenerationRequest, mut logits: Vec<f32>) {
-    apply_repetition_penalty(
-        &mut logits,
-        &row.seen,
-        model.config.generation.repetition_penalty,
-    );
-    let token = choose(&logits, request.options.sampling.as_ref(), &mut row.stream) as i64;
-    row.sequence.push(token);
-    row.seen.push(token);
-    let generated = row.sequence.len() - 1;
-    if model.eos.contains(&token) {
-        row.finish = Some(FinishReason::Eos);
-    } else if generated >= request.options.max_new_tokens {
-        row.finish = Some(FinishReason::Length);
-    }
+        .into_dyn())
 }
 
 /// A finished row's answer: the text without special tokens or a thinking block, trimmed.
-fn finish(model: &Qwen35, row: &Row) -> Result<Generated, ModelError> {
+pub(super) fn finish(model: &Qwen35, row: &Row) -> Result<Generated, ModelError> {
     let finish_reason = row.finish.expect("finished rows only");
     let text = if finish_reason == FinishReason::Cancelled {
         String::new()

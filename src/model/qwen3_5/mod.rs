@@ -3,7 +3,9 @@
 //! with conv, recurrent and KV state), prompts rendered from `prompts.json` for each output of an
 //! image in the shop's language, M-RoPE positions. One instance is owned by one thread.
 
+mod batch;
 mod config;
+mod decoder;
 mod generate;
 pub mod prompt;
 mod rope;
@@ -20,7 +22,8 @@ use tokenizers::Tokenizer;
 use super::preprocess::{
     ImageLimits, PreprocessError, PreprocessorConfig, SizeRule, prepare_patches,
 };
-use super::runtime;
+use super::rows::RowOps;
+use super::runtime::{self, Device, KvCache};
 use super::signature::ports;
 use super::task::{Output, Task};
 use super::{
@@ -126,6 +129,9 @@ pub struct Qwen35 {
     /// Which optional decoder inputs the graph declares.
     has_logits_to_keep: bool,
     has_cache_branch: bool,
+    device: Device,
+    /// Where the decoder state stays between steps and how its rows move.
+    rows: RowOps,
     config: QwenConfig,
     eos: Vec<i64>,
     text: Arc<Text>,
@@ -258,12 +264,19 @@ impl Qwen35 {
             states,
             has_logits_to_keep: shape.logits_to_keep,
             has_cache_branch: shape.cache_branch,
+            device: options.runtime.device,
+            rows: RowOps::new(options.runtime.kv_cache, env, &options.runtime),
             config,
             eos,
             text,
             card,
             preprocessor,
         })
+    }
+
+    /// Where the decoder's state stays between steps.
+    pub fn kv_cache(&self) -> KvCache {
+        self.rows.kv_cache()
     }
 
     /// The ids of a request's prompt, image pads expanded (for tests and details).

@@ -2,12 +2,13 @@
 //! conv carry and recurrent state, per full-attention layer a KV cache that grows by one position
 //! a step. Which states exist and their shapes come from the session's metadata; each
 //! `present*` output replaces its `past*` input of the same layer. Prefilled rows are joined into
-//! one batch (KV caches left-padded, the padding masked) and rows leave it between steps.
+//! one batch (KV caches left-padded, the padding masked) and rows leave it between steps, where
+//! the model's `RowOps` keep the state (host memory, or the session's device with I/O binding).
 
-use ort::session::SessionOutputs;
+use ort::value::DynValue;
 
 use crate::model::ModelError;
-use crate::model::rows::RowTensor;
+use crate::model::rows::{RowOps, RowTensor};
 use crate::model::signature::{Elem, GraphPorts, Port};
 
 /// The non-state inputs of the merged decoder.
@@ -106,7 +107,8 @@ pub fn state_specs(ports: &GraphPorts<'_>) -> Result<Vec<StateSpec>, ModelError>
     Ok(specs)
 }
 
-/// The state of some rows, in the order of the specs.
+/// The state of some rows, in the order of the specs: host tensors or device values, as the
+/// decoder call that made them left them.
 pub struct DecoderState {
     values: Vec<RowTensor>,
 }
@@ -137,21 +139,20 @@ impl DecoderState {
             .map(|(spec, value)| (spec.past.as_str(), value.value()))
     }
 
-    /// Takes each state's `present` output as its next `past`.
-    pub fn absorb(
-        &mut self,
-        specs: &[StateSpec],
-        outputs: &mut SessionOutputs<'_>,
-    ) -> Result<(), ModelError> {
-        for (spec, value) in specs.iter().zip(&mut self.values) {
-            let output =
-                outputs
-                    .remove(spec.present.as_str())
-                    .ok_or_else(|| ModelError::Inference {
-                        stage: "decoder",
-                        message: format!("output `{}` missing", spec.present),
-                    })?;
-            *value = RowTensor::from_output(output, "decoder")?;
+    /// Takes the `present` outputs, in the order of the specs, as the next `past` inputs.
+    pub fn absorb(&mut self, presents: Vec<DynValue>) -> Result<(), ModelError> {
+        if presents.len() != self.values.len() {
+            return Err(ModelError::Inference {
+                stage: "decoder",
+                message: format!(
+                    "{} present outputs for {} states",
+                    presents.len(),
+                    self.values.len()
+                ),
+            });
+        }
+        for (value, present) in self.values.iter_mut().zip(presents) {
+            *value = RowTensor::from_output(present, "decoder")?;
         }
         Ok(())
     }
@@ -166,24 +167,43 @@ impl DecoderState {
     }
 
     /// One batch of these states' rows, in order; KV caches left-padded to the longest.
-    pub fn join(parts: &[DecoderState], specs: &[StateSpec]) -> Result<Self, ModelError> {
-        let values = specs
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let rows: Vec<&RowTensor> = parts.iter().map(|p| &p.values[i]).collect();
-                RowTensor::join(&rows, spec.grows.unwrap_or(1))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { values })
+    pub fn join(
+        mut parts: Vec<DecoderState>,
+        specs: &[StateSpec],
+        ops: &mut RowOps,
+    ) -> Result<Self, ModelError> {
+        if parts.len() == 1 {
+            // Nothing to pad or concatenate: the values stay as they are.
+            return Ok(parts.remove(0));
+        }
+        let columns: Vec<Vec<&RowTensor>> =
+            parts.iter().map(|p| p.values.iter().collect()).collect();
+        let axes: Vec<Option<usize>> = specs.iter().map(|spec| spec.grows).collect();
+        Ok(Self {
+            values: ops.join(&columns, &axes)?,
+        })
+    }
+
+    /// Cuts the first `count` positions off every KV cache: padding every row has, once the rows
+    /// it was added for have left.
+    pub fn trim_front(
+        &mut self,
+        count: usize,
+        specs: &[StateSpec],
+        ops: &mut RowOps,
+    ) -> Result<(), ModelError> {
+        let tensors = self
+            .values
+            .iter_mut()
+            .zip(specs)
+            .filter_map(|(value, spec)| spec.grows.map(|axis| (value, axis)))
+            .collect();
+        ops.trim_front(tensors, count)
     }
 
     /// Keeps the rows `keep`, in that order.
-    pub fn gather(&mut self, keep: &[usize]) -> Result<(), ModelError> {
-        for value in &mut self.values {
-            *value = value.gather(keep)?;
-        }
-        Ok(())
+    pub fn gather(&mut self, keep: &[usize], ops: &mut RowOps) -> Result<(), ModelError> {
+        ops.gather(self.values.iter_mut().collect(), keep)
     }
 }
 
