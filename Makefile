@@ -11,12 +11,13 @@ BASE_QWEN := models/base-shaped-qwen3_5
 SAMPLES := tests/conformance/fixtures
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help describe ort ort-cuda venv model model-base model-qwen model-base-qwen real-model build run test test-rust conformance-reference bench lint fmt clean
+.PHONY: help describe ort ort-cuda venv model model-base model-qwen model-base-qwen real-model real-model-qwen build run test test-rust conformance-reference bench bench-qwen lint fmt clean
 
 help:
 	@echo "make run      set up (ONNX Runtime, model, build) and serve the API on $(LISTEN)"
 	@echo "make test     every test (unit, integration, conformance with transformers.js)"
 	@echo "make bench    benchmarks (preprocessing vs PIL, describe throughput vs transformers.js)"
+	@echo "make bench-qwen  Qwen3.5 benchmarks (vs transformers.js, batched outputs, memory per row)"
 	@echo "make lint     rustfmt check and clippy"
 
 ort:
@@ -46,6 +47,11 @@ model-base-qwen: venv
 
 real-model:
 	@scripts/fetch-model.sh $(REAL_MODEL)
+
+# The real Qwen3.5-0.8B export at its pinned revision (MODEL_DTYPE_SUFFIX=_q4 for a variant);
+# `scripts/fetch-model.sh qwen3_5-2b` fetches the 2B tier.
+real-model-qwen:
+	@scripts/fetch-model.sh qwen3_5-0.8b
 
 build:
 	$(CARGO) build --release
@@ -78,6 +84,10 @@ conformance-reference:
 bench: ort venv model-base
 	$(CARGO) bench --bench preprocess
 	$(CARGO) bench --bench describe
+
+# Qwen3.5: ours vs transformers.js, four outputs in one call vs one at a time, memory per row.
+bench-qwen: ort venv model-base-qwen
+	$(CARGO) bench --bench qwen
 
 lint:
 	$(CARGO) fmt --check

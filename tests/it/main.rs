@@ -14,6 +14,7 @@ mod deploy;
 mod describe_cli;
 mod device_path;
 mod edge;
+mod fetch_model;
 mod image_url;
 mod lint;
 mod model;
