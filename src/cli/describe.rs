@@ -76,6 +76,9 @@ pub struct DescribeArgs {
     /// Never draw the progress bar (it is drawn only when stderr is a terminal).
     #[arg(long, env = "ALTIMAGE_NO_PROGRESS")]
     pub no_progress: bool,
+
+    #[command(flatten)]
+    pub remote: super::describe_remote::RemoteArgs,
 }
 
 /// Extensions picked up when walking a folder; files named explicitly are always tried.
@@ -105,7 +108,7 @@ pub struct Record {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordError {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
 }
 
@@ -120,7 +123,10 @@ impl Record {
             format: None,
             generated_tokens: None,
             finish_reason: None,
-            error: Some(RecordError { code, message }),
+            error: Some(RecordError {
+                code: code.to_string(),
+                message,
+            }),
         })
     }
 }
@@ -192,13 +198,13 @@ fn prepare_file(
         .map_err(|e| Record::failed(path, e.code(), e.to_string()))
 }
 
-enum Writer {
+pub(super) enum Writer {
     Jsonl(Box<dyn Write>),
     Csv(Box<csv::Writer<Box<dyn Write>>>),
 }
 
 impl Writer {
-    fn new(format: OutputFormat, sink: Box<dyn Write>) -> anyhow::Result<Self> {
+    pub(super) fn new(format: OutputFormat, sink: Box<dyn Write>) -> anyhow::Result<Self> {
         Ok(match format {
             OutputFormat::Jsonl => Writer::Jsonl(sink),
             OutputFormat::Csv => {
@@ -220,7 +226,7 @@ impl Writer {
         })
     }
 
-    fn write(&mut self, record: &Record) -> anyhow::Result<()> {
+    pub(super) fn write(&mut self, record: &Record) -> anyhow::Result<()> {
         match self {
             Writer::Jsonl(sink) => {
                 serde_json::to_writer(&mut *sink, record)?;
@@ -251,7 +257,7 @@ impl Writer {
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    pub(super) fn flush(&mut self) -> anyhow::Result<()> {
         match self {
             Writer::Jsonl(sink) => sink.flush()?,
             Writer::Csv(csv) => csv.flush()?,
@@ -283,6 +289,9 @@ impl OrderedOutput {
 }
 
 pub fn run(args: &DescribeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(server) = &args.remote.server {
+        return super::describe_remote::run(args, server);
+    }
     let files = collect_files(&args.paths);
     let options = args.model.load_options()?;
     let mut model = crate::model::load(&options).context("loading the model")?;

@@ -15,6 +15,7 @@ mod describe_cli;
 mod device_path;
 mod edge;
 mod image_url;
+mod jobs;
 mod model;
 mod model_generator;
 mod preprocess;
