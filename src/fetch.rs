@@ -188,6 +188,48 @@ impl ImageFetcher {
             .unwrap_or(Err(ImageUrlError::Timeout))
     }
 
+    /// Checks a URL this server will call later (a job's `webhook_url`) as an image URL's
+    /// first hop is checked: scheme, user information, host, and a literal address. Host names
+    /// are checked again when each delivery resolves them.
+    pub fn check_target(&self, url: &str) -> Result<(), ImageUrlError> {
+        if url.len() > MAX_URL_LEN {
+            return Err(ImageUrlError::InvalidUrl(format!(
+                "longer than {MAX_URL_LEN} bytes"
+            )));
+        }
+        let url = Url::parse(url).map_err(|e| ImageUrlError::InvalidUrl(e.to_string()))?;
+        self.check_url(&url).map(drop)
+    }
+
+    /// POSTs a JSON body to `url` through the same guarded client (every resolved address
+    /// checked, no proxies), with `headers`, within `timeout`. Redirects are not followed: the
+    /// receiver's status is the answer. Returns that status.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: String,
+        timeout: Duration,
+    ) -> Result<u16, ImageUrlError> {
+        let url = Url::parse(url).map_err(|e| ImageUrlError::InvalidUrl(e.to_string()))?;
+        self.check_url(&url)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let send = async {
+            let response = request.send().await.map_err(request_error)?;
+            Ok(response.status().as_u16())
+        };
+        tokio::time::timeout(timeout, send)
+            .await
+            .unwrap_or(Err(ImageUrlError::Timeout))
+    }
+
     async fn fetch_hops(&self, mut url: Url) -> Result<Bytes, ImageUrlError> {
         let mut redirects = 0;
         loop {

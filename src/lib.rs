@@ -6,6 +6,7 @@ pub mod describe;
 pub mod engine;
 pub mod fetch;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod server;

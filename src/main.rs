@@ -1,4 +1,4 @@
-//! altimage command line: `serve`, `describe`, `migrate`, `accounts`, `keys`.
+//! altimage command line: `serve`, `describe`, `migrate`, `accounts`, `keys`, `jobs`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => admin::migrate(args).map(|()| ExitCode::SUCCESS),
         Command::Accounts(command) => admin::accounts(command).map(|()| ExitCode::SUCCESS),
         Command::Keys(command) => admin::keys(command).map(|()| ExitCode::SUCCESS),
+        Command::Jobs(command) => altimage::cli::jobs::run(command),
     };
     match outcome {
         Ok(code) => code,

@@ -42,6 +42,14 @@ pub const BILLING_RESULTS: [&str; 9] = [
     "customer_deleted",
 ];
 
+/// What happened to a job item's attempt; the `result` label of `job_items_processed_total`.
+/// `lost`: the item's claim was gone (its job was cancelled, or another replica took it over).
+pub const JOB_ITEM_RESULTS: [&str; 4] = ["succeeded", "failed", "retried", "lost"];
+
+/// What a webhook attempt did; the `result` label of `webhook_deliveries_total`. `failed`: given
+/// up on after a day of retries.
+pub const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "retry", "failed"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -68,6 +76,12 @@ pub struct Metrics {
     pub billing_oldest_pending_seconds: IntGauge,
     pub billing_events: IntCounterVec,
     pub billing_stripe_request_seconds: Histogram,
+    pub jobs: IntGaugeVec,
+    pub job_items_processed: IntCounterVec,
+    pub job_items_pending: IntGauge,
+    pub job_items_oldest_pending_seconds: IntGauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_deliveries_pending: IntGauge,
 }
 
 /// Seconds, geometric from 1 ms to ~2 min: preparation is milliseconds, a CPU batch minutes.
@@ -230,6 +244,47 @@ impl Metrics {
             rejected.with_label_values(&[reason]);
         }
 
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "jobs",
+                "Bulk jobs by status, over every account and replica",
+            ),
+            &["status"],
+        )
+        .expect("valid metric; this is a bug");
+        register(Box::new(jobs.clone()), &registry);
+        for status in crate::store::jobs::JOB_STATUSES {
+            jobs.with_label_values(&[status]);
+        }
+        let job_items_processed = counter_vec(
+            "job_items_processed_total",
+            "Job item attempts on this replica by result (succeeded, failed, retried = a transient failure retried later, lost = its claim was gone: cancelled or taken over)",
+            &["result"],
+        );
+        for result in JOB_ITEM_RESULTS {
+            job_items_processed.with_label_values(&[result]);
+        }
+        let job_items_pending = gauge(
+            "job_items_pending",
+            "Job items not yet finished, over every job",
+        );
+        let job_items_oldest_pending_seconds = gauge(
+            "job_items_oldest_pending_seconds",
+            "Age of the oldest unfinished job item: grows when jobs get no capacity",
+        );
+        let webhook_deliveries = counter_vec(
+            "webhook_deliveries_total",
+            "Job webhook attempts on this replica by result (delivered, retry, failed = given up after the retry window)",
+            &["result"],
+        );
+        for result in WEBHOOK_RESULTS {
+            webhook_deliveries.with_label_values(&[result]);
+        }
+        let webhook_deliveries_pending = gauge(
+            "webhook_deliveries_pending",
+            "Job webhook deliveries waiting for a (re)try",
+        );
+
         for (route, status) in routes {
             let status = status.to_string();
             let labels = [route.as_ref(), status.as_str()];
@@ -261,6 +316,12 @@ impl Metrics {
             billing_oldest_pending_seconds,
             billing_events,
             billing_stripe_request_seconds,
+            jobs,
+            job_items_processed,
+            job_items_pending,
+            job_items_oldest_pending_seconds,
+            webhook_deliveries,
+            webhook_deliveries_pending,
         }
     }
 

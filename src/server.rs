@@ -1,5 +1,5 @@
 //! `altimage serve`: start-up order (listener, database, bootstrap, model + warm-up, engine,
-//! retention, billing), then graceful shutdown; and the database start-up helpers that the
+//! retention, billing, bulk jobs), then graceful shutdown; and the database start-up helpers that the
 //! operator commands share.
 
 use std::io::Write;
@@ -16,6 +16,7 @@ use crate::describe::{DescribeService, ServedModel};
 use crate::engine::Engine;
 use crate::fetch::ImageFetcher;
 use crate::http::{AppState, router, success_statuses};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::accounts::NewAccount;
@@ -116,12 +117,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let fetcher = Arc::new(fetcher);
     let describe = DescribeService::new(
         models.clone(),
         store.clone(),
-        Arc::new(fetcher),
+        fetcher.clone(),
         config.max_num_beams,
         args.fetch.max_image_bytes,
+    );
+    // Every replica runs job items and webhook deliveries; leases keep them from doubling.
+    let (jobs, jobs_task) = Jobs::start(
+        store.clone(),
+        describe.clone(),
+        fetcher,
+        metrics.clone(),
+        args.jobs.config(),
     );
     let state = AppState {
         describe,
@@ -132,6 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         info: Arc::new(info),
         billing: billing.as_ref().map(|(handle, _)| handle.clone()),
         stripe_webhook: args.billing.webhook().map(Arc::new),
+        jobs: jobs.clone(),
     };
     let _ = started_sender.send(());
     starting.0.await.context("start-up server panicked")?;
@@ -140,6 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let shutdown_timeout = args.shutdown_timeout();
     let drain_models = models.clone();
+    let drain_jobs = jobs.clone();
     let (drained_sender, mut drained_receiver) = tokio::sync::watch::channel(false);
     let drained = async move {
         crate::shutdown::signal().await;
@@ -147,6 +159,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             timeout_secs = shutdown_timeout.as_secs(),
             "draining: new work refused, finishing in-flight work"
         );
+        // Job items stop being claimed; those running finish within the engines' drain.
+        drain_jobs.shutdown();
         // Together, so that one timeout bounds them all.
         let drained = futures_util::future::join_all(
             drain_models
@@ -178,6 +192,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = stop_jobs.send(true);
     let _ = purge.await;
+    jobs.shutdown();
+    let _ = jobs_task.await;
     if let Some((handle, task)) = billing {
         // Requests in flight to Stripe finish (each is bounded by --stripe-timeout-ms); claimed
         // reports not yet sent are released for the next process.

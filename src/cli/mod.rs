@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod billing;
 pub mod describe;
+pub mod jobs;
+pub mod jobs_serve;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,10 @@ pub enum Command {
     /// Manage API keys in the database directly.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bulk jobs on a running server: submit a catalogue file and wait for its results, or
+    /// look at, fetch or cancel a job.
+    #[command(subcommand)]
+    Jobs(self::jobs::JobsCommand),
 }
 
 /// Where the database is. Shared by `serve`, `migrate`, `accounts` and `keys`.
@@ -133,12 +139,8 @@ pub struct ModelArgs {
     /// fetches the real ones. `serve` takes several (repeat the flag, or separate with commas):
     /// each gets its own workers and queue, requests pick one by its folder name (`model`), and
     /// the first answers requests that name none; `describe` takes one.
-    #[arg(
-        long,
-        env = "ALTIMAGE_MODEL_DIR",
-        required = true,
-        value_delimiter = ','
-    )]
+    /// Required (checked when the command starts, with this message).
+    #[arg(long, env = "ALTIMAGE_MODEL_DIR", value_delimiter = ',')]
     pub model_dir: Vec<PathBuf>,
 
     /// `cpu`, `cuda` or `cuda:N`. CUDA failures are errors, never a silent CPU fall-back.
@@ -206,8 +208,12 @@ impl ModelArgs {
     pub fn load_options(&self) -> Result<LoadOptions, ModelError> {
         match &self.model_dir[..] {
             [dir] => self.load_options_for(dir),
+            [] => Err(ModelError::ModelDir {
+                dir: PathBuf::from("(none)"),
+                message: "no model: give --model-dir (env ALTIMAGE_MODEL_DIR), or --server to describe with a running server".into(),
+            }),
             dirs => Err(ModelError::ModelDir {
-                dir: dirs.first().cloned().unwrap_or_default(),
+                dir: dirs[0].clone(),
                 message: format!(
                     "this command runs one model; --model-dir names {}",
                     dirs.len()
@@ -219,6 +225,12 @@ impl ModelArgs {
     /// The loaded models' names, in order; two folders of one name are refused, as requests
     /// could not tell them apart.
     pub fn model_names(&self) -> Result<Vec<String>, ModelError> {
+        if self.model_dir.is_empty() {
+            return Err(ModelError::ModelDir {
+                dir: PathBuf::from("(none)"),
+                message: "no model: --model-dir (env ALTIMAGE_MODEL_DIR) is required".into(),
+            });
+        }
         let names: Vec<String> = self.model_dir.iter().map(|dir| dir_name(dir)).collect();
         for (index, name) in names.iter().enumerate() {
             if names[..index].contains(name) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::billing::BillingArgs;
+use super::jobs_serve::JobsArgs;
 use super::{ModelArgs, StoreArgs};
 use crate::engine::EngineConfig;
 use crate::fetch::FetchPolicy;
@@ -61,6 +62,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Billing (Stripe)")]
     pub billing: BillingArgs,
+
+    #[command(flatten, next_help_heading = "Bulk jobs")]
+    pub jobs: JobsArgs,
 }
 
 impl ServeArgs {

@@ -21,6 +21,7 @@ use crate::engine::{Engine, ImageBytes, Permits};
 use crate::fetch::ImageFetcher;
 use crate::store::descriptions::{Description, ImageFacts, Provenance};
 use crate::store::ids::{AccountId, DescriptionId};
+use crate::store::job_items::ItemClaim;
 use crate::store::{Store, now_ms};
 
 /// How long an `Idempotency-Key`'s answer is replayed.
@@ -254,6 +255,29 @@ impl DescribeService {
             queue_time,
             inference_time,
         })
+    }
+
+    /// A bulk job's item: described as `describe_one` describes a request (the same model path,
+    /// the same stored description and usage row), under a permit the job runner took from
+    /// spare capacity, and stored in the transaction that marks the item succeeded, only while
+    /// `claim` still holds it. `Ok(None)`: the claim was gone (the job was cancelled, or another
+    /// replica took the item over), so nothing was stored or billed.
+    pub async fn describe_job_item(
+        &self,
+        account_id: &AccountId,
+        request_id: &str,
+        request: ValidDescribeRequest,
+        permits: Permits,
+        claim: ItemClaim<'_>,
+    ) -> Result<Option<Described>, DescribeError> {
+        let image = ready(vec![request]).await?.remove(0);
+        let described = self.run(permits, image).await?;
+        let stored = self
+            .inner
+            .store
+            .save_job_item(account_id, request_id, &described.description, claim)
+            .await?;
+        Ok(stored.then_some(described))
     }
 
     async fn claim(&self, call: &Call<'_>, ready: &[Ready]) -> Result<Claimed, DescribeError> {

@@ -86,6 +86,17 @@ impl Admission {
         })
     }
 
+    /// Takes `images` permits only while more than `reserve` would stay free: background work
+    /// (bulk jobs) uses spare capacity and leaves `reserve` images to interactive requests.
+    pub fn try_admit_spare(&self, images: usize, reserve: usize) -> Result<Permits, EngineError> {
+        if self.semaphore.available_permits() < images + reserve {
+            return Err(EngineError::Overloaded {
+                retry_after: self.retry_after,
+            });
+        }
+        self.try_admit(images)
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.metrics.shared.draining.set(1);
@@ -145,6 +156,21 @@ mod tests {
                 capacity: 3
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn spare_admission_leaves_the_reserve_free() {
+        let admission = admission(4);
+        let job = admission.try_admit_spare(1, 2).unwrap();
+        let _interactive = admission.try_admit(1).unwrap();
+        // Two free: taking one more would eat into the reserve of two.
+        assert!(matches!(
+            admission.try_admit_spare(1, 2),
+            Err(EngineError::Overloaded { .. })
+        ));
+        let _interactive_too = admission.try_admit(2).unwrap();
+        drop(job);
+        assert_eq!(admission.in_use(), 3);
     }
 
     #[tokio::test]

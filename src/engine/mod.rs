@@ -190,6 +190,18 @@ impl Engine {
         &self.inner.card
     }
 
+    /// Images that could be admitted now.
+    pub fn free_images(&self) -> usize {
+        let admission = &self.inner.admission;
+        admission.capacity() - admission.in_use()
+    }
+
+    /// Takes permits only from spare capacity: while more than `reserve` stay free for
+    /// interactive requests (bulk jobs).
+    pub fn try_admit_spare(&self, images: usize, reserve: usize) -> Result<Permits, EngineError> {
+        self.inner.admission.try_admit_spare(images, reserve)
+    }
+
     /// Takes one permit per image without waiting (429 when full, 503 while draining).
     pub fn try_admit(&self, images: usize) -> Result<Permits, EngineError> {
         self.inner.admission.try_admit(images)

@@ -64,6 +64,8 @@ pub struct AppState {
     pub billing: Option<crate::billing::Billing>,
     /// The Stripe webhook settings (None without a webhook secret: the route is not mounted).
     pub stripe_webhook: Option<Arc<crate::billing::webhook::WebhookConfig>>,
+    /// The bulk-job runner's handle: its limits, the webhook URL check, its wake-up.
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Each path with the success statuses of its operations, for the request metrics.

@@ -51,6 +51,7 @@ use super::v1::descriptions::export::ExportFormat;
     components(schemas(ErrorBody, ErrorDetail, ExportFormat)),
     tags(
         (name = "descriptions", description = "Describe images; list, read, edit, delete and export the stored descriptions."),
+        (name = "jobs", description = "Bulk jobs: a catalogue described in the background on spare capacity, durable across restarts, with results files and signed webhooks."),
         (name = "account", description = "The caller's account: profile, usage, restricted processing, export and deletion."),
         (name = "admin", description = "Accounts and API keys, for the operator (`--admin-token`). Off when no token is set."),
         (name = "billing", description = "Stripe's deliveries to this server (`--stripe-webhook-secret`). Off when no webhook secret is set."),
@@ -75,6 +76,7 @@ pub struct Routes {
 pub fn routes() -> Routes {
     use super::v1;
     let api_key = tagged(v1::descriptions::routes(), "descriptions")
+        .merge(tagged(v1::jobs::routes(), "jobs"))
         .merge(tagged(v1::account::routes(), "account"));
     Routes {
         api_key: secured(api_key, "api_key"),

@@ -98,7 +98,7 @@ pub struct Description {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level";
+pub(crate) const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level";
 
 /// The outputs column; a row from before outputs existed has its text as alt text.
 fn outputs_column(row: &AnyRow, text: &str) -> Result<Value> {
@@ -114,7 +114,7 @@ fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>> {
     .transpose()
 }
 
-fn from_row(row: &AnyRow) -> Result<Description> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<Description> {
     let provenance: String = row.try_get("provenance")?;
     let text: String = row.try_get("text")?;
     let detail: String = row.try_get("detail")?;
@@ -226,63 +226,77 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for description in descriptions {
-            sqlx::query(&format!(
-                "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
-            ))
-            .bind(account_id.as_str())
-            .bind(request_id)
-            .bind(description.id.as_str())
-            .bind(&description.text)
-            .bind(description.provenance.as_str())
-            .bind(description.version)
-            .bind(description.detail.as_deref().unwrap_or_default())
-            .bind(description.options.to_string())
-            .bind(&description.model)
-            .bind(&description.asset_id)
-            .bind(description.metadata.as_ref().map(Value::to_string))
-            .bind(description.image.width as i64)
-            .bind(description.image.height as i64)
-            .bind(&description.image.format)
-            .bind(description.image.byte_size as i64)
-            .bind(&description.image.sha256)
-            .bind(description.generated_tokens as i64)
-            .bind(&description.finish_reason)
-            .bind(description.truncated as i64)
-            .bind(description.created_at)
-            .bind(description.updated_at)
-            .bind(description.outputs.to_string())
-            .bind(&description.language)
-            .bind(description.context.as_ref().map(Value::to_string))
-            .bind(&description.tone)
-            .bind(description.findings.as_ref().map(Value::to_string))
-            .bind(description.lint_level)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at, outputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(description.id.as_str())
-            .bind(account_id.as_str())
-            .bind(description.version)
-            .bind(&description.text)
-            .bind(description.provenance.as_str())
-            .bind(description.created_at)
-            .bind(description.outputs.to_string())
-            .execute(&mut *tx)
-            .await?;
-            self.record_usage(
-                &mut tx,
-                account_id,
-                "created",
-                description.id.as_str(),
-                request_id,
-            )
-            .await?;
+            self.insert_created(&mut tx, account_id, request_id, description)
+                .await?;
         }
         if let Some(completion) = completion {
             completion.write(&mut tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// One new description, its first version and its `created` ledger row, inside the
+    /// caller's transaction (a request's, or a job item's that also marks the item done).
+    pub(crate) async fn insert_created(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        account_id: &AccountId,
+        request_id: &str,
+        description: &Description,
+    ) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+        ))
+        .bind(account_id.as_str())
+        .bind(request_id)
+        .bind(description.id.as_str())
+        .bind(&description.text)
+        .bind(description.provenance.as_str())
+        .bind(description.version)
+        .bind(description.detail.as_deref().unwrap_or_default())
+        .bind(description.options.to_string())
+        .bind(&description.model)
+        .bind(&description.asset_id)
+        .bind(description.metadata.as_ref().map(Value::to_string))
+        .bind(description.image.width as i64)
+        .bind(description.image.height as i64)
+        .bind(&description.image.format)
+        .bind(description.image.byte_size as i64)
+        .bind(&description.image.sha256)
+        .bind(description.generated_tokens as i64)
+        .bind(&description.finish_reason)
+        .bind(description.truncated as i64)
+        .bind(description.created_at)
+        .bind(description.updated_at)
+        .bind(description.outputs.to_string())
+        .bind(&description.language)
+        .bind(description.context.as_ref().map(Value::to_string))
+        .bind(&description.tone)
+        .bind(description.findings.as_ref().map(Value::to_string))
+        .bind(description.lint_level)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO description_versions (description_id, account_id, version, text, provenance, created_at, outputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(description.id.as_str())
+        .bind(account_id.as_str())
+        .bind(description.version)
+        .bind(&description.text)
+        .bind(description.provenance.as_str())
+        .bind(description.created_at)
+        .bind(description.outputs.to_string())
+        .execute(&mut **tx)
+        .await?;
+        self.record_usage(
+            tx,
+            account_id,
+            "created",
+            description.id.as_str(),
+            request_id,
+        )
+        .await?;
         Ok(())
     }
 

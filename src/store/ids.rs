@@ -81,6 +81,13 @@ typed_id!(
     "description"
 );
 
+typed_id!(
+    /// A bulk job.
+    JobId,
+    "job",
+    "job"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,13 @@ pub mod accounts;
 pub mod descriptions;
 pub mod idempotency;
 pub mod ids;
+pub mod job_items;
+pub mod jobs;
 pub mod keys;
 pub mod meter_reports;
 pub mod retention;
 pub mod usage;
+pub mod webhook_deliveries;
 pub mod webhook_events;
 
 use std::borrow::Cow;
@@ -266,6 +269,11 @@ fn migrator(backend: Backend) -> Migrator {
                 include_str!("../../migrations/sqlite/0004_product_copy.sql"),
             ),
             (
+                5,
+                "jobs",
+                include_str!("../../migrations/sqlite/0005_jobs.sql"),
+            ),
+            (
                 6,
                 "findings",
                 include_str!("../../migrations/sqlite/0006_findings.sql"),
@@ -291,6 +299,11 @@ fn migrator(backend: Backend) -> Migrator {
                 4,
                 "product copy",
                 include_str!("../../migrations/postgres/0004_product_copy.sql"),
+            ),
+            (
+                5,
+                "jobs",
+                include_str!("../../migrations/postgres/0005_jobs.sql"),
             ),
             (
                 6,

@@ -126,7 +126,7 @@ impl Store {
         // Another replica may have purged it since the SELECT, or the sender may not have
         // reported its last usage yet: then there is nothing to do now.
         let claimed = sqlx::query(&format!(
-            "UPDATE accounts SET name = NULL, email = NULL, stripe_customer_id = NULL, rate_limit_per_minute = NULL, restricted_by = NULL, restricted_at = NULL, purged_at = $1 WHERE id = $2 AND purged_at IS NULL{}",
+            "UPDATE accounts SET name = NULL, email = NULL, stripe_customer_id = NULL, rate_limit_per_minute = NULL, restricted_by = NULL, restricted_at = NULL, webhook_secret = NULL, purged_at = $1 WHERE id = $2 AND purged_at IS NULL{}",
             billable_guard(policy)
         ))
         .bind(now)
@@ -163,6 +163,14 @@ impl Store {
         // Its reports carry the Stripe customer id the account row no longer has. While billing
         // is on, the guard above leaves one pending only when an operator unmapped the customer,
         // which says not to bill it; with billing off none is ever sent.
+        // Its jobs hold its image URLs, asset ids and metadata; its webhook secret goes with
+        // the account row's other data above.
+        for table in ["webhook_deliveries", "job_items", "jobs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
+                .bind(account_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let meter_reports = sqlx::query("DELETE FROM meter_reports WHERE account_id = $1")
             .bind(account_id.as_str())
             .execute(&mut *tx)

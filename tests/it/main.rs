@@ -16,6 +16,7 @@ mod device_path;
 mod edge;
 mod fetch_model;
 mod image_url;
+mod jobs;
 mod lint;
 mod model;
 mod model_generator;

@@ -651,6 +651,22 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
                 .retrieve_description(id, &stored.id, "req2")
                 .await
                 .unwrap();
+            // A job with an item and, once cancelled, a webhook delivery.
+            let job = altimage::store::jobs::NewJob {
+                options: json!({}),
+                webhook_url: Some("https://shop.example.com/hook".into()),
+                items: vec![altimage::store::jobs::NewItem {
+                    image_url: "https://cdn.example.com/1.jpg".into(),
+                    ..Default::default()
+                }],
+                idempotency: None,
+            };
+            let altimage::store::jobs::Created::New(job) =
+                store.create_job(id, job, 10, now_ms()).await.unwrap()
+            else {
+                panic!("a new job");
+            };
+            store.cancel_job(id, &job.id).await.unwrap();
         }
         let deleted = store
             .request_deletion(&gone, Duration::from_secs(3600))

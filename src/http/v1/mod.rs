@@ -1,10 +1,11 @@
-//! The v1 API, a module per surface: descriptions (create, stored, export), the caller's
+//! The v1 API, a module per surface: descriptions (create, stored, export), bulk jobs, the caller's
 //! account, the operator's admin routes, and Stripe's webhook; the resources they answer with;
 //! and the paged streams both exports are written with.
 
 pub mod account;
 pub mod admin;
 pub mod descriptions;
+pub mod jobs;
 pub mod resources;
 pub mod stripe_webhook;
 

@@ -406,6 +406,8 @@ macro_rules! list {
     };
 }
 
+pub(crate) use list;
+
 list!(
     /// A page of stored descriptions.
     DescriptionPage of Description, "Newest first.",

@@ -101,11 +101,14 @@ impl TestDatabase {
 }
 
 /// The tables whose rows belong to one account (by `account_id`): what deleting it must empty.
-pub const ACCOUNT_TABLES: [&str; 4] = [
+pub const ACCOUNT_TABLES: [&str; 7] = [
     "descriptions",
     "description_versions",
     "api_keys",
     "usage_events",
+    "jobs",
+    "job_items",
+    "webhook_deliveries",
 ];
 
 /// How many rows of `table` belong to `account`.

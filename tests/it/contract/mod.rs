@@ -7,6 +7,7 @@
 
 mod descriptions;
 mod docs_page;
+mod jobs;
 mod routes;
 mod shape;
 
@@ -379,6 +380,7 @@ struct Ids {
     description: String,
     account: String,
     key: String,
+    job: String,
 }
 
 impl Ids {
@@ -402,16 +404,26 @@ impl Ids {
         let keys_url = server.url(&format!("/v1/admin/accounts/{account}/keys"));
         let (_, _, keys) = call(admin.get(keys_url)).await;
         let key = keys["data"][0]["id"].as_str().unwrap().to_string();
+        // A job whose item cannot be fetched: it fails, and is a job all the same.
+        let (_, _, job) = call(
+            http.post(server.url("/v1/jobs"))
+                .json(&json!({"items": [{"image_url": "http://example.invalid/x.png"}]})),
+        )
+        .await;
+        let job = job["id"].as_str().expect("a job").to_string();
         Ids {
             description,
             account,
             key,
+            job,
         }
     }
 
     fn fill(&self, path: &str) -> String {
         let id = if path.starts_with("/v1/admin/") {
             &self.account
+        } else if path.starts_with("/v1/jobs/") {
+            &self.job
         } else {
             &self.description
         };

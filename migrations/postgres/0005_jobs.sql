@@ -1,0 +1,84 @@
+-- Bulk jobs: a job (its options, its webhook URL, its counts), its items (one image each, in input
+-- order, claimed with a lease by the runner of any replica), the webhook deliveries it caused
+-- (an outbox, retried for a day), and each account's webhook signing secret. Times are Unix
+-- milliseconds.
+
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    -- queued -> running -> succeeded | failed | cancelled
+    status TEXT NOT NULL,
+    -- The options every item is described with (JSON: model, outputs, detail, language, ...).
+    options TEXT NOT NULL,
+    webhook_url TEXT,
+    -- Kept in step with the items in the transaction that moves an item on.
+    total_items BIGINT NOT NULL,
+    succeeded_items BIGINT NOT NULL DEFAULT 0,
+    failed_items BIGINT NOT NULL DEFAULT 0,
+    cancelled_items BIGINT NOT NULL DEFAULT 0,
+    -- When an item of the job was last claimed: the runner serves the account (then the job)
+    -- waited on longest, so one account's huge job cannot starve another's.
+    last_claim_at BIGINT,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT
+);
+CREATE INDEX jobs_account ON jobs (account_id, id);
+CREATE INDEX jobs_active ON jobs (status, account_id);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (account_id, idempotency_key);
+
+CREATE TABLE job_items (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    account_id TEXT NOT NULL,
+    -- Input order, from 0.
+    position BIGINT NOT NULL,
+    image_url TEXT NOT NULL,
+    asset_id TEXT,
+    context TEXT,
+    metadata TEXT,
+    -- pending (claimed while lease_until is in the future) -> succeeded | failed | cancelled
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    -- Set in the transaction that stores the description and its usage row.
+    description_id TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at BIGINT NOT NULL,
+    finished_at BIGINT
+);
+CREATE UNIQUE INDEX job_items_order ON job_items (job_id, position);
+CREATE INDEX job_items_due ON job_items (job_id, status, next_attempt_at);
+CREATE INDEX job_items_pending ON job_items (status, created_at);
+
+CREATE TABLE webhook_deliveries (
+    -- Also the `Altimage-Delivery` header and the event's `id`: receivers de-duplicate on it.
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    -- The exact body sent (every attempt sends the same bytes; the signature's time changes).
+    payload TEXT NOT NULL,
+    -- pending -> delivered | failed (gave up after a day)
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    last_status BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, id);
+
+-- The key webhooks are signed with (HMAC-SHA256). It must be kept, not hashed: the server signs
+-- with it. Shown to the account once, when it is made or rotated.
+ALTER TABLE accounts ADD COLUMN webhook_secret TEXT;
