@@ -313,13 +313,15 @@ fn repetition(text: &str, lang: &str, found: &mut Found<'_>) {
         }
     }
     let min_n = if unspaced(lang) { 4 } else { 3 };
+    // Counted in one pass per length: an edit may be 10,000 characters of Japanese, and
+    // comparing every phrase with every other would take seconds.
     for n in min_n..=limit.min(words.len() / 3) {
-        for start in 0..=words.len() - n {
-            let phrase = &words[start..start + n];
-            let count = (0..=words.len() - n)
-                .filter(|&i| &words[i..i + n] == phrase)
-                .count();
-            if count >= 3 {
+        let mut counts: std::collections::HashMap<&[String], usize> =
+            std::collections::HashMap::new();
+        for phrase in words.windows(n) {
+            let count = counts.entry(phrase).or_default();
+            *count += 1;
+            if *count >= 3 {
                 return looping(phrase, lang, found);
             }
         }

@@ -407,3 +407,20 @@ fn findings_are_worst_first_and_carry_their_excerpt() {
     assert_eq!(worst(&findings), Some(Severity::Error));
     assert_eq!(worst(&[]), None);
 }
+
+#[test]
+fn the_longest_edit_is_checked_in_linear_time() {
+    // 10,000 characters without a repeat of four: every n-gram counted once per length.
+    let text: String = (0..10_000u32)
+        .map(|i| char::from_u32(0x4E00 + (i * 7919) % 20_000).unwrap())
+        .collect();
+    let findings = lint(Output::Description, &text, &expect("zh"));
+    assert!(
+        !findings.iter().any(|f| f.code == "repetition_loop"),
+        "{findings:?}"
+    );
+    let looped = "红色皮包".repeat(3) + &text[..30];
+    assert!(
+        codes(Output::Description, &looped, &expect("zh")).contains(&"repetition_loop".to_string())
+    );
+}

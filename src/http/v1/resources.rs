@@ -99,6 +99,15 @@ pub struct Description {
 
 impl From<descriptions::Description> for Description {
     fn from(row: descriptions::Description) -> Self {
+        // Written by this program from `Finding`s; a row that does not parse is shown without
+        // them rather than failing the read, and the log says which.
+        let findings = row.findings.and_then(|findings| {
+            serde_json::from_value(findings)
+                .inspect_err(|error| {
+                    tracing::warn!(description = %row.id, %error, "stored findings do not parse; answered without them");
+                })
+                .ok()
+        });
         let image = row.image;
         Self {
             object: "description",
@@ -125,11 +134,7 @@ impl From<descriptions::Description> for Description {
             generated_tokens: row.generated_tokens,
             finish_reason: row.finish_reason,
             truncated: row.truncated,
-            // Written by this program from `Finding`s; a row that does not parse is shown
-            // without them rather than failing the read.
-            findings: row
-                .findings
-                .and_then(|findings| serde_json::from_value(findings).ok()),
+            findings,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
