@@ -74,7 +74,14 @@ async fn job_routes_answer_as_documented() {
         fits(&doc, &schema, &value, "line").unwrap();
     }
     // A job with a webhook, so that its deliveries list has a delivery to fit the schema.
-    let hooked = json!({"items": [{"image_url": image}], "webhook_url": url("/health/live")});
+    // The webhook goes to a receiver of its own: a POST to this server would be an answer
+    // (405) counted in the metrics the check below reads, whenever the delivery beat it.
+    let receiver = crate::common::server::serve_on_loopback(
+        axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })),
+    )
+    .await;
+    let hooked =
+        json!({"items": [{"image_url": image}], "webhook_url": format!("{receiver}/hook")});
     let (status, hooked) = answers.send(http.post(url("/v1/jobs")).json(&hooked)).await;
     assert_eq!(status, 202, "{hooked}");
     let hooked_id = hooked["id"].as_str().unwrap();
