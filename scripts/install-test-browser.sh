@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs Debian's Chromium for the tests that render the /docs page in a real browser.
+# Installs what the browser tests need: Debian's Chromium (the /docs page, the console) and
+# axe-core (pinned in tests/browser/package-lock.json), which the console test runs in the page.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
-  exit 0
+cd "$(dirname "$0")/.."
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "Chromium is missing and this is not root: install the 'chromium' package, or run as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq chromium >&2
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "Chromium is missing and this is not root: install the 'chromium' package, or run as root" >&2
-  exit 1
+if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
+  (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --silent) >&2
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq chromium >&2

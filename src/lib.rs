@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod cli;
+pub mod console;
 pub mod describe;
 pub mod engine;
 pub mod fetch;

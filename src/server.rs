@@ -70,6 +70,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let address = starting.1.local_addr()?;
     // The database first: a wrong URL should fail in a second, not after the model loaded.
     let store = open_store(&args.store).await?;
+    let console = args
+        .console
+        .build(
+            &args.store.data_dir,
+            Duration::from_secs(args.access.deletion_grace_days * 86_400),
+        )?
+        .map(Arc::new);
     if !args.no_bootstrap {
         bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
     }
@@ -143,6 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         billing: billing.as_ref().map(|(handle, _)| handle.clone()),
         stripe_webhook: args.billing.webhook().map(Arc::new),
         jobs: jobs.clone(),
+        console,
     };
     let _ = started_sender.send(());
     starting.0.await.context("start-up server panicked")?;

@@ -28,6 +28,22 @@ pub enum AccountsCommand {
         #[arg(long)]
         rate_limit_per_minute: Option<i64>,
     },
+    /// Create a console owner: a user (email taken as verified) and a new account they own;
+    /// prints a link to choose their password, valid 24 hours. The way in for the first owner
+    /// when --signup is `invite` or `closed`.
+    CreateOwner {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        company: Option<String>,
+        /// The server's --public-url, for the link.
+        #[arg(long, env = "ALTIMAGE_PUBLIC_URL")]
+        public_url: String,
+    },
     /// List accounts (JSON Lines), newest first.
     List {
         #[command(flatten)]
@@ -131,6 +147,43 @@ pub fn accounts(command: &AccountsCommand) -> anyhow::Result<()> {
                     })
                     .await?;
                 print_json(&account)
+            }
+            AccountsCommand::CreateOwner {
+                store,
+                name,
+                email,
+                company,
+                public_url,
+            } => {
+                let origin = crate::cli::console_serve::public_origin(public_url)?;
+                let store = open_store(store).await?;
+                // Nobody knows this password: the link below sets the real one.
+                let unusable = crate::console::password::Passwords::new(1)
+                    .hash(crate::store::secrets::random_token())
+                    .await?;
+                let (user_id, account_id) = store
+                    .create_user_with_account(
+                        crate::store::users::NewUser {
+                            email: email.clone(),
+                            name: name.clone(),
+                            password_hash: unusable,
+                        },
+                        company.clone(),
+                        true,
+                    )
+                    .await?;
+                let token = store
+                    .create_email_token(
+                        &user_id,
+                        crate::store::email_tokens::TokenPurpose::Reset,
+                        24 * 60 * 60 * 1000,
+                    )
+                    .await?;
+                print_json(&serde_json::json!({
+                    "user_id": user_id,
+                    "account_id": account_id,
+                    "set_password_url": format!("{origin}/console/password/reset?token={token}"),
+                }))
             }
             AccountsCommand::List { store } => {
                 let store = open_store(store).await?;

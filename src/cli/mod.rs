@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod billing;
+pub mod console_serve;
 pub mod describe;
 pub mod jobs;
 pub mod jobs_serve;

@@ -65,6 +65,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Bulk jobs")]
     pub jobs: JobsArgs,
+
+    #[command(flatten, next_help_heading = "Console")]
+    pub console: crate::cli::console_serve::ConsoleArgs,
 }
 
 impl ServeArgs {

@@ -397,6 +397,11 @@ impl DescribeService {
                 serde_json::to_value(findings).expect("findings serialise; this is a bug"),
             ),
             lint_level: Some(lint_level),
+            review: crate::store::review::Review {
+                status: crate::store::review::ReviewStatus::Unreviewed,
+                by: None,
+                at: None,
+            },
         };
         Ok(Described {
             description,

@@ -25,6 +25,11 @@ impl Caller {
         &self.0.account_id
     }
 
+    /// The key the request came with (recorded as the reviewer of an API decision).
+    pub fn key_id(&self) -> &str {
+        &self.0.key_id
+    }
+
     /// 403 unless the key carries `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.0.scopes.contains(&scope) {

@@ -66,6 +66,8 @@ pub struct AppState {
     pub stripe_webhook: Option<Arc<crate::billing::webhook::WebhookConfig>>,
     /// The bulk-job runner's handle: its limits, the webhook URL check, its wake-up.
     pub jobs: crate::jobs::Jobs,
+    /// The console for people (None with `--console` off: `/console` is not mounted).
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 /// Each path with the success statuses of its operations, for the request metrics.
@@ -91,6 +93,13 @@ pub fn router(state: AppState) -> Router {
     if state.stripe_webhook.is_some() {
         // Stripe signs the body instead of sending an API key.
         app = app.merge(Router::from(stripe));
+    }
+    if let Some(console) = &state.console {
+        app = app.merge(crate::console::router(crate::console::ConsoleState {
+            console: console.clone(),
+            store: state.store.clone(),
+            describe: state.describe.clone(),
+        }));
     }
     app.merge(Router::from(ops))
         .fallback(ops::not_found)

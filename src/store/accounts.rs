@@ -55,9 +55,13 @@ pub struct Account {
     /// When the purge job deletes the account's data.
     pub purge_after: Option<i64>,
     pub purged_at: Option<i64>,
+    /// The company the console's sign-up named, if any.
+    pub company: Option<String>,
+    /// Members must use a second factor to log in to the console.
+    pub require_mfa: bool,
 }
 
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, stripe_customer_id, rate_limit_per_minute, restricted_by, restricted_at, created_at, deleted_at, purge_after, purged_at";
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, stripe_customer_id, rate_limit_per_minute, restricted_by, restricted_at, created_at, deleted_at, purge_after, purged_at, company, require_mfa";
 
 pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
     let restricted_by: Option<String> = row.try_get("restricted_by")?;
@@ -73,6 +77,8 @@ pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
         deleted_at: row.try_get("deleted_at")?,
         purge_after: row.try_get("purge_after")?,
         purged_at: row.try_get("purged_at")?,
+        company: row.try_get("company")?,
+        require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
     })
 }
 

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 
 use super::idempotency::Completion;
 use super::ids::{AccountId, DescriptionId};
+use super::review::{Review, ReviewStatus, review_from_row};
 use super::{Result, Store, StoreError, check_string, now_ms};
 use crate::strings::Shape;
 
@@ -93,12 +94,17 @@ pub struct Description {
     /// 2 warning, 3 error); `None` for rows written before the linter, until their next edit.
     pub findings: Option<Value>,
     pub lint_level: Option<i64>,
+    /// What a person decided about it.
+    pub review: Review,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-pub(crate) const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level";
+/// What a new description is written with (its review state starts at the column default).
+const INSERT_COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level";
+
+pub(crate) const COLUMNS: &str = "id, text, provenance, version, detail, options, model, asset_id, metadata, image_width, image_height, image_format, image_byte_size, image_sha256, generated_tokens, finish_reason, truncated, created_at, updated_at, outputs, language, context, tone, findings, lint_level, review_status, reviewed_by, reviewed_at";
 
 /// The outputs column; a row from before outputs existed has its text as alt text.
 fn outputs_column(row: &AnyRow, text: &str) -> Result<Value> {
@@ -146,6 +152,7 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<Description> {
         updated_at: row.try_get("updated_at")?,
         findings: json_column(row, "findings")?,
         lint_level: row.try_get("lint_level")?,
+        review: review_from_row(row)?,
     })
 }
 
@@ -188,6 +195,9 @@ pub struct ListFilter<'a> {
     pub min_lint_level: Option<i64>,
     /// Only those with a finding of this code.
     pub finding: Option<&'a str>,
+    pub review_status: Option<ReviewStatus>,
+    /// Only those whose current text contains this (case-insensitive for ASCII letters).
+    pub text_contains: Option<&'a str>,
 }
 
 /// One page of a listing, newest first.
@@ -246,7 +256,7 @@ impl Store {
         description: &Description,
     ) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO descriptions (account_id, request_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+            "INSERT INTO descriptions (account_id, request_id, {INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
         ))
         .bind(account_id.as_str())
         .bind(request_id)
@@ -350,6 +360,12 @@ impl Store {
             // caller checked it is one of the linter's.
             condition(&mut sql, " AND findings LIKE ? ESCAPE '\\'");
         }
+        if filter.review_status.is_some() {
+            condition(&mut sql, " AND review_status = ?");
+        }
+        if filter.text_contains.is_some() {
+            condition(&mut sql, " AND LOWER(text) LIKE ? ESCAPE '\\'");
+        }
         if starting_after.is_some() {
             condition(&mut sql, " AND id < ?");
         }
@@ -364,6 +380,17 @@ impl Store {
         if let Some(code) = filter.finding {
             let code = code.replace('_', "\\_");
             query = query.bind(format!("%\"code\":\"{code}\"%"));
+        }
+        if let Some(status) = filter.review_status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(needle) = filter.text_contains {
+            let needle = needle
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            query = query.bind(format!("%{needle}%"));
         }
         if let Some(cursor) = starting_after {
             query = query.bind(cursor.as_str());
@@ -421,7 +448,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4, outputs = $5, findings = $6, lint_level = $7 WHERE id = $8 AND account_id = $9",
+            "UPDATE descriptions SET text = $1, provenance = $2, version = $3, updated_at = $4, outputs = $5, findings = $6, lint_level = $7, review_status = 'unreviewed', reviewed_by = NULL, reviewed_at = NULL WHERE id = $8 AND account_id = $9",
         )
         .bind(&revision.text)
         .bind(provenance.as_str())

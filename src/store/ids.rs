@@ -82,6 +82,13 @@ typed_id!(
 );
 
 typed_id!(
+    /// A person who logs in to the console; belongs to accounts through memberships.
+    UserId,
+    "usr",
+    "user"
+);
+
+typed_id!(
     /// A bulk job.
     JobId,
     "job",

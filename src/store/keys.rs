@@ -2,9 +2,7 @@
 //! scoped, revocable at once; the lookup that authenticates a request; and a first start's
 //! account with its key, made together (keys build on accounts, never the other way).
 
-use base64::Engine as _;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -112,18 +110,12 @@ pub struct Principal {
 }
 
 fn hash_secret(secret: &str) -> String {
-    format!("{:x}", Sha256::digest(secret.as_bytes()))
+    super::secrets::sha256_hex(secret)
 }
 
-/// 256 random bits, URL-safe: a hash of it cannot be brute-forced, so SHA-256 suffices (a slow
-/// password hash is for low-entropy secrets).
+/// 256 random bits behind the recognisable prefix.
 fn new_secret() -> String {
-    let mut random = [0u8; 32];
-    getrandom::fill(&mut random).expect("the OS random source failed");
-    format!(
-        "{KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-    )
+    format!("{KEY_PREFIX}{}", super::secrets::random_token())
 }
 
 /// Checks and inserts a new key for an existing account through `executor` (the pool, or a

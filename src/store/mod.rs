@@ -2,15 +2,22 @@
 //! replicas), the migrations, and the few SQL fragments that differ between the two.
 
 pub mod accounts;
+pub mod console_sessions;
 pub mod descriptions;
+pub mod email_tokens;
 pub mod idempotency;
 pub mod ids;
+pub mod invitations;
 pub mod job_items;
 pub mod jobs;
 pub mod keys;
+pub mod login_throttle;
 pub mod meter_reports;
 pub mod retention;
+pub mod review;
+pub mod secrets;
 pub mod usage;
+pub mod users;
 pub mod webhook_deliveries;
 pub mod webhook_events;
 
@@ -278,6 +285,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "findings",
                 include_str!("../../migrations/sqlite/0006_findings.sql"),
             ),
+            (
+                9,
+                "console",
+                include_str!("../../migrations/sqlite/0009_console.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -309,6 +321,11 @@ fn migrator(backend: Backend) -> Migrator {
                 6,
                 "findings",
                 include_str!("../../migrations/postgres/0006_findings.sql"),
+            ),
+            (
+                9,
+                "console",
+                include_str!("../../migrations/postgres/0009_console.sql"),
             ),
         ],
     };

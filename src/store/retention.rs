@@ -52,6 +52,8 @@ pub struct PurgeReport {
     pub idempotency_keys: u64,
     pub meter_reports: u64,
     pub webhook_events: u64,
+    /// Expired console sessions, used-up email tokens and stale login-throttle rows.
+    pub console_rows: u64,
 }
 
 impl Store {
@@ -110,6 +112,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        report.console_rows = purge_console_rows(&mut tx, now).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -171,6 +174,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Its people: sessions, invitations and memberships; a user left in no account goes too,
+        // with their recovery codes, tokens and sessions (by cascade).
+        for table in ["console_sessions", "invitations", "memberships"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
+                .bind(account_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "DELETE FROM users WHERE NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = users.id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let meter_reports = sqlx::query("DELETE FROM meter_reports WHERE account_id = $1")
             .bind(account_id.as_str())
             .execute(&mut *tx)
@@ -192,6 +208,32 @@ impl Store {
             ..PurgeReport::default()
         })
     }
+}
+
+/// Console rows past use: sessions at their absolute expiry, email tokens a week after theirs
+/// (kept that long so a late click is told "expired", not "unknown"), throttle rows whose window
+/// and block are a day behind.
+async fn purge_console_rows(tx: &mut Transaction<'static, Any>, now: i64) -> Result<u64> {
+    let day = MS_PER_DAY;
+    let mut removed = 0;
+    for (sql, cutoff) in [
+        ("DELETE FROM console_sessions WHERE expires_at <= $1", now),
+        (
+            "DELETE FROM email_tokens WHERE expires_at <= $1",
+            now - 7 * day,
+        ),
+        (
+            "DELETE FROM login_throttle WHERE window_start <= $1 AND (blocked_until IS NULL OR blocked_until <= $1)",
+            now - day,
+        ),
+    ] {
+        removed += sqlx::query(sql)
+            .bind(cutoff)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
 }
 
 /// With billing on, a deleted account is purged only once Stripe has all its usage: every

@@ -9,6 +9,7 @@ mod accounts_cli;
 mod accounts_http;
 mod billing;
 mod conformance;
+mod console;
 mod contract;
 mod deploy;
 mod describe_cli;

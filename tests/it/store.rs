@@ -60,6 +60,11 @@ fn description(text: &str, asset_id: Option<&str>) -> Description {
         updated_at: now,
         findings: Some(json!([])),
         lint_level: Some(0),
+        review: altimage::store::review::Review {
+            status: altimage::store::review::ReviewStatus::Unreviewed,
+            by: None,
+            at: None,
+        },
     }
 }
 
@@ -667,6 +672,48 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
                 panic!("a new job");
             };
             store.cancel_job(id, &job.id).await.unwrap();
+            // A console member (by an accepted invitation) with a session and a reset link.
+            let (_, token) = store
+                .create_invitation(
+                    id,
+                    &format!("member@{id}.example"),
+                    altimage::store::users::Role::Viewer,
+                    &altimage::store::ids::UserId::generate(),
+                    MS_PER_DAY,
+                )
+                .await
+                .unwrap();
+            let (user, _, _) = store
+                .claim_invitation(
+                    &token,
+                    altimage::store::invitations::Claimant::New(altimage::store::users::NewUser {
+                        email: format!("member@{id}.example"),
+                        name: "Member".into(),
+                        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+                    }),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            store
+                .create_session(&altimage::store::console_sessions::NewSession {
+                    user_id: &user,
+                    account_id: id,
+                    stage: altimage::store::console_sessions::SessionStage::Full,
+                    lifetime_ms: MS_PER_DAY,
+                    ip: Some("203.0.113.9"),
+                    user_agent: Some("Firefox"),
+                })
+                .await
+                .unwrap();
+            store
+                .create_email_token(
+                    &user,
+                    altimage::store::email_tokens::TokenPurpose::Reset,
+                    MS_PER_DAY,
+                )
+                .await
+                .unwrap();
         }
         let deleted = store
             .request_deletion(&gone, Duration::from_secs(3600))
@@ -701,6 +748,17 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
                 "{table} of the other account"
             );
         }
+        // The member of the purged account belonged nowhere else: gone, with their tokens.
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(users, 1, "only the kept account's member is left");
+        let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM email_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tokens, 1);
         let row = sqlx::query("SELECT name, email FROM accounts WHERE id = $1")
             .bind(gone.as_str())
             .fetch_one(store.pool())

@@ -12,6 +12,7 @@ use crate::describe::lint::Finding;
 use crate::store::accounts::RestrictedBy;
 use crate::store::descriptions::Provenance;
 use crate::store::keys::Scope;
+use crate::store::review::ReviewStatus;
 use crate::store::{accounts, descriptions, keys, meter_reports, usage};
 
 /// Facts about the image read from its bytes; the bytes themselves are never kept.
@@ -92,9 +93,26 @@ pub struct Description {
     /// before the linter existed, until their next edit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub findings: Option<Vec<Finding>>,
+    /// What a person decided: every new description is `unreviewed`, and an edit sends it back
+    /// there (the approval covered the words before the edit).
+    pub review: Review,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A description's review state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Review {
+    pub status: ReviewStatus,
+    /// Who decided: a console user id (`usr_…`) or an API key id (`key_…`); absent while
+    /// unreviewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "key_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub reviewed_by: Option<String>,
+    /// When (Unix milliseconds); absent while unreviewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<i64>,
 }
 
 impl From<descriptions::Description> for Description {
@@ -135,6 +153,11 @@ impl From<descriptions::Description> for Description {
             finish_reason: row.finish_reason,
             truncated: row.truncated,
             findings,
+            review: Review {
+                status: row.review.status,
+                reviewed_by: row.review.by,
+                reviewed_at: row.review.at,
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -101,7 +101,7 @@ impl TestDatabase {
 }
 
 /// The tables whose rows belong to one account (by `account_id`): what deleting it must empty.
-pub const ACCOUNT_TABLES: [&str; 7] = [
+pub const ACCOUNT_TABLES: [&str; 10] = [
     "descriptions",
     "description_versions",
     "api_keys",
@@ -109,6 +109,9 @@ pub const ACCOUNT_TABLES: [&str; 7] = [
     "jobs",
     "job_items",
     "webhook_deliveries",
+    "memberships",
+    "invitations",
+    "console_sessions",
 ];
 
 /// How many rows of `table` belong to `account`.

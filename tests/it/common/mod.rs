@@ -1,6 +1,7 @@
 //! Shared test support: the project paths, the ONNX Runtime library and the tiny model.
 #![allow(dead_code)]
 
+pub mod cdp;
 /// Running helper commands, shared with the load bench.
 #[path = "../../support/command.rs"]
 pub mod command;

@@ -18,6 +18,7 @@ use crate::http::v1::resources::{Description, DescriptionPage, VersionList};
 use crate::store::descriptions::{ListFilter, Provenance};
 use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
+use crate::store::review::ReviewStatus;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -38,11 +39,13 @@ pub struct ListQuery {
     /// Only descriptions with a finding of this code (the README lists them).
     #[param(example = "redundant_opening")]
     finding: Option<String>,
+    /// Only descriptions in this review state.
+    review_status: Option<ReviewStatus>,
 }
 
 error_set!(
     pub ListErrors: ApiKeyLayer {
-        BadRequest => "Invalid query: an unknown parameter, `limit` outside 1 to 100, a `starting_after` that is not a description id, or an unknown `min_severity` or `finding` code.",
+        BadRequest => "Invalid query: an unknown parameter, `limit` outside 1 to 100, a `starting_after` that is not a description id, or an unknown `min_severity`, `finding` or `review_status`.",
     }
 );
 
@@ -90,6 +93,8 @@ pub async fn list(
         asset_id: query.asset_id.as_deref(),
         min_lint_level: query.min_severity.map(|s| review::level(Some(s))),
         finding: query.finding.as_deref(),
+        review_status: query.review_status,
+        text_contains: None,
     };
     let page = state
         .store
@@ -160,6 +165,10 @@ pub struct EditRequest {
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
     /// `ai_edited` (default for model text) or `human` (a rewrite).
     pub provenance: Option<Provenance>,
+    /// Approve or reject (or send back to `unreviewed`), recorded with this key as the reviewer
+    /// and the time. With a text change in the same request, the edit is saved first and the
+    /// decision applies to the new text.
+    pub review_status: Option<ReviewStatus>,
 }
 
 error_set!(
@@ -195,10 +204,11 @@ pub async fn edit(
 ) -> Result<Json<Description>, ApiError> {
     caller.require(Scope::Manage)?;
     let ApiJson(edit) = body?;
-    if edit.text.is_none() && edit.outputs.as_ref().is_none_or(|o| o.is_empty()) {
+    let changes_text = edit.text.is_some() || edit.outputs.as_ref().is_some_and(|o| !o.is_empty());
+    if !changes_text && edit.review_status.is_none() {
         return Err(ApiError::bad_request(
             "invalid_text",
-            "send `text` or `outputs` with at least one output",
+            "send `text`, `outputs` with at least one output, or `review_status`",
         ));
     }
     if let Some(text) = &edit.text {
@@ -210,15 +220,31 @@ pub async fn edit(
             ));
         }
     }
-    let description = state
-        .store
-        .edit_description(
-            caller.account_id(),
-            &path.id()?,
-            edit.provenance,
-            |current| review::revise(current, edit.text.as_deref(), edit.outputs.as_ref()),
-        )
-        .await?;
+    let id = path.id()?;
+    if changes_text {
+        state
+            .store
+            .edit_description(caller.account_id(), &id, edit.provenance, |current| {
+                review::revise(current, edit.text.as_deref(), edit.outputs.as_ref())
+            })
+            .await?;
+    }
+    if let Some(status) = edit.review_status {
+        let outcome = state
+            .store
+            .set_review(
+                caller.account_id(),
+                std::slice::from_ref(&id),
+                status,
+                caller.key_id(),
+                crate::store::review::ReviewGuard::default(),
+            )
+            .await?;
+        if !outcome.not_found.is_empty() {
+            return Err(crate::store::StoreError::NotFound("description").into());
+        }
+    }
+    let description = state.store.description(caller.account_id(), &id).await?;
     Ok(Json(description.into()))
 }
 
