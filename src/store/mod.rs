@@ -2,6 +2,8 @@
 //! replicas), the migrations, and the few SQL fragments that differ between the two.
 
 pub mod accounts;
+pub mod audit;
+pub mod consents;
 pub mod descriptions;
 pub mod idempotency;
 pub mod ids;
@@ -9,6 +11,7 @@ pub mod job_items;
 pub mod jobs;
 pub mod keys;
 pub mod meter_reports;
+pub mod request_log;
 pub mod retention;
 pub mod usage;
 pub mod webhook_deliveries;
@@ -278,6 +281,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "findings",
                 include_str!("../../migrations/sqlite/0006_findings.sql"),
             ),
+            (
+                8,
+                "security",
+                include_str!("../../migrations/sqlite/0008_security.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -309,6 +317,11 @@ fn migrator(backend: Backend) -> Migrator {
                 6,
                 "findings",
                 include_str!("../../migrations/postgres/0006_findings.sql"),
+            ),
+            (
+                8,
+                "security",
+                include_str!("../../migrations/postgres/0008_security.sql"),
             ),
         ],
     };

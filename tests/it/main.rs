@@ -25,6 +25,7 @@ mod privacy;
 mod product_copy;
 mod qwen;
 mod readme_flags;
+mod security;
 mod serve_failures;
 mod serve_http;
 mod store;
