@@ -309,7 +309,7 @@ async fn requests_are_kept_two_years_erased_on_purge_and_left_out_of_analytics_o
             .await
             .unwrap();
         store
-            .purge(now + 1, RetentionPolicy::standard(false))
+            .purge(now_ms() + 1_000, RetentionPolicy::standard(false))
             .await
             .unwrap();
         let (rows, _) = store

@@ -132,12 +132,20 @@ async fn https_is_served_reloaded_in_flight_and_plain_http_is_refused() {
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
 
     // A broken replacement (a key that is not the certificate's) keeps the second one.
-    let failed = "altimage_tls_reloads_total{result=\"failed\"}";
-    let failed_before = server.sample(failed).await.unwrap();
+    let failed = || async {
+        let metrics = client.get(https("/metrics")).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        let line = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("altimage_tls_reloads_total{result=\"failed\"} "))
+            .map(str::to_string);
+        line.unwrap().trim().parse::<f64>().unwrap()
+    };
+    let failed_before = failed().await;
     let third = ca.leaf(&["127.0.0.1"]);
     replace_file(&cert, &third.cert_pem);
     eventually("the failed reload being reported", || async {
-        server.sample(failed).await.unwrap() > failed_before
+        failed().await > failed_before
     })
     .await;
     assert_eq!(served_certificate(&address, &ca.cert_pem).await, second.der);
