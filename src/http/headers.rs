@@ -121,8 +121,7 @@ fn allowed_origin(policy: &WebPolicy, headers: &HeaderMap) -> Option<HeaderValue
     let text = origin.to_str().ok()?.to_ascii_lowercase();
     policy
         .cors_allowed_origins
-        .iter()
-        .any(|allowed| *allowed == text)
+        .contains(&text)
         .then(|| origin.clone())
 }
 

@@ -193,7 +193,7 @@ pub fn docs_csp() -> &'static str {
             use sha2::Digest as _;
             let start = DOCS_HTML.find(open).expect("docs.html has the block") + open.len();
             let end = start + DOCS_HTML[start..].find(close).expect("the block closes");
-            let digest = sha2::Sha256::digest(DOCS_HTML[start..end].as_bytes());
+            let digest = sha2::Sha256::digest(&DOCS_HTML.as_bytes()[start..end]);
             format!(
                 "'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)

@@ -50,7 +50,7 @@ impl RequestLog {
                 .metrics
                 .request_log_entries
                 .with_label_values(&["dropped"]);
-            if dropped.get() % DROP_WARNING_EVERY == 0 {
+            if dropped.get().is_multiple_of(DROP_WARNING_EVERY) {
                 tracing::warn!(
                     dropped = dropped.get() + 1,
                     "the request log's queue is full: entries are dropped (the database is slower than the traffic)"

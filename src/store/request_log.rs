@@ -123,8 +123,8 @@ impl Store {
     pub async fn insert_request_log(&self, entries: &[RequestLogEntry]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let mut sql = format!(
-                "INSERT INTO request_log (id, account_id, key_id, request_id, method, route, status, latency_ms, ip, user_agent, created_at) VALUES "
+            let mut sql = String::from(
+                "INSERT INTO request_log (id, account_id, key_id, request_id, method, route, status, latency_ms, ip, user_agent, created_at) VALUES ",
             );
             for i in 0..chunk.len() {
                 let base = i * 11;
