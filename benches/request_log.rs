@@ -114,7 +114,12 @@ fn start(
         .clear_altimage_env()
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--rate-limit-per-minute", "0", "--log", "warn"]);
+        .args([
+            "--rate-limit-per-minute",
+            "0",
+            "--log",
+            "warn,altimage::server=info",
+        ]);
     if let Some(url) = database {
         launch = launch.args(["--database-url", url]);
     }

@@ -5,7 +5,8 @@
 -- are Unix milliseconds.
 
 CREATE TABLE request_log (
-    -- `rlog_` + a UUIDv7 made from `created_at`: ids sort by arrival.
+    -- `rlog_` + a UUIDv7 made from `created_at`: ids sort by arrival, and a time range is an id
+    -- range (the UUID starts with the Unix milliseconds), so no index on `created_at` is needed.
     id TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
     key_id TEXT,
@@ -22,8 +23,6 @@ CREATE TABLE request_log (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX request_log_account ON request_log (account_id, id);
-CREATE INDEX request_log_account_time ON request_log (account_id, created_at);
-CREATE INDEX request_log_time ON request_log (created_at);
 
 CREATE TABLE audit_events (
     -- `aud_` + a UUIDv7: ids sort by creation.

@@ -103,6 +103,7 @@ pub mod action {
     pub const CONSENT_OBJECTED: &str = "consent.objected";
     pub const CONSENT_GIVEN: &str = "consent.given";
     pub const BILLING_REPORT_RETRIED: &str = "billing.report_retried";
+    pub const BILLING_CUSTOMER_DELETED: &str = "billing.customer_deleted";
 }
 
 /// One event to record.

@@ -4,6 +4,8 @@
 //! `/v1/usage`, and aggregated across accounts for analytics, leaving out every account that
 //! objected or is restricted. Kept 2 years (`retention`); IP and user agent erased on purge.
 
+use std::sync::LazyLock;
+
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -86,8 +88,27 @@ pub struct RouteDay {
 const COLUMNS: &str =
     "id, key_id, request_id, method, route, status, latency_ms, ip, user_agent, created_at";
 
-/// Rows per INSERT: 11 parameters each stays far below SQLite's and PostgreSQL's limits.
-const ROWS_PER_INSERT: usize = 200;
+/// Rows per multi-row INSERT (11 parameters a row, far below SQLite's and PostgreSQL's limits).
+/// A batch is cut into chunks of these sizes, largest first: four statements only, each
+/// prepared once per connection and then cached, whatever the batch sizes.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+static INSERTS: LazyLock<Vec<String>> =
+    LazyLock::new(|| CHUNKS.iter().map(|&rows| insert_statement(rows)).collect());
+
+/// `INSERT INTO request_log (…) VALUES ($1, …, $11), … ` for `rows` rows.
+fn insert_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=11).map(|p| format!("${}", row * 11 + p)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO request_log (id, account_id, key_id, request_id, method, route, status, latency_ms, ip, user_agent, created_at) VALUES {}",
+        values.join(", ")
+    )
+}
 
 fn from_row(row: &AnyRow) -> Result<LoggedRequest> {
     Ok(LoggedRequest {
@@ -113,6 +134,18 @@ fn entry_id(created_at: i64) -> String {
     format!("{PREFIX}_{}", uuid::Uuid::new_v7(timestamp).simple())
 }
 
+/// The smallest id of an entry that arrived at `ms` or later. A UUIDv7 starts with its Unix
+/// milliseconds in 12 hex digits, so a time range is an id range: the listing, the statistics,
+/// analytics and retention all use the primary key or `(account_id, id)`, and the table needs no
+/// index on `created_at` (fewer indexes to maintain on every write).
+pub fn id_at(ms: i64) -> String {
+    format!(
+        "{PREFIX}_{:012x}{}",
+        ms.clamp(0, (1 << 48) - 1),
+        "0".repeat(20)
+    )
+}
+
 /// The percentile columns of a statement over `ranked` (rows with `n`, their group's size, and
 /// `rn`, their rank by latency): nearest rank, ceil(p × n).
 const PERCENTILES: &str = "MIN(CASE WHEN rn = (n * 50 + 99) / 100 THEN latency_ms END) AS p50, \
@@ -122,40 +155,28 @@ impl Store {
     /// Writes a batch in one transaction (the writer's only statement).
     pub async fn insert_request_log(&self, entries: &[RequestLogEntry]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO request_log (id, account_id, key_id, request_id, method, route, status, latency_ms, ip, user_agent, created_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let base = i * 11;
-                if i > 0 {
-                    sql.push_str(", ");
+        let mut rest = entries;
+        for (&rows, sql) in CHUNKS.iter().zip(INSERTS.iter()) {
+            while rest.len() >= rows {
+                let (chunk, tail) = rest.split_at(rows);
+                rest = tail;
+                let mut query = sqlx::query(sql);
+                for entry in chunk {
+                    query = query
+                        .bind(entry_id(entry.created_at))
+                        .bind(entry.account_id.as_str().to_string())
+                        .bind(entry.key_id.clone())
+                        .bind(entry.request_id.clone())
+                        .bind(entry.method.clone())
+                        .bind(entry.route.clone())
+                        .bind(i64::from(entry.status))
+                        .bind(i64::try_from(entry.latency_ms).unwrap_or(i64::MAX))
+                        .bind(entry.ip.clone())
+                        .bind(entry.user_agent.clone())
+                        .bind(entry.created_at);
                 }
-                sql.push('(');
-                for p in 1..=11 {
-                    if p > 1 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", base + p));
-                }
-                sql.push(')');
+                query.execute(&mut *tx).await?;
             }
-            let mut query = sqlx::query(&sql);
-            for entry in chunk {
-                query = query
-                    .bind(entry_id(entry.created_at))
-                    .bind(entry.account_id.as_str().to_string())
-                    .bind(entry.key_id.clone())
-                    .bind(entry.request_id.clone())
-                    .bind(entry.method.clone())
-                    .bind(entry.route.clone())
-                    .bind(i64::from(entry.status))
-                    .bind(i64::try_from(entry.latency_ms).unwrap_or(i64::MAX))
-                    .bind(entry.ip.clone())
-                    .bind(entry.user_agent.clone())
-                    .bind(entry.created_at);
-            }
-            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -173,7 +194,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM request_log WHERE account_id = $1 \
              AND ($2 = 0 OR status = $3) AND ($4 = 0 OR route = $5) \
-             AND ($6 = 0 OR created_at >= $7) AND ($8 = 0 OR created_at < $9) \
+             AND ($6 = 0 OR id >= $7) AND ($8 = 0 OR id < $9) \
              AND ($10 = 0 OR id < $11) ORDER BY id DESC LIMIT $12"
         ))
         .bind(account_id.as_str())
@@ -182,9 +203,9 @@ impl Store {
         .bind(i64::from(filter.route.is_some()))
         .bind(filter.route.unwrap_or(""))
         .bind(i64::from(filter.from.is_some()))
-        .bind(filter.from.unwrap_or(0))
+        .bind(id_at(filter.from.unwrap_or(0)))
         .bind(i64::from(filter.to.is_some()))
-        .bind(filter.to.unwrap_or(0))
+        .bind(id_at(filter.to.unwrap_or(0)))
         .bind(i64::from(starting_after.is_some()))
         .bind(starting_after.unwrap_or(""))
         .bind(limit + 1)
@@ -233,12 +254,12 @@ impl Store {
              FROM (SELECT created_at / 86400000 AS day, status, latency_ms, \
                           ROW_NUMBER() OVER (PARTITION BY created_at / 86400000 ORDER BY latency_ms) AS rn, \
                           COUNT(*) OVER (PARTITION BY created_at / 86400000) AS n \
-                   FROM request_log WHERE account_id = $1 AND created_at >= $2 AND created_at < $3) AS ranked \
+                   FROM request_log WHERE account_id = $1 AND id >= $2 AND id < $3) AS ranked \
              GROUP BY day"
         ))
         .bind(account_id.as_str())
-        .bind(from_day * MS_PER_DAY)
-        .bind((to_day + 1) * MS_PER_DAY)
+        .bind(id_at(from_day * MS_PER_DAY))
+        .bind(id_at((to_day + 1) * MS_PER_DAY))
         .fetch_all(self.pool())
         .await?;
         let mut days: Vec<RequestDay> = (from_day..=to_day)
@@ -275,12 +296,12 @@ impl Store {
                           ROW_NUMBER() OVER (PARTITION BY r.created_at / 86400000, r.route ORDER BY r.latency_ms) AS rn, \
                           COUNT(*) OVER (PARTITION BY r.created_at / 86400000, r.route) AS n \
                    FROM request_log r JOIN accounts a ON a.id = r.account_id \
-                   WHERE r.created_at >= $1 AND r.created_at < $2 \
+                   WHERE r.id >= $1 AND r.id < $2 \
                      AND a.objected_at IS NULL AND a.restricted_by IS NULL) AS ranked \
              GROUP BY day, route ORDER BY day, route"
         ))
-        .bind(from_day * MS_PER_DAY)
-        .bind((to_day + 1) * MS_PER_DAY)
+        .bind(id_at(from_day * MS_PER_DAY))
+        .bind(id_at((to_day + 1) * MS_PER_DAY))
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -317,5 +338,10 @@ mod tests {
         let late = entry_id(1_700_000_000_001);
         assert!(early < late, "{early} {late}");
         assert!(crate::strings::is_id(&early, PREFIX), "{early}");
+        // Time ranges are id ranges.
+        let at = 1_700_000_000_000;
+        assert!(id_at(at) <= entry_id(at) && entry_id(at) < id_at(at + 1));
+        assert!(entry_id(at - 1) < id_at(at));
+        assert!(crate::strings::is_id(&id_at(at), PREFIX));
     }
 }

@@ -120,8 +120,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        report.request_log_rows = sqlx::query("DELETE FROM request_log WHERE created_at < $1")
-            .bind(now - policy.request_log_ms)
+        // By id, which begins with the arrival time: the primary key is the index.
+        report.request_log_rows = sqlx::query("DELETE FROM request_log WHERE id < $1")
+            .bind(super::request_log::id_at(now - policy.request_log_ms))
             .execute(&mut *tx)
             .await?
             .rows_affected();

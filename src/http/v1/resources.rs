@@ -391,7 +391,8 @@ pub struct AuditEvent {
     /// What happened: `key.created`, `key.revoked`, `account.restricted`,
     /// `account.restriction_lifted`, `account.deletion_requested`, `account.purged`,
     /// `account.created`, `account.updated`, `export.downloaded`, `webhook_secret.rotated`,
-    /// `consent.objected`, `consent.given`, `billing.report_retried`, and the console's own.
+    /// `consent.objected`, `consent.given`, `billing.report_retried`, `billing.customer_deleted`
+    /// (Stripe deleted the account's customer), and the console's own.
     #[schema(example = "key.created")]
     pub action: String,
     /// What was acted on, when not the account itself.
