@@ -1,6 +1,6 @@
 //! `altimage serve`: start-up order (certificate, listener, database, bootstrap, model + warm-up,
-//! engine, retention, billing, bulk jobs, request log), then graceful shutdown; and the database start-up helpers that the
-//! operator commands share.
+//! engine, retention, billing, bulk jobs, request log), then graceful shutdown; and the database
+//! start-up helpers that the operator commands share.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
