@@ -222,9 +222,9 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         assert_each_identifier_once(&fake);
         let (_, usage) = call(a.get(server.url("/v1/usage"))).await;
         assert_eq!(
-            usage["totals"],
-            json!({"created": 3, "retrieved": 2}),
-            "the ledger agrees"
+            (&usage["totals"]["created"], &usage["totals"]["retrieved"]),
+            (&json!(3), &json!(2)),
+            "the ledger agrees: {usage}"
         );
         eventually!(
             "no report pending",
