@@ -50,6 +50,14 @@ pub const JOB_ITEM_RESULTS: [&str; 4] = ["succeeded", "failed", "retried", "lost
 /// up on after a day of retries.
 pub const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "retry", "failed"];
 
+/// What became of a request-log entry; the `result` label of `request_log_entries_total`.
+/// `dropped`: the writer's queue was full (the database is slower than the traffic); `failed`:
+/// the database refused its batch three times.
+pub const REQUEST_LOG_RESULTS: [&str; 3] = ["written", "dropped", "failed"];
+
+/// What a certificate reload did; the `result` label of `tls_reloads_total`.
+pub const TLS_RELOAD_RESULTS: [&str; 2] = ["reloaded", "failed"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -82,6 +90,8 @@ pub struct Metrics {
     pub job_items_oldest_pending_seconds: IntGauge,
     pub webhook_deliveries: IntCounterVec,
     pub webhook_deliveries_pending: IntGauge,
+    pub request_log_entries: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Seconds, geometric from 1 ms to ~2 min: preparation is milliseconds, a CPU batch minutes.
@@ -284,6 +294,22 @@ impl Metrics {
             "webhook_deliveries_pending",
             "Job webhook deliveries waiting for a (re)try",
         );
+        let request_log_entries = counter_vec(
+            "request_log_entries_total",
+            "Request-log entries by result (written, dropped = the writer's queue was full, failed = the database refused them)",
+            &["result"],
+        );
+        for result in REQUEST_LOG_RESULTS {
+            request_log_entries.with_label_values(&[result]);
+        }
+        let tls_reloads = counter_vec(
+            "tls_reloads_total",
+            "Certificate reloads (SIGHUP or a changed file) by result; a failed one keeps the old certificate",
+            &["result"],
+        );
+        for result in TLS_RELOAD_RESULTS {
+            tls_reloads.with_label_values(&[result]);
+        }
 
         for (route, status) in routes {
             let status = status.to_string();
@@ -322,6 +348,8 @@ impl Metrics {
             job_items_oldest_pending_seconds,
             webhook_deliveries,
             webhook_deliveries_pending,
+            request_log_entries,
+            tls_reloads,
         }
     }
 

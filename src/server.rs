@@ -1,6 +1,6 @@
-//! `altimage serve`: start-up order (listener, database, bootstrap, model + warm-up, engine,
-//! retention, billing, bulk jobs), then graceful shutdown; and the database start-up helpers that the
-//! operator commands share.
+//! `altimage serve`: start-up order (certificate, listener, database, bootstrap, model + warm-up,
+//! engine, retention, billing, bulk jobs, request log), then graceful shutdown; and the database
+//! start-up helpers that the operator commands share.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use crate::cli::serve::ServeArgs;
 use crate::describe::{DescribeService, ServedModel};
 use crate::engine::Engine;
 use crate::fetch::ImageFetcher;
+use crate::http::request_log::RequestLog;
+use crate::http::tls::Tls;
 use crate::http::{AppState, router, success_statuses};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -41,6 +43,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let retry_after = config.retry_after;
     let metrics = Arc::new(Metrics::new(config.max_batch_size, &success_statuses()));
     let connection_limits = args.http.connection_limits(retry_after);
+    // Stops the background tasks (retention, certificate reloads, the request log's writer)
+    // once the server has stopped.
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    // A certificate that does not load fails start-up at once, naming the flag.
+    let (tls, tls_task) = match args.security.tls_files() {
+        Some(files) => {
+            let (tls, task) = Tls::start(files, metrics.clone(), jobs_stopped.clone())?;
+            (Some(tls), Some(task))
+        }
+        None => (None, None),
+    };
+    let web = Arc::new(args.security.web_policy());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -55,12 +69,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let starting = {
         let std_listener = listener.into_std()?;
         let early = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
-        let router = crate::http::starting_router(metrics.clone(), retry_after);
+        let router = crate::http::starting_router(metrics.clone(), retry_after).layer(
+            axum::middleware::from_fn_with_state(
+                web.clone(),
+                crate::http::headers::security_headers,
+            ),
+        );
         let task = tokio::spawn(crate::http::server::serve(
             early,
             router,
             connection_limits,
             metrics.clone(),
+            tls.clone(),
             async move {
                 let _ = started_receiver.await;
             },
@@ -80,7 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_bootstrap {
         bootstrap(&store, &args.store.data_dir, &address.to_string()).await?;
     }
-    tracing::info!(%address, database = store.backend().name(), "listening; loading the model");
+    tracing::info!(%address, tls = tls.is_some(), database = store.backend().name(), "listening; loading the model");
     // Loading and warm-up block for seconds to minutes: keep them off the async workers. Each
     // model gets its own engine: workers, queue and admission.
     let mut models = Vec::with_capacity(loads.len());
@@ -103,14 +123,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(|m| (m.name.clone(), m.engine.card().clone()))
         .collect();
     let info = args.info(store.backend().name(), billing_config.is_some(), &cards);
-    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_loop(
         store.clone(),
         // With billing off nothing is ever reported, so the 2-year rule applies to every ledger
         // row; with billing on, unreported rows wait for the sender.
         RetentionPolicy::standard(billing_config.is_some()),
         args.retention.purge_interval(),
-        jobs_stopped,
+        jobs_stopped.clone(),
     ));
     let billing = match billing_config {
         Some(config) => {
@@ -140,17 +159,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
         args.jobs.config(),
     );
+    let request_log = (!args.security.no_request_log)
+        .then(|| RequestLog::start(store.clone(), metrics.clone(), jobs_stopped.clone()));
+    let mut access = args.access.config();
+    access.trusted_proxies = args.security.trusted_proxies();
     let state = AppState {
         describe,
         metrics: metrics.clone(),
         store: store.clone(),
-        access: Arc::new(args.access.config()),
+        access: Arc::new(access),
         limits: args.http.config(),
         info: Arc::new(info),
         billing: billing.as_ref().map(|(handle, _)| handle.clone()),
         stripe_webhook: args.billing.webhook().map(Arc::new),
         jobs: jobs.clone(),
         console,
+        request_log: request_log.as_ref().map(|(log, _)| log.clone()),
+        web,
     };
     let _ = started_sender.send(());
     starting.0.await.context("start-up server panicked")?;
@@ -186,6 +211,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         router(state),
         connection_limits,
         metrics.clone(),
+        tls,
         drained,
     );
     // After the drain, connections that still hang (a client that never reads) must not keep
@@ -200,6 +226,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = stop_jobs.send(true);
     let _ = purge.await;
+    if let Some((_, task)) = request_log {
+        // The requests answered are written before the database closes.
+        let _ = task.await;
+    }
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     jobs.shutdown();
     let _ = jobs_task.await;
     if let Some((handle, task)) = billing {

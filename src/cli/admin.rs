@@ -8,6 +8,7 @@ use clap::Subcommand;
 use super::StoreArgs;
 use crate::server::open_store;
 use crate::store::accounts::{NewAccount, RestrictedBy};
+use crate::store::audit::Actor;
 use crate::store::ids::AccountId;
 use crate::store::keys::Scope;
 
@@ -62,6 +63,15 @@ pub enum AccountsCommand {
         id: AccountId,
         #[arg(long)]
         lift: bool,
+    },
+    /// Record an account's objection to its usage being used for analytics and service
+    /// improvement (a request by email, say), or withdraw it with --withdraw.
+    Object {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: AccountId,
+        #[arg(long)]
+        withdraw: bool,
     },
     /// Delete an account: keys revoked at once, data purged after the grace period.
     Delete {
@@ -138,14 +148,13 @@ pub fn accounts(command: &AccountsCommand) -> anyhow::Result<()> {
                 rate_limit_per_minute,
             } => {
                 let store = open_store(store).await?;
-                let account = store
-                    .create_account(NewAccount {
-                        name: name.clone(),
-                        email: email.clone(),
-                        stripe_customer_id: stripe_customer_id.clone(),
-                        rate_limit_per_minute: *rate_limit_per_minute,
-                    })
-                    .await?;
+                let new = NewAccount {
+                    name: name.clone(),
+                    email: email.clone(),
+                    stripe_customer_id: stripe_customer_id.clone(),
+                    rate_limit_per_minute: *rate_limit_per_minute,
+                };
+                let account = store.create_account(new, &Actor::cli()).await?;
                 print_json(&account)
             }
             AccountsCommand::CreateOwner {
@@ -207,7 +216,20 @@ pub fn accounts(command: &AccountsCommand) -> anyhow::Result<()> {
             }
             AccountsCommand::Restrict { store, id, lift } => {
                 let store = open_store(store).await?;
-                print_json(&store.set_restricted(id, !lift, RestrictedBy::Admin).await?)
+                let actor = Actor::cli();
+                print_json(
+                    &store
+                        .set_restricted(id, !lift, RestrictedBy::Admin, &actor)
+                        .await?,
+                )
+            }
+            AccountsCommand::Object {
+                store,
+                id,
+                withdraw,
+            } => {
+                let store = open_store(store).await?;
+                print_json(&store.set_objection(id, !withdraw, &Actor::cli()).await?)
             }
             AccountsCommand::Delete {
                 store,
@@ -216,7 +238,7 @@ pub fn accounts(command: &AccountsCommand) -> anyhow::Result<()> {
             } => {
                 let store = open_store(store).await?;
                 let grace = Duration::from_secs(grace_days * 86_400);
-                print_json(&store.request_deletion(id, grace).await?)
+                print_json(&store.request_deletion(id, grace, &Actor::cli()).await?)
             }
         }
     })
@@ -236,7 +258,9 @@ pub fn keys(command: &KeysCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| Scope::parse(s.trim()))
                     .collect::<Result<Vec<_>, _>>()?;
-                let created = store.create_key(account, name, &scopes).await?;
+                let created = store
+                    .create_key(account, name, &scopes, &Actor::cli())
+                    .await?;
                 eprintln!("the key is shown once; only its hash is stored");
                 let mut body = serde_json::to_value(&created.key)?;
                 body["key"] = created.secret.into();
@@ -255,7 +279,7 @@ pub fn keys(command: &KeysCommand) -> anyhow::Result<()> {
                 key_id,
             } => {
                 let store = open_store(store).await?;
-                print_json(&store.revoke_key(account, key_id).await?)
+                print_json(&store.revoke_key(account, key_id, &Actor::cli()).await?)
             }
         }
     })

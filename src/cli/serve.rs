@@ -1,8 +1,10 @@
 //! `altimage serve`'s flags, grouped as the runtime is: each group builds the struct it
 //! configures (`EngineArgs` → `EngineConfig`, `HttpArgs` → `HttpLimits` and `ConnectionLimits`,
-//! `AccessArgs` → `Access`, `FetchArgs` → `FetchPolicy`), so `crate::server` only starts things.
+//! `AccessArgs` → `Access`, `FetchArgs` → `FetchPolicy`, `SecurityArgs` → `TlsFiles`,
+//! `WebPolicy` and `TrustedProxies`), so `crate::server` only starts things.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -12,6 +14,8 @@ use super::jobs_serve::JobsArgs;
 use super::{ModelArgs, StoreArgs};
 use crate::engine::EngineConfig;
 use crate::fetch::FetchPolicy;
+use crate::http::client::{IpBlock, TrustedProxies};
+use crate::http::headers::{WebPolicy, parse_origin};
 use crate::http::ops::{Info, InfoLimits, InfoModel};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::server::ConnectionLimits;
@@ -59,6 +63,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "HTTP connections and requests")]
     pub http: HttpArgs,
+
+    #[command(flatten, next_help_heading = "TLS, browsers and request logs")]
+    pub security: SecurityArgs,
 
     #[command(flatten, next_help_heading = "Billing (Stripe)")]
     pub billing: BillingArgs,
@@ -163,6 +170,8 @@ impl AccessArgs {
             rate_limit_per_minute: self.rate_limit_per_minute,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             deletion_grace: Duration::from_secs(self.deletion_grace_days * 86_400),
+            // `SecurityArgs` sets them.
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -300,6 +309,67 @@ impl HttpArgs {
     }
 }
 
+/// HTTPS, what browsers are told, and who the client is for the request log.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Reloaded
+    /// without a restart on SIGHUP or when the file changes. Unset: plain HTTP, for a TLS
+    /// proxy in front or a trusted network.
+    #[arg(long, env = "ALTIMAGE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); keep it owner-only.
+    #[arg(long, env = "ALTIMAGE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the certificate and key files are checked for changes (SIGHUP reloads at
+    /// once). Shorter picks up a renewal sooner; each check reads both files.
+    #[arg(long, env = "ALTIMAGE_TLS_RELOAD_POLL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_poll_secs: u64,
+
+    /// Origins whose browser scripts may call the API (CORS), comma-separated, exactly as
+    /// browsers send them: `https://shop.example`. Unset: none (no CORS headers at all). API
+    /// keys in a browser are visible to its user: allow only origins you trust.
+    #[arg(long, env = "ALTIMAGE_CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Proxies whose `X-Forwarded-For` is believed for the client's address (request log, audit
+    /// log), comma-separated addresses or CIDR blocks (`10.0.0.0/8`). Unset: the TCP peer is
+    /// the client. Name only your own load balancers: a client can write the header itself.
+    #[arg(long, env = "ALTIMAGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpBlock>,
+
+    /// Do not keep the request log (GET /v1/requests, the request counts of GET /v1/usage).
+    /// On: every authenticated request is written in batches, off the request path.
+    #[arg(long, env = "ALTIMAGE_NO_REQUEST_LOG")]
+    pub no_request_log: bool,
+}
+
+impl SecurityArgs {
+    /// The certificate files, when HTTPS is on.
+    pub fn tls_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                poll: Duration::from_secs(self.tls_reload_poll_secs),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn web_policy(&self) -> WebPolicy {
+        WebPolicy {
+            hsts: self.tls_files().is_some(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
+    }
+
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
+    }
+}
+
 /// Image size, and what fetching an `image_url` may do.
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
@@ -355,6 +425,7 @@ mod tests {
             "--max-connections",
             "--header-read-timeout-secs",
             "--body-read-timeout-secs",
+            "--tls-reload-poll-secs",
         ] {
             let parsed = Cli::try_parse_from(["altimage", "serve", "--model-dir", "m", flag, "0"]);
             let error = parsed

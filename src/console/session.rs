@@ -114,6 +114,16 @@ impl Member {
         self.user.id.as_str()
     }
 
+    /// The member as the actor of what they change (the audit log's record).
+    pub fn actor(&self) -> crate::store::audit::Actor {
+        crate::store::audit::Actor {
+            kind: crate::store::audit::ActorKind::User,
+            id: Some(self.user.id.to_string()),
+            ip: self.session.ip.clone(),
+            user_agent: self.session.user_agent.clone(),
+        }
+    }
+
     /// Refuses new work while processing is restricted or the account is being deleted
     /// (reading, exporting and deleting still work).
     pub fn may_process(&self) -> Result<(), ConsoleError> {

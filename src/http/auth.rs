@@ -1,8 +1,8 @@
 //! Authentication: API keys (`Authorization: Bearer altk_…`) on every `/v1/` route with the
-//! account's rate limit and `RateLimit-*` headers, scope checks, and the admin token on
-//! `/v1/admin/`.
+//! account's rate limit and `RateLimit-*` headers, scope checks, the request-log entry of every
+//! authenticated request, and the admin token on `/v1/admin/`; and who acted, for the audit log.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -10,29 +10,46 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::client::ClientInfo;
 use super::error::{ApiError, ErrorKind};
+use super::middleware::Arrived;
 use super::ratelimit::Decision;
 use crate::store::accounts::RestrictedBy;
+use crate::store::audit::{Actor, ActorKind};
 use crate::store::ids::AccountId;
 use crate::store::keys::{Principal, Scope};
+use crate::store::request_log::RequestLogEntry;
 
-/// The authenticated account and key of a `/v1/` request.
+/// The authenticated account and key of a `/v1/` request, and where it came from.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller {
+    pub principal: Principal,
+    pub client: ClientInfo,
+}
 
 impl Caller {
     pub fn account_id(&self) -> &AccountId {
-        &self.0.account_id
+        &self.principal.account_id
+    }
+
+    /// The key, as the actor of what this request changes.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: ActorKind::ApiKey,
+            id: Some(self.principal.key_id.clone()),
+            ip: self.client.ip.clone(),
+            user_agent: self.client.user_agent.clone(),
+        }
     }
 
     /// The key the request came with (recorded as the reviewer of an API decision).
     pub fn key_id(&self) -> &str {
-        &self.0.key_id
+        &self.principal.key_id
     }
 
     /// 403 unless the key carries `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.0.scopes.contains(&scope) {
+        if self.principal.scopes.contains(&scope) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -49,7 +66,7 @@ impl Caller {
     /// 403 while the account's processing is restricted (new descriptions are refused; reads
     /// and exports still work).
     pub fn require_unrestricted(&self) -> Result<(), ApiError> {
-        match self.0.restricted_by {
+        match self.principal.restricted_by {
             None => Ok(()),
             Some(by) => Err(ApiError::new(
                 ErrorKind::Forbidden,
@@ -88,33 +105,95 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The operator (admin token) as the actor of an admin route, from where it called.
+pub fn operator(client: &ClientInfo) -> Actor {
+    Actor {
+        kind: ActorKind::Operator,
+        id: Some("admin_token".into()),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+    }
+}
+
 /// Middleware for the account routes: 401 without a valid key, 429 past the account's rate,
-/// else the request runs with its [`Caller`] and the answer gets `RateLimit-*` headers.
+/// else the request runs with its [`Caller`] and the answer gets `RateLimit-*` headers. Every
+/// request with a valid key, refused or not, goes to the request log.
 pub async fn require_api_key(
     State(state): State<AppState>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    let log = state.request_log.clone().map(|log| {
+        let arrived = request.extensions().get::<Arrived>().copied();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let request_id = super::extract::request_id(request.headers());
+        (
+            log,
+            arrived,
+            route,
+            request.method().to_string(),
+            request_id,
+        )
+    });
+    let (caller, response) = authenticated(state, request, next).await;
+    if let (Some(caller), Some((log, Some(arrived), route, method, request_id))) = (caller, log) {
+        log.record(RequestLogEntry {
+            account_id: caller.principal.account_id,
+            key_id: caller.principal.key_id,
+            request_id,
+            method,
+            route,
+            status: response.status().as_u16(),
+            latency_ms: arrived.at.elapsed().as_millis() as u64,
+            ip: caller.client.ip,
+            user_agent: caller.client.user_agent,
+            created_at: arrived.unix_ms,
+        });
+    }
+    response
+}
+
+/// The key check, the rate limit and the request; the caller when the key was valid.
+async fn authenticated(
+    state: AppState,
+    mut request: Request,
+    next: Next,
+) -> (Option<Caller>, Response) {
     let Some(secret) = bearer(request.headers()) else {
-        return ApiError::new(
+        let response = ApiError::new(
             ErrorKind::Unauthorized,
             "missing_api_key",
             "send an API key as `Authorization: Bearer KEY`",
         )
         .into_response();
+        return (None, response);
     };
     let principal = match state.store.authenticate(secret).await {
         Ok(Some(principal)) => principal,
         Ok(None) => {
-            return ApiError::new(
+            let response = ApiError::new(
                 ErrorKind::Unauthorized,
                 "invalid_api_key",
                 "the API key is unknown or revoked",
             )
             .into_response();
+            return (None, response);
         }
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => return (None, ApiError::from(error).into_response()),
     };
+    let caller = Caller {
+        principal,
+        client: request
+            .extensions()
+            .get::<ClientInfo>()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let principal = &caller.principal;
     let limit = principal
         .rate_limit_per_minute
         .map(|l| l.max(1) as u64)
@@ -137,17 +216,17 @@ pub async fn require_api_key(
         )
         .into_response();
         rate_limit_headers(response.headers_mut(), decision);
-        return response;
+        return (Some(caller), response);
     }
     // The request's span (`middleware::observe`) names the tenant from here on, in every log
     // line of the request and of its images' batches.
     tracing::Span::current().record("account_id", tracing::field::display(&principal.account_id));
-    request.extensions_mut().insert(Caller(principal));
+    request.extensions_mut().insert(caller.clone());
     let mut response = next.run(request).await;
     if let Some(decision) = decision {
         rate_limit_headers(response.headers_mut(), decision);
     }
-    response
+    (Some(caller), response)
 }
 
 fn rate_limit_headers(headers: &mut HeaderMap, decision: Decision) {

@@ -1,18 +1,29 @@
-//! What runs around every request: the request id, the request's tracing span (request id,
-//! route, and the account once authenticated; it travels with the image through the queue to
-//! the worker), the request metrics, error counting and the log line ([`observe`]), the
-//! outermost layer of the router.
+//! What runs around every request: the request id, the client's address and user agent
+//! ([`ClientInfo`], for the request and audit logs) and its arrival time ([`Arrived`]), the
+//! request's tracing span (request id, route, and the account once authenticated; it travels
+//! with the image through the queue to the worker), the request metrics, error counting and the
+//! log line ([`observe`]), the outermost layer of the router's API answers.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::AppState;
+use super::client::ClientInfo;
 use super::error::Rejected;
+
+/// When the request arrived: `at` for its latency, `unix_ms` for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived {
+    pub at: Instant,
+    pub unix_ms: i64,
+}
 
 /// Request id (the caller's `x-request-id` when it is sane, else a new one), request metrics and
 /// a log line per request.
@@ -39,6 +50,16 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         "x-request-id",
         HeaderValue::from_str(&request_id).expect("checked ASCII; this is a bug"),
     );
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let client = ClientInfo::read(&state.access.trusted_proxies, peer, request.headers());
+    request.extensions_mut().insert(client);
+    request.extensions_mut().insert(Arrived {
+        at: started,
+        unix_ms: crate::store::now_ms(),
+    });
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",

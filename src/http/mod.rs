@@ -1,17 +1,22 @@
 //! The HTTP API: shared state, the router assembled from the route groups of `openapi::routes`
 //! (each route registered once), the router served while the model loads, and the plumbing
-//! around handlers (middleware, extractors, errors, authentication, the accept loop).
+//! around handlers (middleware, extractors, errors, authentication, the client's address, the
+//! request log, security headers and CORS, the accept loop and TLS).
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod error_set;
 pub mod extract;
 pub mod framing;
+pub mod headers;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod request_log;
 pub mod server;
+pub mod tls;
 pub mod v1;
 
 use std::sync::Arc;
@@ -36,6 +41,8 @@ pub struct Access {
     pub admin_token: Option<String>,
     /// Between an account's deletion request and the purge of its data.
     pub deletion_grace: std::time::Duration,
+    /// Whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+    pub trusted_proxies: client::TrustedProxies,
 }
 
 /// Request limits enforced by the HTTP layer (the describe service and the engine enforce the
@@ -68,6 +75,10 @@ pub struct AppState {
     pub jobs: crate::jobs::Jobs,
     /// The console for people (None with `--console` off: `/console` is not mounted).
     pub console: Option<Arc<crate::console::Console>>,
+    /// The request log's writer (None with `--no-request-log`).
+    pub request_log: Option<request_log::RequestLog>,
+    /// HSTS and CORS, for the browser-facing layers.
+    pub web: Arc<headers::WebPolicy>,
 }
 
 /// Each path with the success statuses of its operations, for the request metrics.
@@ -101,7 +112,8 @@ pub fn router(state: AppState) -> Router {
             describe: state.describe.clone(),
         }));
     }
-    app.merge(Router::from(ops))
+    let mut app = app
+        .merge(Router::from(ops))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
@@ -110,8 +122,16 @@ pub fn router(state: AppState) -> Router {
             framing::body_deadline,
         ))
         .layer(axum::middleware::from_fn(framing::refuse_transfer_codings))
-        .layer(from_fn_with_state(state.clone(), middleware::observe))
-        .with_state(state)
+        .layer(from_fn_with_state(state.clone(), middleware::observe));
+    // Outside `observe`: a preflight is the browser's question, not an API request.
+    if !state.web.cors_allowed_origins.is_empty() {
+        app = app.layer(from_fn_with_state(state.web.clone(), headers::cors));
+    }
+    app.layer(from_fn_with_state(
+        state.web.clone(),
+        headers::security_headers,
+    ))
+    .with_state(state)
 }
 
 /// The router served while the model loads: alive, not ready, every other route 503.

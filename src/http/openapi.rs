@@ -5,7 +5,8 @@
 //! scripts) that fetches it and renders it.
 //!
 //! What every answer of a layer carries is added here from the code's middleware rather than
-//! repeated per operation ([`FromTheCode`]): `x-request-id` on every answer, `WWW-Authenticate`
+//! repeated per operation ([`FromTheCode`]): `x-request-id`, `X-Content-Type-Options` and
+//! `Referrer-Policy` on every answer, `WWW-Authenticate`
 //! on 401, `Retry-After` on error answers 429 and 503, `RateLimit-*` on the answers of the
 //! API-key routes that passed authentication, and the security schemes.
 
@@ -45,7 +46,12 @@ use super::v1::descriptions::export::ExportFormat;
             `unsupported_transfer_encoding` (a `Transfer-Encoding` other than `chunked`) and 503 \
             `too_many_connections` (more than `--max-connections` open). Strings holding NUL, \
             other control characters (tab and line breaks are allowed in text) or noncharacters \
-            are refused with 400 `invalid_characters` naming the field."
+            are refused with 400 `invalid_characters` naming the field.\n\n\
+            Every answer carries `X-Content-Type-Options: nosniff` and `Referrer-Policy: \
+            no-referrer`; with HTTPS on (`--tls-cert`), `Strict-Transport-Security: \
+            max-age=31536000`. CORS is off unless `--cors-allowed-origins` names origins: then \
+            their preflights (`OPTIONS` with `Access-Control-Request-Method`) answer 204 and \
+            their requests' answers carry `Access-Control-Allow-Origin`."
     ),
     // Parameter types are not collected from the routes; the query enums are listed here.
     components(schemas(ErrorBody, ErrorDetail, ExportFormat)),
@@ -77,7 +83,8 @@ pub fn routes() -> Routes {
     use super::v1;
     let api_key = tagged(v1::descriptions::routes(), "descriptions")
         .merge(tagged(v1::jobs::routes(), "jobs"))
-        .merge(tagged(v1::account::routes(), "account"));
+        .merge(tagged(v1::account::routes(), "account"))
+        .merge(tagged(v1::activity::routes(), "account"));
     Routes {
         api_key: secured(api_key, "api_key"),
         admin: secured(tagged(v1::admin::routes(), "admin"), "admin_token"),
@@ -176,6 +183,32 @@ pub fn success_statuses() -> Vec<(String, u16)> {
 /// The docs page: plain HTML and JS that fetch `/openapi.json`; nothing from other hosts.
 pub const DOCS_HTML: &str = include_str!("docs.html");
 
+/// The strict CSP of `/docs`: its one inline script and one inline style allowed by their
+/// SHA-256 (no `'unsafe-inline'`, so an injected script or style would not run), nothing else
+/// loaded, only this server fetched, and the page never framed.
+pub fn docs_csp() -> &'static str {
+    static CSP: LazyLock<String> = LazyLock::new(|| {
+        let hash = |open: &str, close: &str| {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            let start = DOCS_HTML.find(open).expect("docs.html has the block") + open.len();
+            let end = start + DOCS_HTML[start..].find(close).expect("the block closes");
+            let digest = sha2::Sha256::digest(&DOCS_HTML.as_bytes()[start..end]);
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash("<script>", "</script>"),
+            hash("<style>", "</style>"),
+        )
+    });
+    CSP.as_str()
+}
+
 /// Fills in what the derives cannot know: the values of `ErrorDetail.type`, from `status_of`;
 /// the security schemes; and the headers that a layer puts on every answer it passes (see the
 /// module documentation), so that no operation can forget them.
@@ -256,6 +289,13 @@ impl Modify for FromTheCode {
                              `A-Za-z0-9-_.:`), else a new one.",
                         )
                     });
+                    // `headers::security_headers`, the outermost layer.
+                    headers
+                        .entry("x-content-type-options".into())
+                        .or_insert_with(|| header(Type::String, "`nosniff`."));
+                    headers
+                        .entry("referrer-policy".into())
+                        .or_insert_with(|| header(Type::String, "`no-referrer`."));
                     if status == "401" {
                         headers.entry("www-authenticate".into()).or_insert_with(|| {
                             header(Type::String, "`Bearer realm=\"altimage\"`.")

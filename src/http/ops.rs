@@ -284,12 +284,9 @@ pub async fn docs() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // The page may talk to this server only; a browser enforces it.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
-            ),
+            // The page may talk to this server only, and run only its own script and style;
+            // a browser enforces it.
+            (header::CONTENT_SECURITY_POLICY, super::openapi::docs_csp()),
         ],
         super::openapi::DOCS_HTML,
     )

@@ -1,7 +1,9 @@
-//! The HTTP/1.1 server around the router: a cap on open connections (503 beyond it), a time
-//! limit for request headers, the peer address for handlers, and graceful shutdown. hyper speaks
-//! the protocol; what it refuses before the router sees a request (bad framing 400, headers too
-//! large 431) is answered by hyper itself, without a JSON body (README, "Errors").
+//! The HTTP/1.1 server around the router: a cap on open connections (503 beyond it), HTTPS when
+//! `--tls-cert` is set (the handshake on the connection's own task, within the header time
+//! limit, with the newest certificate: `tls`), a time limit for request headers, the peer
+//! address for handlers, and graceful shutdown. hyper speaks the protocol; what it refuses
+//! before the router sees a request (bad framing 400, headers too large 431) is answered by
+//! hyper itself, without a JSON body (README, "Errors").
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,12 +15,13 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use super::error::{ApiError, ErrorKind};
+use super::tls::Tls;
 use crate::metrics::Metrics;
 
 /// Per-connection limits, from `serve`'s flags.
@@ -43,13 +46,14 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 const MAX_REFUSED_HEAD: usize = 64 * 1024;
 const MAX_REFUSED_BODY: usize = 1024 * 1024;
 
-/// Serves `router` on `listener` until `shutdown` completes, then waits for the open
-/// connections to finish their requests (the caller bounds that wait).
+/// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` completes, then
+/// waits for the open connections to finish their requests (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -81,8 +85,18 @@ pub async fn serve(
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
+            let acceptor = tls.as_ref().map(Tls::acceptor);
             tokio::spawn(async move {
-                refuse(stream, limits).await;
+                match acceptor {
+                    None => refuse(stream, limits).await,
+                    Some(acceptor) => {
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(REFUSAL_TIME, acceptor.accept(stream)).await
+                        {
+                            refuse(stream, limits).await;
+                        }
+                    }
+                }
                 drop(refusal);
             });
             continue;
@@ -93,11 +107,40 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(Body::new))
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let metrics = metrics.clone();
+        // Taken now, so that a certificate reloaded while this handshake runs does not change
+        // what this connection was offered.
+        let acceptor = tls.as_ref().map(Tls::acceptor);
+        let (builder, watcher, metrics) = (builder.clone(), graceful.watcher(), metrics.clone());
         metrics.open_connections.inc();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let served = match acceptor {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    // Within the header time limit, as a plain request's head would be; a
+                    // client that speaks plain HTTP to this port fails here.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
                 // Header timeouts, resets and malformed requests: the client's doing.
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
@@ -127,7 +170,7 @@ async fn accept_failed(error: std::io::Error) {
 /// request's head is read first (clients treat an answer that comes before their request as a
 /// broken connection, not as an answer); what follows it is read and dropped for a moment, so
 /// that closing with unread data does not reset the connection before the answer is read.
-async fn refuse(mut stream: TcpStream, limits: ConnectionLimits) {
+async fn refuse(mut stream: impl AsyncRead + AsyncWrite + Unpin, limits: ConnectionLimits) {
     let error = ApiError::retry_later(
         ErrorKind::Unavailable,
         "too_many_connections",
@@ -139,7 +182,7 @@ async fn refuse(mut stream: TcpStream, limits: ConnectionLimits) {
     );
     let body = serde_json::to_string(&error.body()).expect("serialisable; this is a bug");
     let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         limits.retry_after.as_secs().max(1),
         body.len()
     );

@@ -1,5 +1,5 @@
 //! Accounts: creation, lookup, settings (Stripe customer, rate limit), restricted processing and
-//! deletion requests.
+//! deletion requests; each change audited in its own transaction.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::audit::{self, Actor, AuditEvent, action};
 use super::ids::AccountId;
 use super::{Result, Store, StoreError, check_string, now_ms};
 use crate::strings::Shape;
@@ -48,6 +49,9 @@ pub struct Account {
     /// Set while processing is restricted: new descriptions are refused, reads still work.
     pub restricted_by: Option<RestrictedBy>,
     pub restricted_at: Option<i64>,
+    /// Set while the account objects to its usage being used for analytics and service
+    /// improvement (`store::consents`).
+    pub objected_at: Option<i64>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// When deletion was requested; the account is hidden from then on.
@@ -61,7 +65,7 @@ pub struct Account {
     pub require_mfa: bool,
 }
 
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, stripe_customer_id, rate_limit_per_minute, restricted_by, restricted_at, created_at, deleted_at, purge_after, purged_at, company, require_mfa";
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, stripe_customer_id, rate_limit_per_minute, restricted_by, restricted_at, objected_at, created_at, deleted_at, purge_after, purged_at, company, require_mfa";
 
 pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
     let restricted_by: Option<String> = row.try_get("restricted_by")?;
@@ -73,6 +77,7 @@ pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
         rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
         restricted_by: restricted_by.as_deref().and_then(RestrictedBy::parse),
         restricted_at: row.try_get("restricted_at")?,
+        objected_at: row.try_get("objected_at")?,
         created_at: row.try_get("created_at")?,
         deleted_at: row.try_get("deleted_at")?,
         purge_after: row.try_get("purge_after")?,
@@ -165,8 +170,15 @@ pub(super) async fn insert_account<'e>(
 }
 
 impl Store {
-    pub async fn create_account(&self, new: NewAccount) -> Result<Account> {
-        let id = insert_account(self.pool(), new).await?;
+    pub async fn create_account(&self, new: NewAccount, actor: &Actor) -> Result<Account> {
+        let mut tx = self.begin_write().await?;
+        let id = insert_account(&mut *tx, new).await?;
+        audit::record(
+            &mut tx,
+            &AuditEvent::new(Some(&id), actor, action::ACCOUNT_CREATED),
+        )
+        .await?;
+        tx.commit().await?;
         self.account(&id).await
     }
 
@@ -216,12 +228,34 @@ impl Store {
         Ok((accounts, has_more))
     }
 
-    pub async fn update_account(&self, id: &AccountId, update: AccountUpdate) -> Result<Account> {
+    pub async fn update_account(
+        &self,
+        id: &AccountId,
+        update: AccountUpdate,
+        actor: &Actor,
+    ) -> Result<Account> {
         let current = self.account(id).await?;
         if current.deleted_at.is_some() {
             return Err(StoreError::Invalid(
                 "the account is being deleted; it cannot be changed".into(),
             ));
+        }
+        // The names of the fields given, for the audit log (never their values: they may be
+        // personal data, and the log outlives the account).
+        let fields: Vec<&str> = [
+            ("name", update.name.is_some()),
+            ("email", update.email.is_some()),
+            ("stripe_customer_id", update.stripe_customer_id.is_some()),
+            (
+                "rate_limit_per_minute",
+                update.rate_limit_per_minute.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, given)| given.then_some(field))
+        .collect();
+        if fields.is_empty() {
+            return Ok(current);
         }
         let name = update.name.unwrap_or(current.name.unwrap_or_default());
         let email = update.email.unwrap_or(current.email.unwrap_or_default());
@@ -235,6 +269,7 @@ impl Store {
             .rate_limit_per_minute
             .unwrap_or(current.rate_limit_per_minute);
         check_rate_limit(limit)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE accounts SET name = $1, email = $2, stripe_customer_id = $3, rate_limit_per_minute = $4 WHERE id = $5",
         )
@@ -243,9 +278,13 @@ impl Store {
         .bind(customer)
         .bind(limit)
         .bind(id.as_str())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| customer_conflict(e.into()))?;
+        let event = AuditEvent::new(Some(id), actor, action::ACCOUNT_UPDATED)
+            .details(serde_json::json!({ "fields": fields }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
         self.account(id).await
     }
 
@@ -256,6 +295,7 @@ impl Store {
         id: &AccountId,
         restricted: bool,
         by: RestrictedBy,
+        actor: &Actor,
     ) -> Result<Account> {
         let current = self.account(id).await?;
         if current.deleted_at.is_some() {
@@ -269,23 +309,46 @@ impl Store {
                 "processing was restricted by the operator; only the operator can lift it".into(),
             ));
         }
-        let (by, at) = if restricted {
+        // Restricting again by the same party, or lifting what is not restricted, changes
+        // nothing and is not audited.
+        if (restricted && current.restricted_by == Some(by))
+            || (!restricted && current.restricted_by.is_none())
+        {
+            return Ok(current);
+        }
+        let (stored_by, at) = if restricted {
             (Some(by.as_str()), Some(now_ms()))
         } else {
             (None, None)
         };
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE accounts SET restricted_by = $1, restricted_at = $2 WHERE id = $3")
-            .bind(by)
+            .bind(stored_by)
             .bind(at)
             .bind(id.as_str())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        let event = if restricted {
+            AuditEvent::new(Some(id), actor, action::ACCOUNT_RESTRICTED)
+                .details(serde_json::json!({ "by": by.as_str() }))
+        } else {
+            AuditEvent::new(Some(id), actor, action::ACCOUNT_RESTRICTION_LIFTED).details(
+                serde_json::json!({ "was_by": current.restricted_by.map(RestrictedBy::as_str) }),
+            )
+        };
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
         self.account(id).await
     }
 
     /// Deletion: every key revoked and the account hidden at once, in one transaction; the
     /// purge job deletes its data after `grace`. Asking again keeps the first date.
-    pub async fn request_deletion(&self, id: &AccountId, grace: Duration) -> Result<Account> {
+    pub async fn request_deletion(
+        &self,
+        id: &AccountId,
+        grace: Duration,
+        actor: &Actor,
+    ) -> Result<Account> {
         let now = now_ms();
         let purge_after = now + grace.as_millis() as i64;
         let mut tx = self.begin_write().await?;
@@ -304,6 +367,11 @@ impl Store {
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() == 1 {
+            let event = AuditEvent::new(Some(id), actor, action::ACCOUNT_DELETION_REQUESTED)
+                .details(serde_json::json!({ "purge_after": purge_after }));
+            audit::record(&mut tx, &event).await?;
+        }
         tx.commit().await?;
         if updated.rows_affected() == 0 {
             // Already deleted (idempotent) or unknown.

@@ -7,6 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::accounts::{Account, NewAccount, RestrictedBy, insert_account};
+use super::audit::{self, Actor, AuditEvent, action};
 use super::ids::AccountId;
 use super::{Backend, Result, Store, StoreError, check_string, known_id, new_id, now_ms};
 use crate::strings::Shape;
@@ -195,6 +196,17 @@ impl Store {
         }
         let account_id = insert_account(&mut *tx, new).await?;
         let (key_id, secret) = insert_key(&mut *tx, &account_id, key_name, scopes).await?;
+        let system = Actor::system();
+        audit::record(
+            &mut tx,
+            &AuditEvent::new(Some(&account_id), &system, action::ACCOUNT_CREATED),
+        )
+        .await?;
+        audit::record(
+            &mut tx,
+            &key_event(&account_id, &system, &key_id, key_name, scopes),
+        )
+        .await?;
         tx.commit().await?;
         let key = self.key(&account_id, &key_id).await?;
         Ok(Some((
@@ -208,12 +220,16 @@ impl Store {
         account_id: &AccountId,
         name: &str,
         scopes: &[Scope],
+        actor: &Actor,
     ) -> Result<CreatedKey> {
         let account = self.account(account_id).await?;
         if account.deleted_at.is_some() {
             return Err(StoreError::NotFound("account"));
         }
-        let (id, secret) = insert_key(self.pool(), account_id, name, scopes).await?;
+        let mut tx = self.begin_write().await?;
+        let (id, secret) = insert_key(&mut *tx, account_id, name, scopes).await?;
+        audit::record(&mut tx, &key_event(account_id, actor, &id, name, scopes)).await?;
+        tx.commit().await?;
         let key = self.key(account_id, &id).await?;
         Ok(CreatedKey { key, secret })
     }
@@ -243,16 +259,30 @@ impl Store {
     }
 
     /// Revokes a key; the next request with it is refused (no cache stands in the way).
-    pub async fn revoke_key(&self, account_id: &AccountId, key_id: &str) -> Result<ApiKey> {
+    pub async fn revoke_key(
+        &self,
+        account_id: &AccountId,
+        key_id: &str,
+        actor: &Actor,
+    ) -> Result<ApiKey> {
         known_id(key_id, "key", "key")?;
-        sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(key_id)
         .bind(account_id.as_str())
-        .execute(self.pool())
-        .await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Revoking again changes nothing and is not audited.
+        if revoked == 1 {
+            let event =
+                AuditEvent::new(Some(account_id), actor, action::KEY_REVOKED).target(key_id);
+            audit::record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
         self.key(account_id, key_id).await
     }
 
@@ -293,6 +323,20 @@ impl Store {
             rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
         }))
     }
+}
+
+/// The audit event of a new key: its id, name and scopes (never the secret).
+fn key_event(
+    account_id: &AccountId,
+    actor: &Actor,
+    key_id: &str,
+    name: &str,
+    scopes: &[Scope],
+) -> AuditEvent {
+    let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    AuditEvent::new(Some(account_id), actor, action::KEY_CREATED)
+        .target(key_id)
+        .details(serde_json::json!({ "name": name.trim(), "scopes": scopes }))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::audit::{self, Actor, AuditEvent, action};
+use super::ids::AccountId;
 use super::{Backend, Result, Store, StoreError, known_id};
 
 mod build;
@@ -341,7 +343,7 @@ impl Store {
     /// An operator's retry of a dead report: pending again, due now, with a fresh Idempotency-Key
     /// and the same identifier (so it still cannot be counted twice). An expired report is
     /// re-dated to now, which bills it in the current period. Only dead reports can be retried.
-    pub async fn retry_meter_report(&self, id: &str) -> Result<MeterReport> {
+    pub async fn retry_meter_report(&self, id: &str, actor: &Actor) -> Result<MeterReport> {
         known_id(id, "mr", "meter report")?;
         let now = self.backend().now_ms();
         let mut tx = self.begin_write().await?;
@@ -370,6 +372,11 @@ impl Store {
                 report.status
             )));
         }
+        let account_id = AccountId::trusted(report.account_id.clone());
+        let event = AuditEvent::new(Some(&account_id), actor, action::BILLING_REPORT_RETRIED)
+            .target(id)
+            .details(serde_json::json!({ "meter": report.meter, "value": report.value }));
+        audit::record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(report)
     }

@@ -2,6 +2,8 @@
 //! replicas), the migrations, and the few SQL fragments that differ between the two.
 
 pub mod accounts;
+pub mod audit;
+pub mod consents;
 pub mod console_sessions;
 pub mod descriptions;
 pub mod email_tokens;
@@ -13,6 +15,7 @@ pub mod jobs;
 pub mod keys;
 pub mod login_throttle;
 pub mod meter_reports;
+pub mod request_log;
 pub mod retention;
 pub mod review;
 pub mod secrets;
@@ -286,6 +289,11 @@ fn migrator(backend: Backend) -> Migrator {
                 include_str!("../../migrations/sqlite/0006_findings.sql"),
             ),
             (
+                8,
+                "security",
+                include_str!("../../migrations/sqlite/0008_security.sql"),
+            ),
+            (
                 9,
                 "console",
                 include_str!("../../migrations/sqlite/0009_console.sql"),
@@ -321,6 +329,11 @@ fn migrator(backend: Backend) -> Migrator {
                 6,
                 "findings",
                 include_str!("../../migrations/postgres/0006_findings.sql"),
+            ),
+            (
+                8,
+                "security",
+                include_str!("../../migrations/postgres/0008_security.sql"),
             ),
             (
                 9,

@@ -1,6 +1,7 @@
-//! Retention: purges deleted accounts after their grace period, ledger rows and sent meter reports
-//! past 2 years, the anonymous billing aggregates past 7 years, expired idempotency records and
-//! old webhook event ids. Every step is
+//! Retention: purges deleted accounts after their grace period (their request log and audit
+//! events stay with IP address and user agent erased), ledger rows, sent meter reports and the
+//! request log past 2 years, the anonymous billing aggregates and the audit log past 7 years,
+//! expired idempotency records and old webhook event ids. Every step is
 //! safe on several replicas at once: rows are rolled up from what a `DELETE … RETURNING` took,
 //! so two replicas never count the same row twice.
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use super::audit::{self, Actor, AuditEvent, action};
 use super::ids::AccountId;
 use super::usage::MS_PER_DAY;
 use super::{Result, Store, now_ms};
@@ -20,6 +22,10 @@ pub struct RetentionPolicy {
     pub usage_ms: i64,
     /// Rolled-up billing aggregates are kept this long.
     pub aggregates_ms: i64,
+    /// The request log is kept this long (from each request's arrival).
+    pub request_log_ms: i64,
+    /// Audit events are kept this long: as long as the billing records.
+    pub audit_ms: i64,
     /// Applied Stripe webhook event ids are kept this long, to recognise redeliveries (Stripe
     /// retries for up to 3 days).
     pub webhook_events_ms: i64,
@@ -36,6 +42,8 @@ impl RetentionPolicy {
         RetentionPolicy {
             usage_ms: 2 * Self::YEAR_MS,
             aggregates_ms: 7 * Self::YEAR_MS,
+            request_log_ms: 2 * Self::YEAR_MS,
+            audit_ms: 7 * Self::YEAR_MS,
             webhook_events_ms: 30 * MS_PER_DAY,
             purge_unreported: !billing_enabled,
         }
@@ -54,6 +62,8 @@ pub struct PurgeReport {
     pub webhook_events: u64,
     /// Expired console sessions, used-up email tokens and stale login-throttle rows.
     pub console_rows: u64,
+    pub request_log_rows: u64,
+    pub audit_events: u64,
 }
 
 impl Store {
@@ -113,6 +123,17 @@ impl Store {
                 .await?
                 .rows_affected();
         report.console_rows = purge_console_rows(&mut tx, now).await?;
+        // By id, which begins with the arrival time: the primary key is the index.
+        report.request_log_rows = sqlx::query("DELETE FROM request_log WHERE id < $1")
+            .bind(super::request_log::id_at(now - policy.request_log_ms))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        report.audit_events = sqlx::query("DELETE FROM audit_events WHERE created_at < $1")
+            .bind(now - policy.audit_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(report)
     }
@@ -192,6 +213,26 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The request log stays for its 2 years (analytics), without what identifies a person
+        // or a client: the IP address, the user agent, and the request id a caller may have
+        // chosen. The audit log stays with the billing records, erased the same way, and a
+        // person's id with it (key, operator and system ids name no one).
+        sqlx::query(
+            "UPDATE request_log SET ip = NULL, user_agent = NULL, request_id = NULL WHERE account_id = $1",
+        )
+        .bind(account_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE audit_events SET ip = NULL, user_agent = NULL, \
+             actor_id = CASE WHEN actor_kind = 'user' THEN NULL ELSE actor_id END WHERE account_id = $1",
+        )
+        .bind(account_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(Some(account_id), &Actor::system(), action::ACCOUNT_PURGED)
+            .details(serde_json::json!({ "descriptions": descriptions }));
+        audit::record(&mut tx, &event).await?;
         tx.commit().await?;
         tracing::info!(
             %account_id,

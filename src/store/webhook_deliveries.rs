@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::audit::{self, Actor, AuditEvent, action};
 use super::ids::{AccountId, JobId};
 use super::jobs::Job;
 use super::{Result, Store, StoreError, new_id};
@@ -116,19 +117,27 @@ pub(crate) async fn enqueue(
 impl Store {
     /// A new webhook signing secret for the account, replacing the old one at once. The secret
     /// is answered once; afterwards only whether one exists is shown.
-    pub async fn rotate_webhook_secret(&self, account_id: &AccountId) -> Result<String> {
+    pub async fn rotate_webhook_secret(
+        &self,
+        account_id: &AccountId,
+        actor: &Actor,
+    ) -> Result<String> {
         let secret = format!("whsec_{}", random_hex(32)?);
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE accounts SET webhook_secret = $1 WHERE id = $2 AND deleted_at IS NULL",
         )
         .bind(&secret)
         .bind(account_id.as_str())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated != 1 {
             return Err(StoreError::NotFound("account"));
         }
+        let event = AuditEvent::new(Some(account_id), actor, action::WEBHOOK_SECRET_ROTATED);
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
         Ok(secret)
     }
 

@@ -2,6 +2,10 @@
 //! the same transaction as its effect on accounts and meter reports, so a redelivery does nothing.
 //! Which effect an event has is billing's decision ([`WebhookEffect`]).
 
+use sqlx::Row;
+
+use super::audit::{self, Actor, AuditEvent, action};
+use super::ids::AccountId;
 use super::{Result, Store};
 
 /// What an event does besides being recorded.
@@ -51,13 +55,27 @@ impl Store {
             WebhookEffect::CustomerDeleted { customer } => {
                 // Later events for a deleted customer fail at Stripe, asynchronously: keep the usage
                 // in the ledger (unreported, for manual invoicing or a new customer) instead.
-                let accounts = sqlx::query(&format!(
-                    "UPDATE accounts SET stripe_customer_id = NULL, stripe_customer_deleted_at = {now} WHERE stripe_customer_id = $1"
+                let unmapped = sqlx::query(&format!(
+                    "UPDATE accounts SET stripe_customer_id = NULL, stripe_customer_deleted_at = {now} WHERE stripe_customer_id = $1 RETURNING id"
                 ))
                 .bind(customer)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .fetch_all(&mut *tx)
+                .await?;
+                let accounts = unmapped.len() as u64;
+                let stripe = Actor {
+                    id: Some(event_id.to_string()),
+                    ..Actor::stripe()
+                };
+                for row in unmapped {
+                    let account_id = AccountId::trusted(row.try_get("id")?);
+                    let event = AuditEvent::new(
+                        Some(&account_id),
+                        &stripe,
+                        action::BILLING_CUSTOMER_DELETED,
+                    )
+                    .details(serde_json::json!({ "stripe_customer_id": customer }));
+                    audit::record(&mut tx, &event).await?;
+                }
                 let reports = sqlx::query(
                     "UPDATE meter_reports SET status = 'failed', last_result = 'customer_deleted', last_error = 'the Stripe customer was deleted', lease_owner = NULL, lease_until = NULL \
                      WHERE stripe_customer_id = $1 AND status = 'pending'",

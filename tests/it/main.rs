@@ -26,6 +26,7 @@ mod privacy;
 mod product_copy;
 mod qwen;
 mod readme_flags;
+mod security;
 mod serve_failures;
 mod serve_http;
 mod store;

@@ -7,6 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use altimage::describe::review;
+use altimage::store::audit::Actor;
 use altimage::store::descriptions::{Description, ImageFacts, ListFilter, Provenance};
 use altimage::store::idempotency::{Claim, Completion};
 use altimage::store::ids::{AccountId, DescriptionId};
@@ -20,11 +21,14 @@ use sqlx::Row;
 
 async fn account(store: &Store, name: &str) -> AccountId {
     store
-        .create_account(NewAccount {
-            name: name.into(),
-            email: format!("{name}@example.com"),
-            ..NewAccount::default()
-        })
+        .create_account(
+            NewAccount {
+                name: name.into(),
+                email: format!("{name}@example.com"),
+                ..NewAccount::default()
+            },
+            &Actor::cli(),
+        )
         .await
         .unwrap()
         .id
@@ -100,7 +104,12 @@ async fn keys_authenticate_until_revoked_and_are_stored_only_as_hashes() {
         let store = db.store().await;
         let account_id = account(&store, "shop").await;
         let created = store
-            .create_key(&account_id, "ci", &[Scope::Read, Scope::Describe])
+            .create_key(
+                &account_id,
+                "ci",
+                &[Scope::Read, Scope::Describe],
+                &Actor::cli(),
+            )
             .await
             .unwrap();
         assert!(created.secret.starts_with("altk_"), "{}", db.backend);
@@ -124,14 +133,16 @@ async fn keys_authenticate_until_revoked_and_are_stored_only_as_hashes() {
         assert!(store.authenticate("altk_wrong").await.unwrap().is_none());
         assert!(store.authenticate("").await.unwrap().is_none());
         store
-            .revoke_key(&account_id, &created.key.id)
+            .revoke_key(&account_id, &created.key.id, &Actor::cli())
             .await
             .unwrap();
         assert!(store.authenticate(&created.secret).await.unwrap().is_none());
         // Another account cannot revoke or see this account's keys.
         let other = account(&store, "other").await;
         assert!(matches!(
-            store.revoke_key(&other, &created.key.id).await,
+            store
+                .revoke_key(&other, &created.key.id, &Actor::cli())
+                .await,
             Err(StoreError::NotFound(_))
         ));
         assert!(store.list_keys(&other).await.unwrap().is_empty());
@@ -645,7 +656,10 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
         let store = db.store().await;
         let gone = account(&store, "gone").await;
         let kept = account(&store, "kept").await;
-        let key = store.create_key(&gone, "k", &Scope::ALL).await.unwrap();
+        let key = store
+            .create_key(&gone, "k", &Scope::ALL, &Actor::cli())
+            .await
+            .unwrap();
         for id in [&gone, &kept] {
             let stored = description("A shoe.", None);
             store
@@ -716,7 +730,7 @@ async fn deleted_accounts_are_hidden_at_once_and_purged_after_the_grace_period()
                 .unwrap();
         }
         let deleted = store
-            .request_deletion(&gone, Duration::from_secs(3600))
+            .request_deletion(&gone, Duration::from_secs(3600), &Actor::cli())
             .await
             .unwrap();
         assert!(deleted.deleted_at.is_some(), "{}", db.backend);

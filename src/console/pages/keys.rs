@@ -101,7 +101,7 @@ pub async fn create(
         .collect();
     match state
         .store
-        .create_key(&member.account.id, name, &scopes)
+        .create_key(&member.account.id, name, &scopes, &member.actor())
         .await
     {
         Ok(created) => {
@@ -139,6 +139,9 @@ pub async fn revoke(
     Path(id): Path<String>,
     MemberForm { member, .. }: MemberForm<Vec<(String, String)>>,
 ) -> ConsoleResult<Response> {
-    state.store.revoke_key(&member.account.id, &id).await?;
+    state
+        .store
+        .revoke_key(&member.account.id, &id, &member.actor())
+        .await?;
     Ok(Redirect::to("/console/keys?notice=key-revoked").into_response())
 }

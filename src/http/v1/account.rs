@@ -1,5 +1,5 @@
-//! The caller's own account: profile, restricted processing, deletion, usage per day, and the
-//! full data export (privacy rights).
+//! The caller's own account: profile, restricted processing, objection to analytics, deletion,
+//! usage and requests per day, and the full data export (privacy rights).
 
 use axum::Json;
 use axum::body::Body;
@@ -13,7 +13,8 @@ use utoipa::openapi::schema::{AllOfBuilder, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::resources::{
-    Account, ApiKey, ArchivedUsage, Description, UsageDay, UsageEvent, Version,
+    Account, ApiKey, ArchivedUsage, AuditEvent, ConsentEvent, Description, LoggedRequest, UsageDay,
+    UsageEvent, Version, rate,
 };
 use super::{Chunk, EXPORT_PAGE, paged};
 use crate::error_set;
@@ -23,6 +24,7 @@ use crate::http::error::ApiError;
 use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::store::accounts::RestrictedBy;
+use crate::store::audit::{self, action};
 use crate::store::descriptions::ListFilter;
 use crate::store::ids::{AccountId, DescriptionId};
 use crate::store::keys::Scope;
@@ -68,21 +70,27 @@ pub async fn show(
 pub struct AccountPatch {
     /// Restrict processing (new descriptions refused with 403; reads and exports still work),
     /// or lift a restriction the account set itself.
-    pub restricted: bool,
+    pub restricted: Option<bool>,
+    /// Object to the account's usage being used for analytics and service improvement
+    /// (`true`), or withdraw the objection (`false`). Recorded with its time.
+    pub objected: Option<bool>,
 }
 
 error_set!(
     pub UpdateErrors: ApiKeyLayer {
-        BadRequest => "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, or lifting a restriction the operator set.",
+        BadRequest => "Invalid request: malformed JSON, a missing `Content-Type: application/json`, an unknown field, neither `restricted` nor `objected`, or lifting a restriction the operator set.",
         NotFound => "The account's deletion was requested while this request ran.",
     }
 );
 
-/// Restrict processing, or lift the restriction
+/// Restrict processing or object to analytics, or lift either
 ///
 /// Restricted processing (a privacy right): while `restricted` is true, new descriptions are
 /// refused with 403 `account_restricted`; reads, edits, deletion and exports still work. The
-/// account can lift only a restriction it set itself. Scope: `manage`.
+/// account can lift only a restriction it set itself. Objection (another): while `objected` is
+/// true (`objected_at` says since when), the account's usage is left out of every analytics
+/// query and aggregate export; `false` gives consent again. Each change is recorded with its
+/// time (the audit log, and `consents` in the export). Scope: `manage`.
 #[utoipa::path(
     patch,
     path = "/v1/account",
@@ -100,11 +108,36 @@ pub async fn update(
 ) -> Result<Json<Account>, ApiError> {
     caller.require(Scope::Manage)?;
     let ApiJson(patch) = body?;
-    let account = state
-        .store
-        .set_restricted(caller.account_id(), patch.restricted, RestrictedBy::Account)
-        .await?;
-    Ok(Json(account.into()))
+    if patch.restricted.is_none() && patch.objected.is_none() {
+        return Err(ApiError::bad_request(
+            "empty_patch",
+            "send `restricted` or `objected` (or both)",
+        ));
+    }
+    let actor = caller.actor();
+    let mut account = None;
+    if let Some(restricted) = patch.restricted {
+        account = Some(
+            state
+                .store
+                .set_restricted(
+                    caller.account_id(),
+                    restricted,
+                    RestrictedBy::Account,
+                    &actor,
+                )
+                .await?,
+        );
+    }
+    if let Some(objected) = patch.objected {
+        account = Some(
+            state
+                .store
+                .set_objection(caller.account_id(), objected, &actor)
+                .await?,
+        );
+    }
+    Ok(Json(account.expect("one field is set").into()))
 }
 
 /// Delete the account
@@ -129,7 +162,11 @@ pub async fn delete(
     caller.require(Scope::Manage)?;
     let account = state
         .store
-        .request_deletion(caller.account_id(), state.access.deletion_grace)
+        .request_deletion(
+            caller.account_id(),
+            state.access.deletion_grace,
+            &caller.actor(),
+        )
         .await?;
     tracing::info!(account_id = %account.id, "account deletion requested");
     Ok((StatusCode::ACCEPTED, Json(account.into())))
@@ -171,6 +208,12 @@ pub struct UsageTotals {
     pub created: i64,
     /// Descriptions retrieved.
     pub retrieved: i64,
+    /// Requests made with the account's keys.
+    pub requests: i64,
+    /// Of those, the ones answered with a status of 400 or more.
+    pub errors: i64,
+    /// `errors / requests`; 0 without requests.
+    pub error_rate: f64,
 }
 
 error_set!(
@@ -183,7 +226,9 @@ error_set!(
 ///
 /// Billable events per UTC day and meter: `created` (descriptions made) and `retrieved`
 /// (`GET /v1/descriptions/{id}`), every day of the range listed (zeros included), with totals.
-/// Replays of an `Idempotency-Key` and exports are not counted. Scope: `read`.
+/// Replays of an `Idempotency-Key` and exports are not counted. Each day also has the
+/// requests made with the account's keys (the request log): how many, how many answered 400 or
+/// more (`errors`, `error_rate`), and the median and 95th-percentile latency. Scope: `read`.
 #[utoipa::path(
     get,
     path = "/v1/usage",
@@ -217,16 +262,32 @@ pub async fn usage(
         .store
         .usage_by_day(caller.account_id(), from, to)
         .await?;
+    let requests = state
+        .store
+        .request_stats_by_day(caller.account_id(), from, to)
+        .await?;
+    let data: Vec<UsageDay> = days
+        .into_iter()
+        .zip(&requests)
+        .map(|(day, requests)| UsageDay::new(day, requests))
+        .collect();
+    let (requests, errors) = (
+        data.iter().map(|d| d.requests).sum(),
+        data.iter().map(|d| d.errors).sum(),
+    );
     let totals = UsageTotals {
-        created: days.iter().map(|d| d.created).sum(),
-        retrieved: days.iter().map(|d| d.retrieved).sum(),
+        created: data.iter().map(|d| d.created).sum(),
+        retrieved: data.iter().map(|d| d.retrieved).sum(),
+        requests,
+        errors,
+        error_rate: rate(errors, requests),
     };
     Ok(Json(Usage {
         object: "usage",
         from: format_day(from),
         to: format_day(to),
         totals,
-        data: days.into_iter().map(Into::into).collect(),
+        data,
     }))
 }
 
@@ -256,6 +317,12 @@ pub struct AccountExport {
     pub usage_events: Vec<UsageEvent>,
     /// Per-day totals of the purged ledger rows.
     pub usage_archive: Vec<ArchivedUsage>,
+    /// The request log (two years), oldest first.
+    pub requests: Vec<LoggedRequest>,
+    /// The account's audit events, oldest first.
+    pub audit_events: Vec<AuditEvent>,
+    /// Each objection to analytics and each consent given again, oldest first.
+    pub consents: Vec<ConsentEvent>,
 }
 
 /// The streamed arrays, for the document: the head's fields come first (`allOf`).
@@ -268,6 +335,12 @@ struct ExportArrays {
     usage_events: Vec<UsageEvent>,
     /// Per-day totals of the purged ledger rows.
     usage_archive: Vec<ArchivedUsage>,
+    /// The request log (two years), oldest first.
+    requests: Vec<LoggedRequest>,
+    /// The account's audit events, oldest first.
+    audit_events: Vec<AuditEvent>,
+    /// Each objection to analytics and each consent given again, oldest first.
+    consents: Vec<ConsentEvent>,
 }
 
 impl PartialSchema for AccountExport {
@@ -300,10 +373,11 @@ pub struct ExportedDescription {
 /// Export all the account's data
 ///
 /// A privacy right: the account's profile, its keys' metadata (never secrets), every
-/// description with its versions, its usage events and its archived usage, as one JSON document
+/// description with its versions, its usage events and its archived usage, its request log,
+/// its audit events, and its objections to analytics with their times, as one JSON document
 /// (`Content-Disposition: attachment`), streamed as it is read. A database failure after the
-/// answer started cuts the stream short, so the document does not parse. Not billed. Scope:
-/// `read`.
+/// answer started cuts the stream short, so the document does not parse. Recorded in the audit
+/// log (`export.downloaded`). Not billed. Scope: `read`.
 #[utoipa::path(
     get,
     path = "/v1/account/export",
@@ -319,6 +393,13 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
     caller.require(Scope::Read)?;
     let account_id = caller.account_id().clone();
     let store = state.store.clone();
+    let event = audit::AuditEvent::new(
+        Some(&account_id),
+        &caller.actor(),
+        action::EXPORT_DOWNLOADED,
+    )
+    .details(serde_json::json!({ "export": "account" }));
+    store.record_audit(&event).await?;
     let head = ExportHead {
         object: "account_export",
         exported_at: now_ms(),
@@ -346,7 +427,7 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
 }
 
 /// The document in the field order of [`AccountExport`]: the head's object left open, each
-/// array a page at a time, then the archive and the closing brace.
+/// array a page at a time, the small ones whole, then the closing brace.
 fn export_stream(
     store: Store,
     account_id: AccountId,
@@ -385,37 +466,103 @@ fn export_stream(
     };
     let usage_events = {
         let (store, account_id) = (store.clone(), account_id.clone());
-        paged(move |after: Option<String>| {
-            let (store, account_id) = (store.clone(), account_id.clone());
-            async move {
-                let events = store
-                    .usage_events_page(&account_id, after.as_deref(), EXPORT_PAGE)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let next = (events.len() as i64 == EXPORT_PAGE)
-                    .then(|| events.last().map(|e| e.id.clone()))
-                    .flatten();
-                let first = after.is_none();
-                Ok((
-                    array_items(events.into_iter().map(UsageEvent::from), first),
-                    next,
-                ))
-            }
+        after_id(
+            move |after| {
+                let (store, account_id) = (store.clone(), account_id.clone());
+                async move {
+                    store
+                        .usage_events_page(&account_id, after.as_deref(), EXPORT_PAGE)
+                        .await
+                }
+            },
+            |event| event.id.clone(),
+            UsageEvent::from,
+        )
+    };
+    let archive = {
+        let (store, account_id) = (store.clone(), account_id.clone());
+        futures_util::stream::once(async move {
+            let archived = store
+                .archived_usage(&account_id)
+                .await
+                .map_err(std::io::Error::other)?;
+            let archived: Vec<ArchivedUsage> = archived.into_iter().map(Into::into).collect();
+            Ok(after_usage(&archived).into())
         })
     };
-    let archive = futures_util::stream::once(async move {
-        let archived = store
-            .archived_usage(&account_id)
+    let requests = {
+        let (store, account_id) = (store.clone(), account_id.clone());
+        after_id(
+            move |after| {
+                let (store, account_id) = (store.clone(), account_id.clone());
+                async move {
+                    store
+                        .requests_page(&account_id, after.as_deref(), EXPORT_PAGE)
+                        .await
+                }
+            },
+            |request| request.id.clone(),
+            LoggedRequest::from,
+        )
+    };
+    let audit_events = {
+        let (store, account_id) = (store.clone(), account_id.clone());
+        after_id(
+            move |after| {
+                let (store, account_id) = (store.clone(), account_id.clone());
+                async move {
+                    store
+                        .audit_events_page(&account_id, after.as_deref(), EXPORT_PAGE)
+                        .await
+                }
+            },
+            |event| event.id.clone(),
+            AuditEvent::for_account,
+        )
+    };
+    let consents = futures_util::stream::once(async move {
+        let consents = store
+            .consent_events(&account_id)
             .await
             .map_err(std::io::Error::other)?;
-        let archived: Vec<ArchivedUsage> = archived.into_iter().map(Into::into).collect();
-        Ok(close(&archived).into())
+        let consents: Vec<ConsentEvent> = consents.into_iter().map(Into::into).collect();
+        Ok(close(&consents).into())
     });
     text(open(&head))
         .chain(descriptions)
-        .chain(text(BETWEEN.into()))
+        .chain(text(AFTER_DESCRIPTIONS.into()))
         .chain(usage_events)
         .chain(archive)
+        .chain(requests)
+        .chain(text(AFTER_REQUESTS.into()))
+        .chain(audit_events)
+        .chain(consents)
+}
+
+/// A listing read `EXPORT_PAGE` rows at a time, each page after the last row's id, as the items
+/// of one JSON array (`wire` makes each row what clients see).
+fn after_id<R, T, F, Fut>(
+    fetch: F,
+    id: fn(&R) -> String,
+    wire: fn(R) -> T,
+) -> impl futures_util::Stream<Item = Chunk> + Send
+where
+    R: Send + 'static,
+    T: Serialize + 'static,
+    F: Fn(Option<String>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = crate::store::Result<Vec<R>>> + Send,
+{
+    paged(move |after: Option<String>| {
+        let fetch = fetch.clone();
+        async move {
+            let first = after.is_none();
+            let rows = fetch(after).await.map_err(|e| e.to_string())?;
+            let next = (rows.len() as i64 == EXPORT_PAGE)
+                .then(|| rows.last().map(id))
+                .flatten();
+            Ok((array_items(rows.into_iter().map(wire), first), next))
+        }
+    })
 }
 
 /// The head object without its closing brace, and the descriptions array opened.
@@ -425,12 +572,21 @@ fn open(head: &ExportHead) -> String {
 }
 
 /// Between the descriptions and the usage events.
-const BETWEEN: &str = "],\"usage_events\":[";
+const AFTER_DESCRIPTIONS: &str = "],\"usage_events\":[";
 
-/// The usage events closed, the archive, the document closed.
-fn close(archived: &[ArchivedUsage]) -> String {
+/// The usage events closed, the archive, the requests opened.
+fn after_usage(archived: &[ArchivedUsage]) -> String {
     let json = serde_json::to_string(archived).expect("serialisable; this is a bug");
-    format!("],\"usage_archive\":{json}}}")
+    format!("],\"usage_archive\":{json},\"requests\":[")
+}
+
+/// Between the requests and the audit events.
+const AFTER_REQUESTS: &str = "],\"audit_events\":[";
+
+/// The audit events closed, the consents, the document closed.
+fn close(consents: &[ConsentEvent]) -> String {
+    let json = serde_json::to_string(consents).expect("serialisable; this is a bug");
+    format!("],\"consents\":{json}}}")
 }
 
 /// One page of a JSON array's items: a comma before every item but the array's first. An
@@ -462,6 +618,7 @@ mod tests {
             rate_limit_per_minute: None,
             restricted_by: None,
             restricted_at: None,
+            objected_at: Some(3),
             created_at: 1,
             deleted_at: None,
             purge_after: None,
@@ -487,17 +644,57 @@ mod tests {
             meter: "created".into(),
             quantity: 3,
         }];
+        let request = |id: &str| LoggedRequest {
+            object: "request",
+            id: id.into(),
+            key_id: Some("key_1".into()),
+            request_id: Some("req_1".into()),
+            method: "GET".into(),
+            route: "/v1/account".into(),
+            status: 200,
+            latency_ms: 4,
+            ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            created_at: 5,
+        };
+        let audit_event = AuditEvent {
+            object: "audit_event",
+            id: "aud_1".into(),
+            account_id: Some("acct_1".into()),
+            actor_kind: crate::store::audit::ActorKind::ApiKey,
+            actor_id: Some("key_1".into()),
+            action: "consent.objected".into(),
+            target: None,
+            ip: None,
+            user_agent: None,
+            details: serde_json::json!({"purpose": "analytics"}),
+            created_at: 3,
+        };
+        let consents = vec![ConsentEvent {
+            id: "cns_1".into(),
+            purpose: "analytics".into(),
+            decision: "objected".into(),
+            created_at: 3,
+        }];
         let whole = AccountExport {
             head: head(),
             descriptions: Vec::new(),
             usage_events: vec![event("u1"), event("u2"), event("u3")],
             usage_archive: archive.clone(),
+            requests: vec![request("r1"), request("r2")],
+            audit_events: vec![audit_event.clone()],
+            consents: consents.clone(),
         };
         let mut streamed = open(&head()).into_bytes();
-        streamed.extend(BETWEEN.as_bytes());
+        streamed.extend(AFTER_DESCRIPTIONS.as_bytes());
         streamed.extend(array_items([event("u1"), event("u2")].into_iter(), true));
         streamed.extend(array_items([event("u3")].into_iter(), false));
-        streamed.extend(close(&archive).into_bytes());
+        streamed.extend(after_usage(&archive).into_bytes());
+        streamed.extend(array_items([request("r1")].into_iter(), true));
+        streamed.extend(array_items([request("r2")].into_iter(), false));
+        streamed.extend(AFTER_REQUESTS.as_bytes());
+        streamed.extend(array_items([audit_event].into_iter(), true));
+        streamed.extend(close(&consents).into_bytes());
         let streamed: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
         assert_eq!(streamed, serde_json::to_value(&whole).unwrap());
     }

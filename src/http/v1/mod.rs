@@ -1,8 +1,10 @@
 //! The v1 API, a module per surface: descriptions (create, stored, export), bulk jobs, the caller's
-//! account, the operator's admin routes, and Stripe's webhook; the resources they answer with;
-//! and the paged streams both exports are written with.
+//! account and its activity (request log, audit events), the operator's admin routes, and
+//! Stripe's webhook; the resources they answer with; and the paged streams both exports are
+//! written with.
 
 pub mod account;
+pub mod activity;
 pub mod admin;
 pub mod descriptions;
 pub mod jobs;

@@ -10,10 +10,13 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use crate::describe::lint::Finding;
 use crate::store::accounts::RestrictedBy;
+use crate::store::audit::ActorKind;
 use crate::store::descriptions::Provenance;
 use crate::store::keys::Scope;
 use crate::store::review::ReviewStatus;
-use crate::store::{accounts, descriptions, keys, meter_reports, usage};
+use crate::store::{
+    accounts, audit, consents, descriptions, keys, meter_reports, request_log, usage,
+};
 
 /// Facts about the image read from its bytes; the bytes themselves are never kept.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -235,6 +238,10 @@ pub struct Account {
     /// Set while processing is restricted: new descriptions are refused, reads still work.
     pub restricted_by: Option<RestrictedBy>,
     pub restricted_at: Option<i64>,
+    /// Set while the account objects to its usage being used for analytics and service
+    /// improvement (Unix milliseconds of the objection); every analytics query leaves the
+    /// account out. `PATCH /v1/account {"objected": false}` withdraws the objection.
+    pub objected_at: Option<i64>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// When deletion was requested; the account is hidden from then on.
@@ -254,6 +261,7 @@ impl From<accounts::Account> for Account {
             rate_limit_per_minute: row.rate_limit_per_minute,
             restricted_by: row.restricted_by,
             restricted_at: row.restricted_at,
+            objected_at: row.objected_at,
             created_at: row.created_at,
             deleted_at: row.deleted_at,
             purge_after: row.purge_after,
@@ -303,14 +311,179 @@ pub struct UsageDay {
     pub created: i64,
     /// Descriptions retrieved (`GET /v1/descriptions/{id}`).
     pub retrieved: i64,
+    /// Requests made with the account's keys (the request log).
+    pub requests: i64,
+    /// Of those, the ones answered with a status of 400 or more.
+    pub errors: i64,
+    /// `errors / requests`; 0 on a day without requests.
+    pub error_rate: f64,
+    /// The median latency in milliseconds, from arrival to the answer's head; absent on a day
+    /// without requests.
+    pub latency_p50_ms: Option<i64>,
+    /// The 95th percentile latency (nearest rank).
+    pub latency_p95_ms: Option<i64>,
 }
 
-impl From<usage::UsageDay> for UsageDay {
-    fn from(row: usage::UsageDay) -> Self {
+impl UsageDay {
+    /// A day's billable counts and its requests (the same day).
+    pub fn new(usage: usage::UsageDay, requests: &request_log::RequestDay) -> Self {
         Self {
-            date: row.date,
-            created: row.created,
-            retrieved: row.retrieved,
+            date: usage.date,
+            created: usage.created,
+            retrieved: usage.retrieved,
+            requests: requests.requests,
+            errors: requests.errors,
+            error_rate: rate(requests.errors, requests.requests),
+            latency_p50_ms: requests.latency_p50_ms,
+            latency_p95_ms: requests.latency_p95_ms,
+        }
+    }
+}
+
+/// `part / whole`, 0 when `whole` is.
+pub fn rate(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// One request made with one of the account's keys, as the request log keeps it: never its
+/// body, never the key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LoggedRequest {
+    /// Always `request`.
+    #[schema(value_type = String, example = "request")]
+    pub object: &'static str,
+    #[schema(example = "rlog_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// The key it was made with; absent once the account is purged.
+    #[schema(example = "key_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub key_id: Option<String>,
+    /// The `x-request-id` of the answer; erased when the account is purged.
+    pub request_id: Option<String>,
+    #[schema(example = "POST")]
+    pub method: String,
+    /// The route's template, never the path with its ids or the query.
+    #[schema(example = "/v1/descriptions/{id}")]
+    pub route: String,
+    pub status: i64,
+    /// From arrival to the answer's head.
+    pub latency_ms: i64,
+    /// The client's address (`--trusted-proxies` decides when `X-Forwarded-For` is believed);
+    /// erased when the account is purged.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// When it arrived, Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl From<request_log::LoggedRequest> for LoggedRequest {
+    fn from(row: request_log::LoggedRequest) -> Self {
+        Self {
+            object: "request",
+            id: row.id,
+            key_id: row.key_id,
+            request_id: row.request_id,
+            method: row.method,
+            route: row.route,
+            status: row.status,
+            latency_ms: row.latency_ms,
+            ip: row.ip,
+            user_agent: row.user_agent,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A security event of the audit log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Always `audit_event`.
+    #[schema(value_type = String, example = "audit_event")]
+    pub object: &'static str,
+    /// `aud_` and a UUIDv7: ids sort by time.
+    #[schema(example = "aud_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// The account it is about; absent for operator events about no one account.
+    pub account_id: Option<String>,
+    pub actor_kind: ActorKind,
+    /// The key id (`api_key`), `admin_token` or `cli` (`operator`), the user (`user`).
+    pub actor_id: Option<String>,
+    /// What happened: `key.created`, `key.revoked`, `account.restricted`,
+    /// `account.restriction_lifted`, `account.deletion_requested`, `account.purged`,
+    /// `account.created`, `account.updated`, `export.downloaded`, `webhook_secret.rotated`,
+    /// `consent.objected`, `consent.given`, `billing.report_retried`, `billing.customer_deleted`
+    /// (Stripe deleted the account's customer), and the console's own.
+    #[schema(example = "key.created")]
+    pub action: String,
+    /// What was acted on, when not the account itself.
+    pub target: Option<String>,
+    /// Where the actor called from; erased when the account is purged.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The facts of the change; never a secret.
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl From<audit::StoredAuditEvent> for AuditEvent {
+    fn from(row: audit::StoredAuditEvent) -> Self {
+        Self {
+            object: "audit_event",
+            id: row.id,
+            account_id: row.account_id.map(Into::into),
+            actor_kind: row.actor_kind,
+            actor_id: row.actor_id,
+            action: row.action,
+            target: row.target,
+            ip: row.ip,
+            user_agent: row.user_agent,
+            details: row.details,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl AuditEvent {
+    /// As the account sees its own events: where the operator called from is the operator's
+    /// business, not the account's.
+    pub fn for_account(row: audit::StoredAuditEvent) -> Self {
+        let operator = row.actor_kind == ActorKind::Operator;
+        let mut event = Self::from(row);
+        if operator {
+            event.ip = None;
+            event.user_agent = None;
+        }
+        event
+    }
+}
+
+/// One objection to analytics, or consent given again.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConsentEvent {
+    #[schema(example = "cns_0192f4c5a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    /// `analytics`: the account's usage used for analytics and service improvement.
+    #[schema(example = "analytics")]
+    pub purpose: String,
+    /// `objected`, or `given` (the objection withdrawn).
+    #[schema(example = "objected")]
+    pub decision: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl From<consents::ConsentEvent> for ConsentEvent {
+    fn from(row: consents::ConsentEvent) -> Self {
+        Self {
+            id: row.id,
+            purpose: row.purpose,
+            decision: row.decision,
+            created_at: row.created_at,
         }
     }
 }
@@ -453,6 +626,16 @@ list!(
 list!(
     /// An account's keys.
     KeyList of ApiKey, "Oldest first, revoked ones included.", "Always false."
+);
+list!(
+    /// A page of the request log.
+    RequestPage of LoggedRequest, "Newest first.",
+    "Whether another page follows: ask for it with `starting_after` = the last `id`."
+);
+list!(
+    /// A page of audit events.
+    AuditEventPage of AuditEvent, "Newest first.",
+    "Whether another page follows: ask for it with `starting_after` = the last `id`."
 );
 list!(
     /// A page of meter reports.

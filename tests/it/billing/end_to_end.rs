@@ -222,9 +222,9 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         assert_each_identifier_once(&fake);
         let (_, usage) = call(a.get(server.url("/v1/usage"))).await;
         assert_eq!(
-            usage["totals"],
-            json!({"created": 3, "retrieved": 2}),
-            "the ledger agrees"
+            (&usage["totals"]["created"], &usage["totals"]["retrieved"]),
+            (&json!(3), &json!(2)),
+            "the ledger agrees: {usage}"
         );
         eventually!(
             "no report pending",
@@ -290,6 +290,21 @@ async fn usage_is_billed_exactly_once_and_waits_for_a_customer() {
         }
         let (_, after) = admin_get(&server, &format!("/v1/admin/accounts/{b_id}")).await;
         assert_eq!(after["stripe_customer_id"], Value::Null, "{after}");
+        // Audited once, as Stripe's doing, despite the redelivery.
+        let (_, audited) = admin_get(
+            &server,
+            &format!("/v1/admin/audit_events?account_id={b_id}&action=billing.customer_deleted"),
+        )
+        .await;
+        let audited = audited["data"].as_array().unwrap().clone();
+        assert_eq!(audited.len(), 1, "{audited:?}");
+        assert_eq!(
+            (
+                audited[0]["actor_kind"].as_str(),
+                audited[0]["actor_id"].as_str()
+            ),
+            (Some("stripe"), Some("evt_1"))
+        );
         assert_eq!(
             server
                 .sample("altimage_billing_events_total{result=\"customer_deleted\"}")

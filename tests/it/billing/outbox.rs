@@ -189,6 +189,7 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
             .request_deletion(
                 &"acct_000000000000000000000000000000a0".parse().unwrap(),
                 Duration::ZERO,
+                &altimage::store::audit::Actor::cli(),
             )
             .await
             .unwrap();
@@ -288,6 +289,7 @@ async fn purge_waits_for_unreported_usage_while_billing_is_on() {
             .request_deletion(
                 &"acct_000000000000000000000000000000f0".parse().unwrap(),
                 Duration::ZERO,
+                &altimage::store::audit::Actor::cli(),
             )
             .await
             .unwrap();

@@ -169,6 +169,29 @@ async fn account_routes_answer_as_documented() {
     let (status, export) = answers.send(http.get(url("/v1/account/export"))).await;
     assert_eq!(status, 200);
     assert!(export["descriptions"][0]["versions"].is_array(), "{export}");
+    assert!(export["audit_events"].is_array(), "{export}");
+
+    // Objection to analytics, the request log, the audit log, the operator's views of them.
+    let (status, objected) = answers
+        .send(patch("/v1/account", json!({"objected": true})))
+        .await;
+    assert_eq!(status, 200);
+    assert!(objected["objected_at"].is_i64(), "{objected}");
+    answers
+        .expect_statuses([
+            (400, patch("/v1/account", json!({}))),
+            (200, patch("/v1/account", json!({"objected": false}))),
+            (200, http.get(url("/v1/requests?limit=5"))),
+            (400, http.get(url("/v1/requests?status=42"))),
+            (200, http.get(url("/v1/audit_events?limit=5"))),
+            (400, http.get(url("/v1/audit_events?limit=0"))),
+            (200, admin.get(url("/v1/admin/audit_events?limit=5"))),
+            (400, admin.get(url("/v1/admin/audit_events?account_id=x"))),
+            (401, client().get(url("/v1/admin/audit_events"))),
+            (200, admin.get(url("/v1/admin/analytics/requests"))),
+            (400, admin.get(url("/v1/admin/analytics/requests?from=x"))),
+        ])
+        .await;
 
     // Admin: accounts and keys.
     let admin_post = |path: &str, body: Value| admin.post(url(path)).json(&body);
@@ -355,6 +378,10 @@ async fn account_routes_answer_as_documented() {
         ("get", "/v1/account", &[401]),
         ("delete", "/v1/account", &[202]),
         ("get", "/v1/account/export", &[200]),
+        ("get", "/v1/requests", &[200, 400]),
+        ("get", "/v1/audit_events", &[200, 400]),
+        ("get", "/v1/admin/audit_events", &[200, 400, 401]),
+        ("get", "/v1/admin/analytics/requests", &[200, 400]),
         ("post", "/v1/admin/accounts", &[201, 400, 401, 409]),
         ("get", "/v1/admin/accounts", &[200, 400]),
         ("get", "/v1/admin/accounts/{id}", &[404]),

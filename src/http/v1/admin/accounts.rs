@@ -9,6 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AccountPath, AdminRoute, OneAccount};
 use crate::error_set;
 use crate::http::AppState;
+use crate::http::auth::operator;
+use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, cursor, page_limit};
 use crate::http::v1::resources::{Account, AccountList};
@@ -56,18 +58,17 @@ error_set!(
 )]
 pub async fn create_account(
     State(state): State<AppState>,
+    client: ClientInfo,
     body: Result<ApiJson<CreateAccount>, ApiError>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let ApiJson(new) = body?;
-    let account = state
-        .store
-        .create_account(NewAccount {
-            name: new.name,
-            email: new.email,
-            stripe_customer_id: new.stripe_customer_id,
-            rate_limit_per_minute: new.rate_limit_per_minute,
-        })
-        .await?;
+    let new = NewAccount {
+        name: new.name,
+        email: new.email,
+        stripe_customer_id: new.stripe_customer_id,
+        rate_limit_per_minute: new.rate_limit_per_minute,
+    };
+    let account = state.store.create_account(new, &operator(&client)).await?;
     tracing::info!(account_id = %account.id, "account created");
     Ok((StatusCode::CREATED, Json(account.into())))
 }
@@ -179,11 +180,13 @@ error_set!(
 )]
 pub async fn update_account(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiPath(path): ApiPath<AccountPath>,
     body: Result<ApiJson<UpdateAccount>, ApiError>,
 ) -> Result<Json<Account>, ApiError> {
     let ApiJson(update) = body?;
     let id = path.id()?;
+    let actor = operator(&client);
     let mut account = state
         .store
         .update_account(
@@ -194,12 +197,13 @@ pub async fn update_account(
                 stripe_customer_id: update.stripe_customer_id,
                 rate_limit_per_minute: update.rate_limit_per_minute,
             },
+            &actor,
         )
         .await?;
     if let Some(restricted) = update.restricted {
         account = state
             .store
-            .set_restricted(&id, restricted, RestrictedBy::Admin)
+            .set_restricted(&id, restricted, RestrictedBy::Admin, &actor)
             .await?;
     }
     Ok(Json(account.into()))
@@ -221,11 +225,12 @@ pub async fn update_account(
 )]
 pub async fn delete_account(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiPath(path): ApiPath<AccountPath>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let account = state
         .store
-        .request_deletion(&path.id()?, state.access.deletion_grace)
+        .request_deletion(&path.id()?, state.access.deletion_grace, &operator(&client))
         .await?;
     tracing::info!(account_id = %account.id, "account deletion requested by the operator");
     Ok((StatusCode::ACCEPTED, Json(account.into())))

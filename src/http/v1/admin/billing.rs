@@ -10,6 +10,8 @@ use utoipa::IntoParams;
 use super::AdminRoute;
 use crate::error_set;
 use crate::http::AppState;
+use crate::http::auth::operator;
+use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, cursor, page_limit};
 use crate::http::v1::resources::{MeterReport, MeterReportList};
@@ -111,9 +113,13 @@ error_set!(
 )]
 pub async fn retry_report(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiPath(path): ApiPath<ReportPath>,
 ) -> Result<Json<MeterReport>, ApiError> {
-    let report = state.store.retry_meter_report(&path.id).await?;
+    let report = state
+        .store
+        .retry_meter_report(&path.id, &operator(&client))
+        .await?;
     tracing::info!(report_id = %path.id, "meter report requeued by the operator");
     if let Some(billing) = state.billing.as_ref() {
         billing.wake();

@@ -10,6 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AccountPath, OneAccount};
 use crate::error_set;
 use crate::http::AppState;
+use crate::http::auth::operator;
+use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, known};
 use crate::http::v1::resources::{ApiKey, KeyList};
@@ -71,6 +73,7 @@ error_set!(
 )]
 pub async fn create_key(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiPath(path): ApiPath<AccountPath>,
     body: Result<ApiJson<CreateKey>, ApiError>,
 ) -> Result<(StatusCode, Json<CreatedKeyBody>), ApiError> {
@@ -78,7 +81,10 @@ pub async fn create_key(
     let scopes = parse_scopes(request.scopes.as_deref())?;
     let name = request.name.as_deref().unwrap_or("default");
     let account_id = path.id()?;
-    let created = state.store.create_key(&account_id, name, &scopes).await?;
+    let created = state
+        .store
+        .create_key(&account_id, name, &scopes, &operator(&client))
+        .await?;
     tracing::info!(%account_id, key_id = %created.key.id, "key created");
     let body = CreatedKeyBody {
         api_key: created.key.into(),
@@ -141,10 +147,14 @@ error_set!(
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiPath(path): ApiPath<KeyPath>,
 ) -> Result<Json<ApiKey>, ApiError> {
     let account_id = known(&path.id, AccountId::parse, "account")?;
-    let key = state.store.revoke_key(&account_id, &path.key_id).await?;
+    let key = state
+        .store
+        .revoke_key(&account_id, &path.key_id, &operator(&client))
+        .await?;
     tracing::info!(account_id = path.id, key_id = path.key_id, "key revoked");
     Ok(Json(key.into()))
 }

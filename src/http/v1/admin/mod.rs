@@ -1,7 +1,9 @@
 //! `/v1/admin/`: the operator's routes behind `--admin-token` (accounts, their keys, meter
-//! reports). They exist only when a token is set.
+//! reports, the audit log, request analytics). They exist only when a token is set.
 
 pub mod accounts;
+pub mod analytics;
+pub mod audit;
 pub mod billing;
 pub mod keys;
 
@@ -28,6 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(billing::list_reports))
         .routes(routes!(billing::retry_report))
+        .routes(routes!(audit::list_audit_events))
+        .routes(routes!(analytics::requests))
 }
 
 error_set!(

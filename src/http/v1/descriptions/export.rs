@@ -17,6 +17,7 @@ use crate::http::error_set::ApiKeyLayer;
 use crate::http::extract::ApiQuery;
 use crate::http::v1::resources::Description;
 use crate::http::v1::{EXPORT_PAGE, paged};
+use crate::store::audit::{AuditEvent, action};
 use crate::store::descriptions::{self, ListFilter};
 use crate::store::ids::DescriptionId;
 use crate::store::keys::Scope;
@@ -171,7 +172,8 @@ error_set!(
 /// Every description of the account, newest first, streamed as JSON Lines or CSV
 /// (`Content-Disposition: attachment`). Memory stays bounded whatever the account's size. A
 /// database failure after the answer started cuts the stream short (no final chunk), so an
-/// incomplete file is detectable. Not billed. Scope: `read`.
+/// incomplete file is detectable. Recorded in the audit log (`export.downloaded`). Not billed.
+/// Scope: `read`.
 #[utoipa::path(
     get,
     path = "/v1/descriptions/export",
@@ -197,6 +199,17 @@ pub async fn export(
     let format = query.format.unwrap_or_default();
     let (store, account_id) = (state.store.clone(), caller.account_id().clone());
     let asset_id = query.asset_id;
+    let format_name = match format {
+        ExportFormat::Jsonl => "jsonl",
+        ExportFormat::Csv => "csv",
+    };
+    let event = AuditEvent::new(
+        Some(&account_id),
+        &caller.actor(),
+        action::EXPORT_DOWNLOADED,
+    )
+    .details(serde_json::json!({ "export": "descriptions", "format": format_name }));
+    store.record_audit(&event).await?;
     let pages = paged(move |cursor: Option<DescriptionId>| {
         let (store, account_id, asset_id) = (store.clone(), account_id.clone(), asset_id.clone());
         async move {

@@ -41,7 +41,7 @@ pub async fn rotate_secret(
     caller.require(Scope::Manage)?;
     let secret = state
         .store
-        .rotate_webhook_secret(caller.account_id())
+        .rotate_webhook_secret(caller.account_id(), &caller.actor())
         .await?;
     Ok(Json(WebhookSecret {
         object: "webhook_secret",
